@@ -1,0 +1,1 @@
+"""Hyperparameter search over conv depth, width and dropout (issue 4)."""

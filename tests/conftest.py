@@ -1,0 +1,42 @@
+"""Shared fixtures. Nothing here sets ``MLFLOW_TRACKING_URI``: every test names its store."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tracking.servers import (  # noqa: E402
+    free_port,
+    mlflow_server_command,
+    start_process_group,
+    stop_process_group,
+    wait_for_http,
+)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend, proxied artifacts) for the
+    whole session; yields its ``http://127.0.0.1:PORT`` URI and stops its process group."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    cmd = mlflow_server_command(
+        f"sqlite:///{root / 'mlflow.db'}",
+        "127.0.0.1",
+        port,
+        artifacts_destination=str(root / "artifacts"),
+        workers=1,
+    )
+    log_path = root / "server.log"
+    proc = start_process_group(cmd, log_path)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{uri}/health", timeout=120, proc=proc, log_path=log_path)
+        yield uri
+    finally:
+        stop_process_group(proc)

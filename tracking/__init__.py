@@ -1,0 +1,1 @@
+"""Tracking: one Tracker protocol, its sinks, activation capture, rendering and artifacts."""

@@ -1,0 +1,170 @@
+"""On-disk activation artifacts, read back by the "compare runs" step.
+
+Every artifact is a pair of files with the same stem in one directory: a
+safetensors file holding the tensors and a JSON file describing them. The JSON
+is written last, so a pair whose JSON exists is complete. Format tag:
+``"convscope.activations/1"``.
+
+Probe activations, one pair per epoch (``kind = "probes"``)::
+
+    epoch_0003.safetensors   one tensor per layer, key = layer name,
+                             (P, C, h, w) float16, contiguous, values
+                             clamped to ±65504 (float16's finite range)
+    epoch_0003.json          {"format": "convscope.activations/1",
+                              "kind": "probes",
+                              "step": 3,
+                              "layers": ["conv1", …],          # capture order
+                              "shapes": {"conv1": [P, C, h, w], …},
+                              "dtype": "float16",
+                              "probe_ids": [str × P],          # row i ↔ probe i
+                              "labels": [int × P],             # true class per probe
+                              "class_names": [str × K]}
+
+Pooled activations over an analysis set, one pair per run (``kind = "analysis"``)::
+
+    analysis.safetensors     one (N, C) float32 tensor per layer (channel-mean
+                             pooled, see ``capture.capture_pooled``) plus
+                             "labels": (N,) int64
+    analysis.json            {"format": "convscope.activations/1",
+                              "kind": "analysis",
+                              "layers": [...], "shapes": {layer: [N, C]},
+                              "n": N, "class_names": [...]}
+
+``labels`` is therefore a reserved name: no layer may be called that in an
+analysis artifact. :func:`load_activations` returns the tensors (in the JSON's
+layer order; for analysis artifacts followed by ``"labels"``) and the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+FORMAT = "convscope.activations/1"
+_FLOAT16_MAX = 65504.0
+
+
+def _check_layers(tensors: Mapping[str, Tensor], ndim: int, what: str) -> None:
+    if not tensors:
+        raise ValueError(f"no {what} activations to save; pass at least one layer")
+    for name, tensor in tensors.items():
+        if not name:
+            raise ValueError("layer names must be non-empty strings")
+        if tensor.dim() != ndim:
+            raise ValueError(f"layer {name!r}: expected a {ndim}-D {what} tensor, got shape {tuple(tensor.shape)}")
+
+
+def _write_pair(directory: Path, stem: str, tensors: dict[str, Tensor], meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``stem.safetensors`` then ``stem.json``; return both paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensor_path = directory / f"{stem}.safetensors"
+    json_path = directory / f"{stem}.json"
+    save_file(tensors, str(tensor_path), metadata={"format": FORMAT, "kind": str(meta["kind"])})
+    json_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return tensor_path, json_path
+
+
+def save_probe_activations(
+    directory: Path,
+    step: int,
+    activations: Mapping[str, Tensor],
+    *,
+    probe_ids: Sequence[str],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+) -> tuple[Path, Path]:
+    """Write ``epoch_{step:04d}.safetensors`` and ``.json`` into ``directory`` (created if needed).
+
+    ``activations`` maps layer → (P, C, h, w); ``probe_ids`` and ``labels`` have
+    one entry per probe row. Returns (safetensors path, json path); existing
+    files for the same step are overwritten. See the module docstring for the format.
+    """
+    _check_layers(activations, 4, "probe (P, C, h, w)")
+    probes = {int(tensor.shape[0]) for tensor in activations.values()}
+    if len(probes) != 1:
+        raise ValueError(f"layers disagree on the number of probes: {sorted(probes)}")
+    count = probes.pop()
+    if len(probe_ids) != count or len(labels) != count:
+        raise ValueError(f"{count} probes but {len(probe_ids)} probe_ids and {len(labels)} labels; pass one of each per probe")
+    tensors = {
+        name: tensor.detach().float().clamp(-_FLOAT16_MAX, _FLOAT16_MAX).to("cpu", torch.float16).contiguous()
+        for name, tensor in activations.items()
+    }
+    meta = {
+        "format": FORMAT,
+        "kind": "probes",
+        "step": int(step),
+        "layers": list(tensors),
+        "shapes": {name: list(tensor.shape) for name, tensor in tensors.items()},
+        "dtype": "float16",
+        "probe_ids": [str(probe) for probe in probe_ids],
+        "labels": [int(label) for label in labels],
+        "class_names": [str(name) for name in class_names],
+    }
+    return _write_pair(directory, f"epoch_{int(step):04d}", tensors, meta)
+
+
+def save_analysis_activations(
+    directory: Path,
+    pooled: Mapping[str, Tensor],
+    *,
+    labels: Sequence[int] | Tensor,
+    class_names: Sequence[str],
+) -> tuple[Path, Path]:
+    """Write ``analysis.safetensors`` and ``analysis.json`` into ``directory`` (created if needed).
+
+    ``pooled`` maps layer → (N, C) (``capture.capture_pooled``); ``labels`` has
+    N class indices. Returns (safetensors path, json path).
+    """
+    _check_layers(pooled, 2, "pooled (N, C)")
+    if "labels" in pooled:
+        raise ValueError("'labels' is reserved in analysis artifacts; rename that layer")
+    label_tensor = torch.as_tensor(labels).detach().to("cpu", torch.int64).reshape(-1).contiguous()
+    counts = {int(tensor.shape[0]) for tensor in pooled.values()} | {int(label_tensor.shape[0])}
+    if len(counts) != 1:
+        raise ValueError(f"layers and labels disagree on the number of samples: {sorted(counts)}")
+    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in pooled.items()}
+    meta = {
+        "format": FORMAT,
+        "kind": "analysis",
+        "layers": list(tensors),
+        "shapes": {name: list(tensor.shape) for name, tensor in tensors.items()},
+        "n": int(label_tensor.shape[0]),
+        "class_names": [str(name) for name in class_names],
+    }
+    tensors["labels"] = label_tensor
+    return _write_pair(directory, "analysis", tensors, meta)
+
+
+def load_activations(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read an artifact pair given its ``.safetensors`` (or ``.json``) path.
+
+    Returns (tensors, meta): tensors on CPU, ordered as ``meta["layers"]``
+    (analysis artifacts also carry ``"labels"`` last); meta is the parsed JSON.
+    Raises ValueError naming the file when the JSON is missing, unreadable or
+    of an unknown format, and FileNotFoundError when the tensors are missing.
+    """
+    path = Path(path)
+    tensor_path, json_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if not json_path.is_file():
+        raise ValueError(f"{json_path} is missing; an activation artifact needs its JSON beside {tensor_path.name}")
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{json_path} is not readable JSON: {error}") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{json_path} has format {found!r}; this convscope reads {FORMAT!r}")
+    if not tensor_path.is_file():
+        raise FileNotFoundError(f"{tensor_path} is missing (its JSON {json_path.name} exists)")
+    loaded = load_file(str(tensor_path))
+    order = [name for name in meta.get("layers", []) if name in loaded]
+    order += [name for name in loaded if name not in order]
+    return {name: loaded[name] for name in order}, meta

@@ -1,0 +1,129 @@
+"""Per-epoch visuals: capture on the training thread, render and write in the background.
+
+``EpochVisuals.log(model, step)`` runs one forward + one backward pass over the
+fixed probe images (cheap), copies the results to the CPU and hands a job to
+the tracker's background worker. That job renders the feature-map grids, the
+saliency grid and the first layer's filters, computes the activation
+statistics, writes the probe activations as a safetensors artifact and sends
+everything to the sinks. Image keys:
+
+- ``feature_maps/<layer>`` — every channel of every block, probes as row blocks;
+- ``saliency`` — per probe: input, gradient saliency, Grad-CAM of every block;
+- ``filters/<first layer>`` — the first conv layer's filters;
+- metrics ``act_mean/<layer>``, ``act_zero_fraction/<layer>``, ``act_hf_share/<layer>``;
+- artifacts ``activations/epoch_NNNN.safetensors`` + ``.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tracking.activations import save_analysis_activations, save_probe_activations
+from tracking.base import Tracker
+from tracking.capture import ProbeCapture, capture_pooled, capture_probes
+from tracking.render import confusion_matrix_figure, feature_map_grid, filter_grid, saliency_grid
+from tracking.stats import activation_statistics
+
+ACTIVATIONS_ARTIFACT_PATH = "activations"
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The fixed probe images: model inputs on the device and the originals for display."""
+
+    inputs: torch.Tensor  # (P,3,H,W) normalised floats on the model's device
+    images: torch.Tensor  # (P,3,H,W) uint8 on the CPU
+    labels: torch.Tensor  # (P,) int64; -1 for a user image without a label
+    ids: tuple[str, ...]
+
+
+class EpochVisuals:
+    def __init__(
+        self,
+        tracker: Tracker,
+        layers: Mapping[str, nn.Module],
+        probes: Probes,
+        class_names: Sequence[str],
+        artifact_dir: Path,
+        *,
+        first_conv: nn.Conv2d | None = None,
+        keep_files: bool = True,
+    ) -> None:
+        self.tracker = tracker
+        self.layers = dict(layers)
+        self.probes = probes
+        self.class_names = list(class_names)
+        self.artifact_dir = artifact_dir
+        self.first_conv = first_conv
+        self.keep_files = keep_files  # False: files are deleted once the sinks have copied them
+
+    def log(self, model: nn.Module, step: int) -> None:
+        """Capture now; render and write on the tracker's worker (or inline if it has none)."""
+        capture = capture_probes(model, self.layers, self.probes.inputs, self.probes.labels)
+        filters = self.first_conv.weight.detach().float().cpu().clone() if self.first_conv is not None else None
+        self._run(lambda sink: self._render(sink, capture, filters, step))
+
+    def log_final(
+        self, model: nn.Module, analysis_batches: list[torch.Tensor], analysis_labels: torch.Tensor,
+        y_true: torch.Tensor, y_pred: torch.Tensor,
+    ) -> None:
+        """Confusion matrix and the pooled activations of the analysis set, once at the end."""
+        pooled = capture_pooled(model, self.layers, analysis_batches)
+        self._run(lambda sink: self._render_final(sink, pooled, analysis_labels, y_true, y_pred))
+
+    def _run(self, job: object) -> None:
+        submit = getattr(self.tracker, "submit", None)
+        if submit is not None:
+            inner = self.tracker.inner  # type: ignore[attr-defined]
+            submit(lambda: job(inner))  # type: ignore[operator]
+        else:
+            job(self.tracker)  # type: ignore[operator]
+
+    def _render(self, sink: Tracker, capture: ProbeCapture, filters: torch.Tensor | None, step: int) -> None:
+        for layer, activation in capture.activations.items():
+            sink.log_image(f"feature_maps/{layer}", feature_map_grid(activation), step)
+        sink.log_image(
+            "saliency",
+            saliency_grid(
+                self.probes.images, capture.gradient, capture.gradcam,
+                class_names=self.class_names, targets=capture.targets,
+            ),
+            step,
+        )
+        if filters is not None:
+            sink.log_image(f"filters/{next(iter(self.layers))}", filter_grid(filters), step)
+        sink.log_metrics(activation_statistics(capture.activations), step)
+        files = save_probe_activations(
+            self.artifact_dir,
+            step,
+            capture.activations,
+            probe_ids=self.probes.ids,
+            labels=self.probes.labels.tolist(),
+            class_names=self.class_names,
+        )
+        self._ship(sink, files)
+
+    def _render_final(
+        self, sink: Tracker, pooled: dict[str, torch.Tensor], labels: torch.Tensor,
+        y_true: torch.Tensor, y_pred: torch.Tensor,
+    ) -> None:
+        sink.log_figure("confusion_matrix", confusion_matrix_figure(y_true.numpy(), y_pred.numpy(), self.class_names))
+        files = save_analysis_activations(self.artifact_dir, pooled, labels=labels, class_names=self.class_names)
+        self._ship(sink, files)
+
+    def _ship(self, sink: Tracker, files: Sequence[Path]) -> None:
+        for path in files:
+            sink.log_file(path, ACTIVATIONS_ARTIFACT_PATH)
+        if not self.keep_files:
+            for path in files:
+                path.unlink(missing_ok=True)
+
+    def discard_files(self) -> None:
+        if not self.keep_files:
+            shutil.rmtree(self.artifact_dir, ignore_errors=True)

@@ -1,0 +1,259 @@
+"""MLflow sink: one run, addressed by explicit run id through ``mlflow.MlflowClient``.
+
+Contract (on top of ``tracking.base``):
+- Never touches MLflow's fluent "active run" state, so it is safe to drive from a
+  background thread and to nest under a parent run created elsewhere.
+- The experiment is fetched or created (with ``artifact_location`` on creation) and
+  tagged ``mlflow.experimentKind=custom_model_development`` so MLflow 3's UI opens it
+  in the classic-ML view.
+- ``run_id=None`` creates a run (tagged ``mlflow.runName`` and, if given,
+  ``mlflow.parentRunId``); ``run_id=...`` resumes that run (status back to RUNNING).
+- Params are stringified, sent in chunks that respect MLflow's per-request limit
+  and truncated to MLflow's value-length limit; on a resumed run a param that is
+  already logged is skipped (MLflow refuses to change a param).
+- Each ``log_metrics`` call is exactly one ``log_batch`` request.
+- ``close`` maps FINISHED/FAILED/KILLED onto MLflow's statuses and PRUNED onto
+  FINISHED, always tags ``convscope.status`` with the ``RunStatus`` value, is
+  idempotent and only warns (``logging``) if the backend cannot be reached.
+  Note that MLflow's HTTP client retries a dead server before giving up
+  (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlparse
+
+from tracking.base import RunStatus
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+STATUS_TAG = "convscope.status"
+
+_MLFLOW_STATUS = {
+    RunStatus.FINISHED: "FINISHED",
+    RunStatus.FAILED: "FAILED",
+    RunStatus.KILLED: "KILLED",
+    RunStatus.PRUNED: "FINISHED",
+}
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def figure_artifact_file(key: str, step: int | None = None) -> str:
+    """Artifact path of a figure: ``figures/{key}.png`` or ``figures/{key}_step{step:04d}.png``
+    with every ``/`` of ``key`` replaced by ``_``."""
+    name = key.replace("/", "_")
+    if step is not None:
+        name = f"{name}_step{step:04d}"
+    return f"figures/{name}.png"
+
+
+class MlflowTracker:
+    """A ``Tracker`` writing to one MLflow run (see the module docstring for the contract).
+
+    Args:
+        tracking_uri: ``sqlite:///...`` for the embedded store or ``http(s)://...`` for a server.
+        experiment: experiment name; created if missing.
+        run_name: display name of a new run (MLflow picks one if None).
+        artifact_location: used only when the experiment is created; a ``file://`` URI for
+            the embedded store, None for a server (its proxied artifact store is used).
+        parent_run_id: makes the new run a child run of this one.
+        run_id: resume this existing run instead of creating one.
+        tags: extra tags for a new run (set, too, on a resumed run).
+        ui_url: base URL of the MLflow UI for ``links()``; defaults to an http(s) tracking URI.
+
+    Raises:
+        ImportError: mlflow is not installed.
+        ValueError: the experiment or the run to resume was deleted.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        *,
+        artifact_location: str | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        ui_url: str | None = None,
+    ) -> None:
+        try:
+            import mlflow
+            from mlflow.entities import Metric, Param, RunTag
+            from mlflow.tracking.context.registry import resolve_tags
+            from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+            from mlflow.utils.validation import (
+                MAX_PARAM_VAL_LENGTH,
+                MAX_PARAMS_TAGS_PER_BATCH,
+            )
+        except ImportError as error:
+            raise ImportError(
+                "MlflowTracker needs the 'mlflow' package: install it with "
+                "`pip install mlflow`, or run without the MLflow sink."
+            ) from error
+
+        self._Metric, self._Param, self._RunTag = Metric, Param, RunTag
+        self._max_batch = MAX_PARAMS_TAGS_PER_BATCH
+        self._max_param_len = MAX_PARAM_VAL_LENGTH
+        self._closed = False
+
+        if tracking_uri.startswith("sqlite:///"):
+            # sqlite creates the file but not its folder.
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = tracking_uri
+        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+
+        if run_id is None:
+            self.experiment_id = self._get_or_create_experiment(experiment, artifact_location)
+            run_tags: dict[str, str] = resolve_tags(dict(tags or {}))
+            if run_name is not None:
+                run_tags[MLFLOW_RUN_NAME] = run_name
+            if parent_run_id is not None:
+                run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+            run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=run_name)
+            self._logged_params: dict[str, str] = {}
+        else:
+            run = self.client.get_run(run_id)
+            if run.info.lifecycle_stage == "deleted":
+                raise ValueError(
+                    f"MLflow run {run_id} was deleted; restore it in the MLflow UI "
+                    "(or `mlflow runs restore`) or start a new run instead of resuming."
+                )
+            self.experiment_id = run.info.experiment_id
+            self._ensure_experiment_kind(self.client.get_experiment(self.experiment_id))
+            self.client.update_run(run_id, status="RUNNING")
+            if tags:
+                self.set_tags(tags)
+            self._logged_params = dict(run.data.params)
+        self.run_id: str = run.info.run_id
+
+        parsed = urlparse(tracking_uri)
+        base = ui_url or (tracking_uri if parsed.scheme in ("http", "https") else None)
+        self.run_url: str | None = (
+            f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+            "?workflowType=machine_learning"
+            if base
+            else None
+        )
+
+    # -- experiment ---------------------------------------------------------------------
+
+    def _get_or_create_experiment(self, name: str, artifact_location: str | None) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                return self.client.create_experiment(
+                    name,
+                    artifact_location=artifact_location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )
+            except MlflowException:
+                # Another process (a parallel trial) may have created it meanwhile.
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"MLflow experiment {name!r} is deleted; restore it "
+                f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) "
+                "or choose another experiment name."
+            )
+        self._ensure_experiment_kind(experiment)
+        return experiment.experiment_id
+
+    def _ensure_experiment_kind(self, experiment: Any) -> None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            self.client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
+
+    # -- Tracker protocol ---------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params (stringified, truncated, chunked); params logged before are skipped."""
+        fresh = []
+        for key, value in params.items():
+            text = str(value)[: self._max_param_len]
+            previous = self._logged_params.get(key)
+            if previous is not None:
+                if previous != text:
+                    log.warning(
+                        "MLflow run %s already has param %r=%r; keeping it and ignoring %r",
+                        self.run_id, key, previous, text,
+                    )
+                continue
+            fresh.append(self._Param(key, text))
+        for chunk in _chunks(fresh, self._max_batch):
+            self.client.log_batch(self.run_id, params=chunk, synchronous=True)
+            self._logged_params.update((p.key, p.value) for p in chunk)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set run tags (stringified, chunked)."""
+        items = [self._RunTag(key, str(value)) for key, value in tags.items()]
+        for chunk in _chunks(items, self._max_batch):
+            self.client.log_batch(self.run_id, tags=chunk, synchronous=True)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log all ``metrics`` at ``step`` in one ``log_batch`` request."""
+        now = int(time.time() * 1000)
+        batch = [self._Metric(key, float(value), now, step) for key, value in metrics.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def log_image(self, key: str, image: np.ndarray, step: int) -> None:
+        """Log a stepped image (shown with a step slider on the run page)."""
+        self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
+
+    def log_figure(self, key: str, figure: Figure, step: int | None = None) -> None:
+        """Save ``figure`` as PNG at ``figure_artifact_file(key, step)``."""
+        self.client.log_figure(self.run_id, figure, artifact_file=figure_artifact_file(key, step))
+
+    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a local file into the run's artifacts under ``artifact_path``."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def links(self) -> dict[str, str]:
+        """Run/experiment ids, tracking URI and, where a UI is known, the run's URL."""
+        links = {
+            "mlflow_run_id": self.run_id,
+            "mlflow_experiment_id": self.experiment_id,
+            "mlflow_tracking_uri": self.tracking_uri,
+        }
+        if self.run_url is not None:
+            links["mlflow_run_url"] = self.run_url
+        return links
+
+    def close(self, status: RunStatus = RunStatus.FINISHED) -> None:
+        """Tag ``convscope.status`` and terminate the run; no-op when already closed."""
+        if self._closed:
+            return
+        self._closed = True
+        status = RunStatus(status)
+        try:
+            self.client.set_tag(self.run_id, STATUS_TAG, status.value, synchronous=True)
+            self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS[status])
+        except Exception as error:  # the backend went away: the run's other sinks still close
+            log.warning(
+                "could not close MLflow run %s as %s at %s: %s",
+                self.run_id, status.value, self.tracking_uri, error,
+            )

@@ -1,0 +1,215 @@
+"""Start and stop the MLflow and TensorBoard UIs as real processes.
+
+Shared by the ``convscope ui`` command, the tests and docker-compose. Both servers
+spawn worker processes of their own (uvicorn workers, TensorBoard's data server),
+so each server is started as the leader of a new session / process group and
+stopped by signalling the whole group: nothing it started may survive ``stop``.
+Servers bind to whatever ``host`` the caller passes; callers default to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+TENSORBOARD_IMAGE_SAMPLES = 10000
+"""Images kept per tag by TensorBoard. Never 0: TensorBoard 2.21 then serves no images."""
+
+TENSORBOARD_RELOAD_INTERVAL_S = 5
+"""How often TensorBoard rescans the log directory for new events."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _console_script(name: str) -> list[str]:
+    """The ``name`` executable of this interpreter's environment, else ``python -m name``."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which(name)
+    return [found] if found else [sys.executable, "-m", name]
+
+
+def mlflow_server_command(
+    backend_store_uri: str,
+    host: str,
+    port: int,
+    *,
+    artifacts_destination: str | None = None,
+    serve_artifacts: bool = True,
+    ui_only: bool = False,
+    workers: int | None = None,
+) -> list[str]:
+    """Command line of an MLflow tracking server.
+
+    Args:
+        backend_store_uri: e.g. ``sqlite:///runs/mlflow.db`` or a PostgreSQL URL.
+        host, port: where to listen.
+        artifacts_destination: where proxied artifacts are stored (``--artifacts-destination``,
+            with ``--serve-artifacts``); clients then upload through the server.
+        serve_artifacts: without ``artifacts_destination``, False passes ``--no-serve-artifacts``.
+        ui_only: ``mlflow ui`` for browsing an embedded store whose runs carry their own
+            ``file://`` artifact locations; no artifact flags are passed.
+        workers: server worker processes (MLflow's default when None).
+
+    Raises:
+        ValueError: ``ui_only`` combined with ``artifacts_destination``.
+    """
+    if ui_only and artifacts_destination is not None:
+        raise ValueError(
+            "ui_only browses an existing store and takes no artifacts_destination; "
+            "drop one of the two"
+        )
+    cmd = _console_script("mlflow") + [
+        "ui" if ui_only else "server",
+        "--backend-store-uri", backend_store_uri,
+        "--host", host,
+        "--port", str(port),
+    ]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    if ui_only:
+        return cmd
+    if artifacts_destination is not None:
+        cmd += ["--artifacts-destination", artifacts_destination, "--serve-artifacts"]
+    elif not serve_artifacts:
+        cmd += ["--no-serve-artifacts"]
+    return cmd
+
+
+def tensorboard_command(logdir: str | Path, host: str, port: int) -> list[str]:
+    """Command line of a TensorBoard server that keeps (up to ``TENSORBOARD_IMAGE_SAMPLES``)
+    every logged image step and rescans ``logdir`` every few seconds."""
+    return _console_script("tensorboard") + [
+        "--logdir", str(logdir),
+        "--host", host,
+        "--port", str(port),
+        "--samples_per_plugin", f"images={TENSORBOARD_IMAGE_SAMPLES}",
+        "--reload_interval", str(TENSORBOARD_RELOAD_INTERVAL_S),
+    ]
+
+
+def start_process_group(cmd: Sequence[str], log_path: str | Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` as the leader of a new session, stdout and stderr appended to ``log_path``."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``; Linux reads ``/proc``,
+    elsewhere ``[pgid]`` if signalling the group still succeeds."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid pgrp ..." -- comm may contain spaces and parentheses
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> bool:
+    while group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM the whole process group led by ``proc``, SIGKILL whatever is alive after
+    ``timeout`` seconds, and reap ``proc``. Safe to call twice or on an exited leader."""
+    pgid = proc.pid  # start_new_session=True: the leader's pid is the group id
+    for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break  # nobody left in the group
+        deadline = time.monotonic() + wait_s
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            continue
+        if _wait_group_gone(pgid, deadline):
+            break
+    if proc.poll() is None:
+        proc.wait(timeout=5)
+
+
+def _tail(path: str | Path | None, lines: int = 40) -> str:
+    if path is None:
+        return ""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n--- last lines of " + str(path) + " ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def wait_for_http(
+    url: str,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    log_path: str | Path | None = None,
+) -> None:
+    """Poll ``url`` until it answers 200.
+
+    Raises:
+        RuntimeError: ``proc`` exited, or ``timeout`` seconds passed; the message
+            names the URL and ends with the tail of ``log_path`` if given.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: object = None
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"server for {url} exited with code {proc.returncode} before answering"
+                + _tail(log_path)
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+                last_error = f"HTTP {response.status}"
+        except (urllib.error.URLError, OSError) as error:
+            last_error = error
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"{url} did not answer within {timeout:.0f} s (last error: {last_error})"
+                + _tail(log_path)
+            )
+        time.sleep(0.2)

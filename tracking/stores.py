@@ -1,0 +1,98 @@
+"""Where runs are stored: the embedded default under one folder, or URLs.
+
+Embedded default (no server): ``<runs>/mlflow.db`` (MLflow sqlite store) with
+artifacts in ``<runs>/mlartifacts``, TensorBoard events in
+``<runs>/tensorboard/<experiment>/<run>``. ``--mlflow-uri`` or
+``MLFLOW_TRACKING_URI`` replaces the MLflow store (e.g. a tracking server that
+proxies artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracking.base import FanOut, Tracker
+
+DEFAULT_UI_HOST = "127.0.0.1"
+DEFAULT_MLFLOW_PORT = 5000
+DEFAULT_TENSORBOARD_PORT = 6006
+
+
+@dataclass(frozen=True)
+class Stores:
+    runs_dir: Path
+    mlflow_uri: str
+    artifact_location: str | None  # only for the embedded store; a server decides its own
+    ui_url: str | None  # where `convscope ui` (or the server) shows MLflow runs
+
+    @property
+    def tensorboard_root(self) -> Path:
+        return self.runs_dir / "tensorboard"
+
+    def tensorboard_dir(self, experiment: str, run_name: str) -> Path:
+        return self.tensorboard_root / experiment / run_name
+
+    def checkpoint_dir(self, experiment: str, run_name: str) -> Path:
+        return self.runs_dir / "checkpoints" / experiment / run_name
+
+    @property
+    def embedded(self) -> bool:
+        return self.artifact_location is not None
+
+
+def resolve_stores(runs_dir: str | Path, mlflow_uri: str = "") -> Stores:
+    """Flag, then ``MLFLOW_TRACKING_URI``, then the embedded sqlite store under ``runs_dir``."""
+    root = Path(runs_dir).expanduser().resolve()
+    uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri:
+        ui = uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+        return Stores(root, uri, None, ui)
+    return Stores(
+        root,
+        f"sqlite:///{root / 'mlflow.db'}",
+        (root / "mlartifacts").as_uri(),
+        f"http://{DEFAULT_UI_HOST}:{DEFAULT_MLFLOW_PORT}",
+    )
+
+
+def open_tracker(
+    stores: Stores,
+    experiment: str,
+    run_name: str,
+    *,
+    mlflow: bool = True,
+    tensorboard: bool = True,
+    parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Tracker:
+    """The sinks asked for, fanned out, behind one background worker.
+
+    The caller owns the returned tracker and must ``close`` it with a status.
+    """
+    from tracking.background import BackgroundTracker
+
+    sinks: list[Tracker] = []
+    if mlflow:
+        from tracking.mlflow_sink import MlflowTracker
+
+        stores.runs_dir.mkdir(parents=True, exist_ok=True)
+        sinks.append(
+            MlflowTracker(
+                stores.mlflow_uri,
+                experiment,
+                run_name,
+                artifact_location=stores.artifact_location,
+                parent_run_id=parent_run_id,
+                run_id=resume_run_id,
+                tags=tags,
+                ui_url=stores.ui_url,
+            )
+        )
+    if tensorboard:
+        from tracking.tensorboard_sink import TensorBoardTracker
+
+        sinks.append(TensorBoardTracker(stores.tensorboard_dir(experiment, run_name)))
+    return BackgroundTracker(FanOut(sinks))

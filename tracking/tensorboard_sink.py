@@ -1,0 +1,101 @@
+"""TensorBoard sink: one event directory written with ``torch.utils.tensorboard.SummaryWriter``.
+
+Contract (on top of ``tracking.base``):
+- params → one ``config`` text entry per ``log_params`` call (a Markdown table);
+  tags → one ``tags`` text entry per ``set_tags`` call.
+- metrics → one scalar per key at ``global_step=step``.
+- images → ``add_image(key, HWC uint8, global_step=step)``; figures are rendered with
+  matplotlib's Agg canvas (no pyplot) and stored as images at ``step`` (0 if None).
+- files are ignored (TensorBoard has no artifact store); the run status is not
+  recorded (the hparams plugin will carry it).
+- ``close`` flushes and closes the writer; a second ``close`` is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracking.base import RunStatus
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+
+def markdown_table(rows: Mapping[str, Any], header: tuple[str, str] = ("name", "value")) -> str:
+    """Two-column Markdown table of ``rows`` (``|`` and newlines escaped) for the text plugin."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {cell(key)} | {cell(value)} |" for key, value in rows.items()]
+    return "\n".join(lines)
+
+
+def render_figure(figure: Figure) -> np.ndarray:
+    """Render ``figure`` to an (H, W, 3) uint8 array with the Agg canvas (no pyplot)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.array(canvas.buffer_rgba())[..., :3]
+
+
+class TensorBoardTracker:
+    """A ``Tracker`` writing TensorBoard event files to ``log_dir`` (contract: module docstring).
+
+    Raises:
+        ImportError: the ``tensorboard`` package is not installed.
+    """
+
+    def __init__(self, log_dir: str | Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError(
+                "TensorBoardTracker needs the 'tensorboard' package: install it with "
+                "`pip install tensorboard`, or run without the TensorBoard sink."
+            ) from error
+        self.log_dir = Path(log_dir)
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self._closed = False
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Write ``params`` as one Markdown table under the text tag ``config``."""
+        self.writer.add_text("config", markdown_table(params, ("param", "value")))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Write ``tags`` as one Markdown table under the text tag ``tags``."""
+        self.writer.add_text("tags", markdown_table(tags, ("tag", "value")))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """One scalar per key at ``step``."""
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, float(value), global_step=step)
+
+    def log_image(self, key: str, image: np.ndarray, step: int) -> None:
+        """An (H, W, 3) uint8 image under ``key`` at ``step``."""
+        self.writer.add_image(key, image, global_step=step, dataformats="HWC")
+
+    def log_figure(self, key: str, figure: Figure, step: int | None = None) -> None:
+        """``figure`` rendered to pixels, as an image under ``key`` at ``step`` (0 if None)."""
+        self.log_image(key, render_figure(figure), 0 if step is None else step)
+
+    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Ignored: TensorBoard has no artifact store."""
+
+    def links(self) -> dict[str, str]:
+        """``{"tensorboard_dir": <log_dir>}``."""
+        return {"tensorboard_dir": str(self.log_dir)}
+
+    def close(self, status: RunStatus = RunStatus.FINISHED) -> None:
+        """Flush and close the writer; no-op when already closed."""
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.flush()
+        self.writer.close()

@@ -1,0 +1,157 @@
+"""The training step loop: one epoch of training, one pass of evaluation.
+
+No host–device synchronisation inside the step loop: loss and correct counts
+accumulate in device tensors and are read once per epoch. The only exception is
+the progress bar, which reads them at most once per second while it is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from train.config import OptimConfig
+from train.errors import ConfigError, NonFiniteLossError
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; anything else must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {name!r} is not a device name: use auto, cpu, cuda, cuda:N or mps") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: MPS is not available on this machine; use --device auto or cpu")
+    return device
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast on CUDA; plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step schedule over ``config.epochs`` epochs."""
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)} (got {config.schedule!r})")
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    *,
+    description: str = "train",
+    progress: bool = True,
+) -> EpochStats:
+    """One pass over ``batches``; raises NonFiniteLossError if the mean loss is NaN/inf."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    bar = tqdm(batches, desc=description, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
+    shown_at = start
+    for inputs, labels in bar:
+        with autocast_for(device):
+            logits = model(inputs)
+            loss = loss_fn(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        seen += len(labels)
+        if progress and (now := time.perf_counter()) - shown_at >= 1.0:
+            shown_at = now
+            bar.set_postfix(_postfix(loss_sum, correct, seen, now - start), refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - start
+    mean_loss = (loss_sum / max(seen, 1)).item()
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(f"training loss became {mean_loss} in {description}; lower --lr or check the data")
+    return EpochStats(mean_loss, correct.item() / max(seen, 1), seen, seconds)
+
+
+def _postfix(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> dict[str, str]:
+    return {
+        "loss": f"{loss_sum.item() / seen:.3f}",
+        "acc": f"{correct.item() / seen:.3f}",
+        "img/s": f"{seen / seconds:.0f}",
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    *,
+    return_predictions: bool = False,
+) -> tuple[EpochStats, torch.Tensor | None]:
+    """Mean loss and accuracy over ``batches`` in eval mode; optionally all predictions (CPU)."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    predictions: list[torch.Tensor] = []
+    seen = 0
+    start = time.perf_counter()
+    for inputs, labels in batches:
+        with autocast_for(device):
+            logits = model(inputs)
+        loss_sum += loss_fn(logits.float(), labels)
+        predicted = logits.argmax(dim=1)
+        correct += (predicted == labels).sum()
+        seen += len(labels)
+        if return_predictions:
+            predictions.append(predicted)
+    stats = EpochStats((loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1), seen, time.perf_counter() - start)
+    return stats, torch.cat(predictions).cpu() if return_predictions else None

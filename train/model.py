@@ -1,0 +1,168 @@
+"""The model family: N conv blocks named conv1 … convN, then a linear head.
+
+Each block is ``Conv2d → BatchNorm2d → ReLU → Dropout2d`` (optionally followed by
+a 2x2 max-pool). The ``seed`` preset reproduces the reference network of
+DESIGN.md exactly (409,682 parameters at 3x64x64 with two classes).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from train.config import ModelConfig
+from train.errors import ConfigError
+
+POOLS = ("none", "max")
+
+
+class ConvBlock(nn.Module):
+    """One conv block; ``act`` is the module whose output is the block's activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=config.kernel_size,
+            stride=config.stride,
+            padding=config.padding,
+            bias=not config.batch_norm,
+        )
+        self.norm = nn.BatchNorm2d(out_channels) if config.batch_norm else nn.Identity()
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout2d(config.dropout)
+        self.pool = nn.MaxPool2d(2) if config.pool == "max" else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x = self.norm(x)
+        x = self.act(x)
+        x = self.drop(x)
+        x = self.pool(x)
+        return x
+
+
+class ConvNet(nn.Module):
+    """``features`` (conv1 … convN) → ``head`` (Flatten → Linear → Linear)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        validate(config)
+        self.config = config
+        widths = config.channel_widths()
+        blocks: OrderedDict[str, nn.Module] = OrderedDict()
+        in_channels = config.in_channels
+        for index, width in enumerate(widths, start=1):
+            blocks[f"conv{index}"] = ConvBlock(in_channels, width, config)
+            in_channels = width
+        self.features = nn.Sequential(blocks)
+        side = spatial_sizes(config)[-1]
+        flat = in_channels * side * side
+        head: list[nn.Module] = [nn.Flatten()]
+        if config.head_hidden > 0:
+            # No activation between the two linears, as in the reference network.
+            head += [nn.Linear(flat, config.head_hidden), nn.Linear(config.head_hidden, config.num_classes)]
+        else:
+            head += [nn.Linear(flat, config.num_classes)]
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def feature_layers(self) -> dict[str, nn.Module]:
+        """Layer name → the module whose output is that block's post-ReLU activation."""
+        return {name: block.act for name, block in self.features.named_children()}
+
+
+def spatial_sizes(config: ModelConfig, depth: int | None = None) -> list[int]:
+    """Side length after each block (before flattening), for ``depth`` blocks."""
+    side = config.image_size
+    sizes = []
+    for _ in range(config.depth if depth is None else depth):
+        side = (side + 2 * config.padding - config.kernel_size) // config.stride + 1
+        if config.pool == "max":
+            side //= 2
+        sizes.append(side)
+    return sizes
+
+
+def max_depth(config: ModelConfig, limit: int = 64) -> int:
+    """The largest useful depth: the feature map still has at least 1x1 pixels and
+    no block sees an input that is already 1x1 (with padding, sizes can stay at 1 forever)."""
+    sizes = spatial_sizes(config, limit)
+    for index, side in enumerate(sizes):
+        if side < 1 or (index > 0 and sizes[index - 1] == 1):
+            return index
+    return limit
+
+
+def validate(config: ModelConfig) -> None:
+    """Raise ConfigError naming the flag when the config cannot build a network."""
+    if config.depth < 1:
+        raise ConfigError(f"--depth must be at least 1 (got {config.depth})")
+    if config.widths and len(config.widths) != config.depth:
+        raise ConfigError(
+            f"--widths lists {len(config.widths)} widths but --depth is {config.depth}: give one width per block"
+        )
+    if any(width < 1 for width in config.channel_widths()):
+        raise ConfigError(f"--widths must all be positive (got {config.channel_widths()})")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1) (got {config.dropout})")
+    if config.pool not in POOLS:
+        raise ConfigError(f"--pool must be one of {', '.join(POOLS)} (got {config.pool!r})")
+    if config.kernel_size < 1 or config.stride < 1 or config.padding < 0:
+        raise ConfigError("--kernel-size and --stride must be at least 1 and --padding at least 0")
+    if config.num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes (got {config.num_classes})")
+    sizes = spatial_sizes(config)
+    if sizes[-1] < 1:
+        fits = max_depth(config)
+        if fits == 0:
+            raise ConfigError(
+                f"--image-size {config.image_size} is too small for even one block with kernel "
+                f"{config.kernel_size}, stride {config.stride}, padding {config.padding}: use a larger --image-size"
+            )
+        raise ConfigError(
+            f"--depth {config.depth} is too deep for {config.image_size}x{config.image_size} inputs "
+            f"(kernel {config.kernel_size}, stride {config.stride}, padding {config.padding}, pool {config.pool}): "
+            f"conv{fits + 1} would have an empty output; the largest depth that fits is {fits} "
+            f"(or use --padding, a larger --image-size or fewer blocks)"
+        )
+
+
+def build_model(config: ModelConfig) -> ConvNet:
+    return ConvNet(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def layer_table(model: ConvNet) -> str:
+    """A plain-text table of every block and head layer: output shape and parameters."""
+    config = model.config
+    rows: list[tuple[str, str, str]] = [("input", f"{config.in_channels}x{config.image_size}x{config.image_size}", "0")]
+    x = torch.zeros(1, config.in_channels, config.image_size, config.image_size)
+    model_was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for name, block in model.features.named_children():
+            x = block(x)
+            rows.append((name, "x".join(str(d) for d in x.shape[1:]), f"{count_parameters(block):,}"))
+        for index, layer in enumerate(model.head):
+            x = layer(x)
+            label = f"head.{index} {type(layer).__name__}"
+            rows.append((label, "x".join(str(d) for d in x.shape[1:]), f"{count_parameters(layer):,}"))
+    model.train(model_was_training)
+    rows.append(("total", "", f"{count_parameters(model):,}"))
+    widths = [max(len(row[i]) for row in rows + [("layer", "output", "params")]) for i in range(3)]
+    lines = [f"{'layer':<{widths[0]}}  {'output':<{widths[1]}}  {'params':>{widths[2]}}"]
+    lines.append("-" * (sum(widths) + 4))
+    for name, shape, params in rows:
+        if name == "total":
+            lines.append("-" * (sum(widths) + 4))
+        lines.append(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {params:>{widths[2]}}")
+    return "\n".join(lines)

@@ -1,0 +1,286 @@
+"""One training run, end to end: config → data → model → epochs → tracked results.
+
+``prepare`` does everything that can fail on bad input (data, model, probes)
+before any tracker is opened. ``execute`` trains and logs into a tracker the
+caller owns. ``run`` is both plus opening and closing the trackers, with the
+right status (FINISHED, FAILED, or KILLED on Ctrl-C/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import secrets
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tracking.base import RunStatus, Tracker
+from tracking.epoch_visuals import EpochVisuals, Probes
+from tracking.stores import Stores, open_tracker, resolve_stores
+from train import provenance
+from train.batches import DeviceBatches, Normalizer
+from train.checkpoint import Checkpoint, save_checkpoint, save_model
+from train.config import RunConfig, flatten
+from train.data import Splits, decode_image, load_data
+from train.errors import ConfigError
+from train.loop import evaluate, make_optimizer, make_scheduler, select_device, train_one_epoch
+from train.model import ConvNet, build_model, count_parameters, validate
+
+EpochCallback = Callable[[int, Mapping[str, float]], None]
+"""Called after every epoch with (epoch, metrics); may raise to stop the run (e.g. pruning)."""
+
+
+@dataclass
+class Prepared:
+    config: RunConfig  # with num_classes and in_channels set from the data
+    run_name: str
+    device: torch.device
+    data: Splits
+    model: ConvNet
+    normalizer: Normalizer
+    probes: Probes
+    resume: Checkpoint | None = None
+
+
+@dataclass
+class RunResult:
+    run_name: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_val_accuracy: float = 0.0
+    stopped_early: bool = False
+    checkpoint_dir: Path | None = None
+    links: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callable[[str], None] = print) -> Prepared:
+    """Load data, build the model, pick probes. Raises ConfigError for bad input."""
+    torch.manual_seed(config.optim.seed)
+    device = select_device(config.optim.device)
+    validate(config.model)  # fail fast on a bad architecture, before decoding any image
+    data = load_data(config.data, config.model.image_size, config.optim.seed)
+    echo(data.description)
+    model_config = dataclasses.replace(config.model, num_classes=len(data.class_names), in_channels=3)
+    config = dataclasses.replace(config, model=model_config)
+    model = build_model(model_config)
+    normalizer = Normalizer.fit(data.train.images)
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+        normalizer = Normalizer(torch.tensor(resume.extra["normalizer"]["mean"]), torch.tensor(resume.extra["normalizer"]["std"]))
+    model = model.to(device, memory_format=torch.channels_last)
+    probes = select_probes(config, data, normalizer, device)
+    run_name = config.tracking.run_name or (resume.extra.get("run_name") if resume else None) or default_run_name(config)
+    return Prepared(config, run_name, device, data, model, normalizer, probes, resume)
+
+
+def default_run_name(config: RunConfig) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{config.preset}-d{config.model.depth}-{stamp}-{secrets.token_hex(2)}"
+
+
+def select_probes(config: RunConfig, data: Splits, normalizer: Normalizer, device: torch.device) -> Probes:
+    """``probes_per_class`` validation images per class chosen by the seed, then the user's files."""
+    gen = torch.Generator().manual_seed(config.optim.seed + 1)
+    labels = data.val.labels
+    chosen: list[int] = []
+    for cls in range(len(data.class_names)):
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        chosen += members[: config.data.probes_per_class].tolist()
+    images = [data.val.images[i] for i in chosen]
+    probe_labels = [int(labels[i]) for i in chosen]
+    ids = [data.val.ids[i] for i in chosen]
+    for path in config.data.probe:
+        if not Path(path).is_file():
+            raise ConfigError(f"--probe {path}: no such file; give an image file")
+        try:
+            images.append(torch.from_numpy(decode_image(path, config.model.image_size)))
+        except OSError as error:
+            raise ConfigError(f"--probe {path}: cannot read it as an image ({error})") from error
+        probe_labels.append(-1)
+        ids.append(str(path))
+    if not images:
+        raise ConfigError("no probe images: set --probes-per-class above 0 or give --probe files")
+    stacked = torch.stack(images)
+    inputs = normalizer(stacked.to(device)).contiguous(memory_format=torch.channels_last)
+    return Probes(inputs, stacked.cpu(), torch.tensor(probe_labels, dtype=torch.long), tuple(ids))
+
+
+def execute(
+    prepared: Prepared,
+    tracker: Tracker,
+    stores: Stores,
+    *,
+    on_epoch_end: EpochCallback | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Train ``prepared`` and log everything to ``tracker`` (owned and closed by the caller)."""
+    config, model, device, data = prepared.config, prepared.model, prepared.device, prepared.data
+    experiment = config.tracking.experiment
+    checkpoint_dir = stores.checkpoint_dir(experiment, prepared.run_name)
+    result = RunResult(prepared.run_name, checkpoint_dir=checkpoint_dir, links=tracker.links())
+    train_images = data.train.images.to(device)
+    val_images = data.val.images.to(device)
+    train_batches = DeviceBatches(
+        train_images, data.train.labels.to(device), prepared.normalizer, config.optim.batch_size,
+        shuffle=True, flip=config.optim.flip, seed=config.optim.seed,
+    )
+    val_batches = DeviceBatches(val_images, data.val.labels.to(device), prepared.normalizer, max(256, config.optim.batch_size))
+    optimizer = make_optimizer(model, config.optim)
+    scheduler = make_scheduler(optimizer, config.optim, len(train_batches))
+    start_epoch, best_loss, stale = 0, math.inf, 0
+    if prepared.resume is not None:
+        state = prepared.resume.loop_state
+        start_epoch, best_loss, stale = int(state["epoch"]), float(state["best_val_loss"]), int(state["stale_epochs"])
+        optimizer.load_state_dict(state["optimizer"])
+        if int(state["planned_epochs"]) == config.optim.epochs:
+            scheduler.load_state_dict(state["scheduler"])
+        else:
+            echo(f"--epochs changed from {state['planned_epochs']} to {config.optim.epochs}: the schedule restarts")
+        train_batches.generator.set_state(state["batch_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        result.best_val_loss = best_loss
+    extra = {
+        "run_name": prepared.run_name,
+        "class_names": list(data.class_names),
+        "normalizer": prepared.normalizer.state(),
+        "links": tracker.links(),
+    }
+
+    if prepared.resume is None:
+        tracker.log_params(run_params(prepared))
+        tracker.set_tags(provenance.tags(device, data.fingerprint, config))
+    keep_files = not config.tracking.mlflow
+    artifact_dir = checkpoint_dir / "activations"  # files are removed once MLflow has them
+    visuals = None
+    if config.tracking.visuals:
+        visuals = EpochVisuals(
+            tracker, model.feature_layers(), prepared.probes, data.class_names, artifact_dir,
+            first_conv=model.features[0].conv, keep_files=keep_files,
+        )
+        if start_epoch == 0:
+            visuals.log(model, step=0)
+
+    for epoch in range(start_epoch + 1, config.optim.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        fit = train_one_epoch(
+            model, train_batches, optimizer, scheduler, device,
+            description=f"epoch {epoch}/{config.optim.epochs}", progress=progress,
+        )
+        val, _ = evaluate(model, val_batches, device)
+        metrics = {
+            "train/loss": fit.loss, "train/accuracy": fit.accuracy,
+            "val/loss": val.loss, "val/accuracy": val.accuracy,
+            "lr": lr, "epoch_seconds": fit.seconds + val.seconds, "images_per_second": fit.images_per_second,
+        }
+        tracker.log_metrics(metrics, step=epoch)
+        if visuals is not None:
+            visuals.log(model, step=epoch)
+        improved = val.loss < best_loss
+        best_loss, stale = (val.loss, 0) if improved else (best_loss, stale + 1)
+        result.best_val_loss = best_loss
+        result.best_val_accuracy = max(result.best_val_accuracy, val.accuracy)
+        result.history.append({"epoch": epoch, **metrics})
+        save_checkpoint(checkpoint_dir, model, config, extra, {
+            "epoch": epoch, "planned_epochs": config.optim.epochs, "best_val_loss": best_loss, "stale_epochs": stale,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "batch_rng": train_batches.generator.get_state(), "torch_rng": torch.get_rng_state(),
+        })
+        if progress:
+            echo(
+                f"epoch {epoch}/{config.optim.epochs}  train loss {fit.loss:.4f} acc {fit.accuracy:.3f}  "
+                f"val loss {val.loss:.4f} acc {val.accuracy:.3f}  {fit.images_per_second:,.0f} img/s"
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+        if config.optim.patience and stale >= config.optim.patience:
+            result.stopped_early = True
+            echo(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs (--patience)")
+            break
+
+    _log_final(prepared, tracker, visuals, val_batches, val_images, checkpoint_dir)
+    return result
+
+
+def _log_final(
+    prepared: Prepared, tracker: Tracker, visuals: EpochVisuals | None, val_batches: DeviceBatches,
+    val_images: torch.Tensor, checkpoint_dir: Path,
+) -> None:
+    """Confusion matrix, analysis-set activations and the final model."""
+    config, model, data = prepared.config, prepared.model, prepared.data
+    _, predictions = evaluate(model, val_batches, prepared.device, return_predictions=True)
+    if visuals is not None:
+        count = min(config.data.analysis_size, len(data.val))
+        order = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(config.optim.seed + 2))[:count]
+        device_order = order.to(val_images.device)
+        batches = [
+            prepared.normalizer(val_images[device_order[i : i + 256]]).contiguous(memory_format=torch.channels_last)
+            for i in range(0, count, 256)
+        ]
+        assert predictions is not None
+        visuals.log_final(model, batches, data.val.labels[order], data.val.labels, predictions)
+    final_dir = checkpoint_dir / "final"
+    save_model(final_dir, model, config, {"class_names": list(data.class_names), "normalizer": prepared.normalizer.state()},
+               epoch=-1)
+    for path in sorted(final_dir.iterdir()):
+        tracker.log_file(path, "model")
+
+
+def run_params(prepared: Prepared) -> dict[str, Any]:
+    data = prepared.data
+    params: dict[str, Any] = flatten(prepared.config)
+    params.update({
+        "data.classes": ",".join(f"{i}:{name}" for i, name in enumerate(data.class_names)),
+        "data.train_images": len(data.train),
+        "data.val_images": len(data.val),
+        "model.parameters": count_parameters(prepared.model),
+        "model.widths_resolved": ",".join(str(w) for w in prepared.config.model.channel_widths()),
+        "probes.ids": ",".join(prepared.probes.ids),
+    })
+    return params
+
+
+def run(
+    config: RunConfig,
+    *,
+    on_epoch_end: EpochCallback | None = None,
+    progress: bool = True,
+    resume: Checkpoint | None = None,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Prepare, open the configured trackers, execute, and close them with the right status."""
+    prepared = prepare(config, resume=resume, echo=echo)
+    tracking = prepared.config.tracking
+    stores = resolve_stores(tracking.runs_dir, tracking.mlflow_uri)
+    resume_run_id = None
+    if resume is not None:
+        resume_run_id = resume.extra.get("links", {}).get("mlflow_run_id")
+    tracker = open_tracker(
+        stores, tracking.experiment, prepared.run_name,
+        mlflow=tracking.mlflow, tensorboard=tracking.tensorboard, resume_run_id=resume_run_id,
+    )
+    links = tracker.links()
+    echo(f"run {prepared.run_name} on {prepared.device}: " + ", ".join(f"{k} {v}" for k, v in sorted(links.items())))
+    status = RunStatus.FAILED
+    try:
+        result = execute(prepared, tracker, stores, on_epoch_end=on_epoch_end, progress=progress, echo=echo)
+        status = RunStatus.FINISHED
+        return result
+    except KeyboardInterrupt:
+        status = RunStatus.KILLED
+        raise
+    finally:
+        if status is not RunStatus.FINISHED:
+            print(f"run {prepared.run_name} ended {status.value}; completed epochs stay browsable", file=sys.stderr)
+        tracker.close(status)
