@@ -142,8 +142,8 @@ def feature_map_grid(
     block (row-major, channel 0 top-left, thin dark gaps); blocks are stacked
     top to bottom in probe order, separated by white bands; when that would be
     too tall/wide (few channels, many probes) blocks also wrap into columns,
-    still in row-major probe order. Long side / short side ≤ 2 for any
-    P ≤ 32, C ≤ 512.
+    still in row-major probe order. Long side / short side ≤ 2 for square
+    maps and any P ≤ 32, C ≤ 512 (checked exhaustively for h = 1, 3, 7, 15, 31).
     """
     if activation.dim() != 4 or activation.shape[0] < 1 or activation.shape[1] < 1:
         raise ValueError(f"feature_map_grid needs (P, C, h, w) with P, C ≥ 1, got {tuple(activation.shape)}")
