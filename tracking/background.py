@@ -21,6 +21,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -62,6 +63,7 @@ class BackgroundTracker:
     # -- worker -------------------------------------------------------------------------
 
     def _work(self) -> None:
+        _lower_priority()
         while True:
             item = self._queue.get()
             try:
@@ -142,3 +144,14 @@ class BackgroundTracker:
             self._queue.put(_STOP)
             self._closed = True
         self._thread.join()
+
+
+WORKER_NICENESS = 10  # the training threads come first; logging uses what they leave
+
+
+def _lower_priority() -> None:
+    """Lower this thread's scheduling priority (Linux schedules threads individually)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not permitted: run at normal priority

@@ -31,6 +31,7 @@ from tracking.render import confusion_matrix_figure, feature_map_grid, filter_gr
 from tracking.stats import activation_statistics
 
 ACTIVATIONS_ARTIFACT_PATH = "activations"
+FEATURE_TILE_PX = 8  # smallest tile side: 1x1 and 3x3 maps stay visible, grids stay small enough to encode fast
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class EpochVisuals:
 
     def _render(self, sink: Tracker, capture: ProbeCapture, filters: torch.Tensor | None, step: int) -> None:
         for layer, activation in capture.activations.items():
-            sink.log_image(f"feature_maps/{layer}", feature_map_grid(activation), step)
+            sink.log_image(f"feature_maps/{layer}", feature_map_grid(activation, min_tile=FEATURE_TILE_PX), step)
         sink.log_image(
             "saliency",
             saliency_grid(

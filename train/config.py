@@ -40,8 +40,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    data: str = "synthetic"  # 'synthetic' or an image folder (one sub-folder per class)
-    val_fraction: float = 0.2  # share of every class held out for validation
+    data: str = "synthetic"  # synthetic | cifar10 | oxford-pets | an image folder (one sub-folder per class, or train/ and val/)
+    val_fraction: float = 0.2  # share of every class held out for validation (class-folder layout)
+    classes: str = "default"  # cifar10 classes: default (cat,dog) | all | a comma list such as cat,dog,horse
+    download: bool = False  # allow downloading cifar10 / oxford-pets into --dataset-dir
+    dataset_dir: str = ""  # where torchvision data sets live; empty = <runs-dir>/datasets
+    cache_dir: str = ""  # decode cache for image folders; empty = <runs-dir>/cache
+    memory_fraction: float = 0.5  # stream from the files instead when decoded images need more of the free RAM
     synthetic_size: int = 6000  # images generated for the synthetic data set
     probes_per_class: int = 4  # validation images per class drawn every epoch
     probe: tuple[str, ...] = ()  # extra probe image files (repeatable)
@@ -57,6 +62,7 @@ class OptimConfig:
     schedule: str = "onecycle"  # learning-rate schedule: onecycle | cosine | constant
     patience: int = 0  # stop after this many epochs without a better validation loss; 0 = never
     flip: bool = True  # random horizontal flips while training
+    crop_padding: int = 0  # random crops: pad by N pixels (reflect) and crop back; 0 = off
     seed: int = 0  # seed for data split, probes, initialisation and shuffling
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 

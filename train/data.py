@@ -1,44 +1,62 @@
-"""Data sets as uint8 tensors: the synthetic set and image folders.
+"""Data sets as uint8 tensors: the synthetic set, image folders, torchvision sets.
 
-Everything is decoded once into one ``uint8`` tensor (N×3×S×S) with int64
-labels; training slices batches from it (``train.batches``). Issue 3 adds the
-validating decoder, the on-disk cache and torchvision's data sets behind the
-same ``load_data`` entry point.
+``load_data`` is the one entry point. Image folders are validated and decoded
+once (``train.images``), in parallel, into one uint8 tensor that is cached on
+disk (``train.cache``); later runs and every trial of a study load the cache
+and never touch a JPEG again. A folder too large for memory (more than
+``--memory-fraction`` of the available RAM) is streamed from the files instead,
+with a notice.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 
+from train.cache import DECODER_VERSION, SPLIT_CODES, DecodedFiles, cache_key, entry_path, load_entry, store_entry
 from train.config import DataConfig
 from train.errors import ConfigError
+from train.folders import Layout, find_layout
+from train.images import decode_many
 from train.synthetic import CLASS_NAMES, GENERATOR_VERSION, make_synthetic
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DECODE_CHUNK = 2048  # files decoded per batch of work: bounds the memory held outside the tensor
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images (uint8, N×3×S×S), labels (int64, N) and one id per image (a path or ``synthetic:i``)."""
+    """Labels and ids (a path or ``synthetic:i``) of N images, and the images themselves:
+    in memory as one uint8 tensor (N×3×S×S), or ``None`` when they are streamed from files."""
 
-    images: torch.Tensor
     labels: torch.Tensor
     ids: tuple[str, ...]
+    images: torch.Tensor | None = None
+    image_size: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def in_memory(self) -> bool:
+        return self.images is not None
+
     def subset(self, indices: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[indices], self.labels[indices], tuple(self.ids[i] for i in indices.tolist()))
+        images = self.images[indices] if self.images is not None else None
+        return replace(self, labels=self.labels[indices], ids=tuple(self.ids[i] for i in indices.tolist()), images=images)
+
+    def take(self, indices: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at ``indices`` (decoded from their files when streaming)."""
+        if self.images is not None:
+            return self.images[indices]
+        results = decode_many([Path(self.ids[i]) for i in indices.tolist()], self.image_size, progress=False)
+        return torch.stack([torch.from_numpy(r.array) for r in results if r.array is not None])
 
 
 @dataclass(frozen=True)
@@ -48,18 +66,56 @@ class Splits:
     class_names: tuple[str, ...]
     fingerprint: str  # identifies the exact data (files, sizes, mtimes or generator settings)
     description: str  # one line for the console
+    test: ImageSet | None = None
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, reason) of files that were not used
+    total_files: int = 0
+    decoded: int = 0  # images decoded by this call (0 when everything came from the cache)
+
+    def skipped_summary(self, csv_path: Path | None = None) -> str | None:
+        """``skipped 3 of 25,000 files: 2 unreadable, 1 too large — see …/skipped_files.csv``."""
+        if not self.skipped:
+            return None
+        counts = Counter(reason for _, reason in self.skipped)
+        parts = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+        where = f" — see {csv_path}" if csv_path else ""
+        return f"skipped {len(self.skipped):,} of {self.total_files:,} files: {parts}{where}"
+
+    def write_skipped_csv(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "reason"])
+            writer.writerows(self.skipped)
+        return path
 
 
-def load_data(config: DataConfig, image_size: int, seed: int) -> Splits:
+def load_data(
+    config: DataConfig, image_size: int, seed: int, *, cache_dir: Path, dataset_dir: Path, progress: bool = True
+) -> Splits:
     """Load the data set named by ``config.data`` at ``image_size`` and split it with ``seed``."""
     if config.data == "synthetic":
         return _synthetic(config, image_size, seed)
-    return _folder(config, image_size, seed)
+    from train.torchvision_data import KNOWN, load_named_dataset
+
+    if config.data in KNOWN:
+        named = load_named_dataset(
+            config.data, dataset_dir, image_size, classes=config.classes, download=config.download, progress=progress
+        )
+        return Splits(
+            train=ImageSet(named.train_labels, named.ids_train, named.train_images),
+            val=ImageSet(named.val_labels, named.ids_val, named.val_images),
+            class_names=named.class_names,
+            fingerprint=named.fingerprint,
+            description=named.description,
+            skipped=named.skipped,
+            total_files=len(named.train_labels) + len(named.val_labels) + len(named.skipped),
+        )
+    return _folder(config, image_size, seed, cache_dir, progress)
 
 
 def _synthetic(config: DataConfig, image_size: int, seed: int) -> Splits:
     images, labels = make_synthetic(config.synthetic_size, image_size, seed)
-    full = ImageSet(images, labels, tuple(f"synthetic:{i}" for i in range(len(labels))))
+    full = ImageSet(labels, tuple(f"synthetic:{i}" for i in range(len(labels))), images)
     train_idx, val_idx = stratified_split(labels, config.val_fraction, seed)
     key = f"{GENERATOR_VERSION}:{config.synthetic_size}:{image_size}:{seed}"
     return Splits(
@@ -71,62 +127,105 @@ def _synthetic(config: DataConfig, image_size: int, seed: int) -> Splits:
             f"no --data given: using the built-in synthetic set ({config.synthetic_size} images, "
             f"{image_size}x{image_size}, classes {'/'.join(CLASS_NAMES)})"
         ),
+        total_files=config.synthetic_size,
     )
 
 
-def _folder(config: DataConfig, image_size: int, seed: int) -> Splits:
+def _folder(config: DataConfig, image_size: int, seed: int, cache_dir: Path, progress: bool) -> Splits:
     root = Path(config.data).expanduser()
-    if not root.exists():
-        raise ConfigError(f"--data {config.data}: no such folder; give a folder with one sub-folder per class")
-    if not root.is_dir():
-        raise ConfigError(f"--data {config.data}: is a file, not a folder; give a folder with one sub-folder per class")
-    files, labels, class_names = scan_class_folders(root)
-    images = decode_images(files, image_size)
-    full = ImageSet(images, torch.tensor(labels, dtype=torch.long), tuple(str(f) for f in files))
-    train_idx, val_idx = stratified_split(full.labels, config.val_fraction, seed)
+    layout = find_layout(root)
+    files, labels, splits = _entries(layout)
+    key = cache_key(files, labels, splits, image_size, DECODER_VERSION)
+    needed = len(files) * 3 * image_size * image_size
+    streaming = needed > config.memory_fraction * available_memory()
+    cache_file = entry_path(cache_dir, key, image_size)
+    decoded_now = 0
+    entry = None if streaming else load_entry(cache_file)
+    if entry is None:
+        entry = _decode(files, labels, splits, image_size, keep=not streaming, progress=progress)
+        decoded_now = entry.total
+        if not streaming:
+            store_entry(cache_file, entry)
+    _check_usable(root, layout, entry)
+    if streaming:
+        source = (f"streaming from the files: {needed / 2**30:.1f} GiB decoded would exceed "
+                  f"{config.memory_fraction:.0%} of the available memory (--memory-fraction)")
+    else:
+        source = "decoded now, cached" if decoded_now else "from the decode cache"
+    kept = ImageSet(entry.labels, entry.ids, entry.images if not streaming else None, image_size)
+    if layout.kind == "pre-split":
+        parts = {name: kept.subset(torch.nonzero(entry.splits == code).flatten()) for name, code in SPLIT_CODES.items()
+                 if name != "all"}
+        train, val, test = parts["train"], parts["val"], parts["test"] if len(parts["test"]) else None
+    else:
+        train_idx, val_idx = stratified_split(entry.labels, config.val_fraction, seed)
+        train, val, test = kept.subset(train_idx), kept.subset(val_idx), None
     return Splits(
-        train=full.subset(train_idx),
-        val=full.subset(val_idx),
-        class_names=class_names,
-        fingerprint=files_fingerprint(files, image_size),
-        description=f"{root}: {len(files)} images in {len(class_names)} classes ({', '.join(class_names)})",
+        train=train,
+        val=val,
+        test=test,
+        class_names=layout.class_names,
+        fingerprint=f"files-{key[:16]}",
+        description=(
+            f"{root} ({layout.kind}): {len(entry.ids):,} images in {len(layout.class_names)} classes "
+            f"({', '.join(layout.class_names)}), {len(train):,} train / {len(val):,} val"
+            + (f" / {len(test):,} test" if test is not None else "") + f" — {source}"
+        ),
+        skipped=entry.skipped,
+        total_files=entry.total,
+        decoded=decoded_now,
     )
 
 
-def scan_class_folders(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
-    """Image files under ``root/<class>/`` (sorted), their class indices and the class names."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
-        raise ConfigError(
-            f"--data {root}: found {len(class_dirs)} class folder(s); put the images of each class "
-            f"in its own sub-folder (e.g. {root}/Cat, {root}/Dog), at least 2 classes"
-        )
+def _entries(layout: Layout) -> tuple[list[Path], list[int], list[int]]:
     files: list[Path] = []
     labels: list[int] = []
-    for index, class_dir in enumerate(class_dirs):
-        found = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise ConfigError(f"--data {root}: class folder {class_dir.name!r} holds no images")
-        files += found
-        labels += [index] * len(found)
-    return files, labels, tuple(d.name for d in class_dirs)
+    splits: list[int] = []
+    for name, part in layout.splits.items():
+        files += part.files
+        labels += part.labels
+        splits += [SPLIT_CODES[name]] * len(part.files)
+    return files, labels, splits
 
 
-def decode_image(path: Path | str, image_size: int) -> np.ndarray:
-    """One image file → RGB uint8 array (3×S×S), EXIF orientation applied, resized to a square."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        return np.asarray(image).transpose(2, 0, 1).copy()
+def _decode(
+    files: Sequence[Path], labels: Sequence[int], splits: Sequence[int], image_size: int, *, keep: bool, progress: bool
+) -> DecodedFiles:
+    """Validate every file by decoding it; keep the pixels (``keep``) or only the verdicts (streaming)."""
+    images = torch.empty(len(files) if keep else 0, 3, image_size, image_size, dtype=torch.uint8)
+    kept: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    for start in range(0, len(files), DECODE_CHUNK):
+        chunk = files[start : start + DECODE_CHUNK]
+        for offset, result in enumerate(decode_many(chunk, image_size, progress=progress)):
+            if result.array is None:
+                skipped.append((str(chunk[offset]), result.reason or "unreadable"))
+                continue
+            if keep:
+                images[len(kept)] = torch.from_numpy(result.array)
+            kept.append(start + offset)
+    index = torch.tensor(kept, dtype=torch.long)
+    return DecodedFiles(
+        images=images[: len(kept)].clone() if keep else images,
+        labels=torch.tensor(labels, dtype=torch.long)[index] if kept else torch.empty(0, dtype=torch.long),
+        splits=torch.tensor(splits, dtype=torch.long)[index] if kept else torch.empty(0, dtype=torch.long),
+        ids=tuple(str(files[i]) for i in kept),
+        skipped=tuple(skipped),
+        total=len(files),
+    )
 
 
-def decode_images(files: Sequence[Path], image_size: int) -> torch.Tensor:
-    """Decode ``files`` in parallel threads (Pillow releases the GIL) into one uint8 tensor."""
-    out = torch.empty(len(files), 3, image_size, image_size, dtype=torch.uint8)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        for index, array in enumerate(pool.map(lambda f: decode_image(f, image_size), files)):
-            out[index] = torch.from_numpy(array)
-    return out
+def _check_usable(root: Path, layout: Layout, entry: DecodedFiles) -> None:
+    if not entry.ids:
+        raise ConfigError(f"--data {root}: none of its {entry.total:,} files is a readable image")
+    present = set(entry.labels.tolist())
+    for index, name in enumerate(layout.class_names):
+        if index not in present:
+            raise ConfigError(f"--data {root}: class folder {name!r} holds no readable image")
+    if layout.kind == "pre-split":
+        for name in ("train", "val"):
+            if not (entry.splits == SPLIT_CODES[name]).any():
+                raise ConfigError(f"--data {root}: the {name}/ folder holds no readable image")
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,9 +243,18 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
     return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
 
 
-def files_fingerprint(files: Sequence[Path], image_size: int) -> str:
-    digest = hashlib.sha256(str(image_size).encode())
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return "files-" + digest.hexdigest()[:16]
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``; else free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: assume it fits
+
+
+Echo = Callable[[str], None]

@@ -8,6 +8,7 @@ DESIGN.md exactly (409,682 parameters at 3x64x64 with two classes).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -120,17 +121,20 @@ def validate(config: ModelConfig) -> None:
     sizes = spatial_sizes(config)
     if sizes[-1] < 1:
         fits = max_depth(config)
-        if fits == 0:
-            raise ConfigError(
-                f"--image-size {config.image_size} is too small for even one block with kernel "
-                f"{config.kernel_size}, stride {config.stride}, padding {config.padding}: use a larger --image-size"
-            )
+        smallest = min_image_size(config)
+        geometry = (f"kernel {config.kernel_size}, stride {config.stride}, padding {config.padding}, "
+                    f"pool {config.pool}")
+        fits_text = f"the largest depth that fits is {fits}" if fits else "not even one block fits"
         raise ConfigError(
-            f"--depth {config.depth} is too deep for {config.image_size}x{config.image_size} inputs "
-            f"(kernel {config.kernel_size}, stride {config.stride}, padding {config.padding}, pool {config.pool}): "
-            f"conv{fits + 1} would have an empty output; the largest depth that fits is {fits} "
-            f"(or use --padding, a larger --image-size or fewer blocks)"
+            f"--image-size {config.image_size} is below the minimum of {smallest} for --depth {config.depth} "
+            f"({geometry}): conv{fits + 1} would have an empty output; {fits_text} "
+            f"(use --image-size {smallest} or more, fewer blocks, or --padding)"
         )
+
+
+def min_image_size(config: ModelConfig, limit: int = 1 << 14) -> int:
+    """The smallest input side for which ``config.depth`` blocks still leave a 1x1 map."""
+    return next(size for size in range(1, limit) if spatial_sizes(replace(config, image_size=size))[-1] >= 1)
 
 
 def build_model(config: ModelConfig) -> ConvNet:

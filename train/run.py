@@ -24,10 +24,11 @@ from tracking.base import RunStatus, Tracker
 from tracking.epoch_visuals import EpochVisuals, Probes
 from tracking.stores import Stores, open_tracker, resolve_stores
 from train import provenance
-from train.batches import DeviceBatches, Normalizer
+from train.batches import Batches, Normalizer, make_batches
 from train.checkpoint import Checkpoint, save_checkpoint, save_model
 from train.config import RunConfig, flatten
-from train.data import Splits, decode_image, load_data
+from train.data import Splits, load_data
+from train.images import decode_file
 from train.errors import ConfigError
 from train.loop import evaluate, make_optimizer, make_scheduler, select_device, train_one_epoch
 from train.model import ConvNet, build_model, count_parameters, validate
@@ -45,7 +46,9 @@ class Prepared:
     model: ConvNet
     normalizer: Normalizer
     probes: Probes
+    stores: Stores
     resume: Checkpoint | None = None
+    skipped_csv: Path | None = None  # the list of files the validating decoder skipped
 
 
 @dataclass
@@ -63,24 +66,41 @@ class RunResult:
         return self.history[-1] if self.history else {}
 
 
-def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callable[[str], None] = print) -> Prepared:
+def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callable[[str], None] = print,
+            progress: bool = True) -> Prepared:
     """Load data, build the model, pick probes. Raises ConfigError for bad input."""
     torch.manual_seed(config.optim.seed)
     device = select_device(config.optim.device)
     validate(config.model)  # fail fast on a bad architecture, before decoding any image
-    data = load_data(config.data, config.model.image_size, config.optim.seed)
+    stores = resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
+    run_name = config.tracking.run_name or (resume.extra.get("run_name") if resume else None) or default_run_name(config)
+    data = load_data(
+        config.data, config.model.image_size, config.optim.seed,
+        cache_dir=Path(config.data.cache_dir) if config.data.cache_dir else stores.runs_dir / "cache",
+        dataset_dir=Path(config.data.dataset_dir) if config.data.dataset_dir else stores.runs_dir / "datasets",
+        progress=progress,
+    )
     echo(data.description)
+    skipped_csv = None
+    if data.skipped:
+        skipped_csv = data.write_skipped_csv(stores.checkpoint_dir(config.tracking.experiment, run_name) / "skipped_files.csv")
+        print(data.skipped_summary(skipped_csv), file=sys.stderr)
     model_config = dataclasses.replace(config.model, num_classes=len(data.class_names), in_channels=3)
     config = dataclasses.replace(config, model=model_config)
     model = build_model(model_config)
-    normalizer = Normalizer.fit(data.train.images)
+    normalizer = Normalizer.fit(data.train.take(_sample(len(data.train), 2048, config.optim.seed)))
     if resume is not None:
         model.load_state_dict(resume.model_state)
         normalizer = Normalizer(torch.tensor(resume.extra["normalizer"]["mean"]), torch.tensor(resume.extra["normalizer"]["std"]))
     model = model.to(device, memory_format=torch.channels_last)
     probes = select_probes(config, data, normalizer, device)
-    run_name = config.tracking.run_name or (resume.extra.get("run_name") if resume else None) or default_run_name(config)
-    return Prepared(config, run_name, device, data, model, normalizer, probes, resume)
+    return Prepared(config, run_name, device, data, model, normalizer, probes, stores, resume, skipped_csv)
+
+
+def _sample(count: int, limit: int, seed: int) -> torch.Tensor:
+    if count <= limit:
+        return torch.arange(count)
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
 
 
 def default_run_name(config: RunConfig) -> str:
@@ -97,16 +117,16 @@ def select_probes(config: RunConfig, data: Splits, normalizer: Normalizer, devic
         members = torch.nonzero(labels == cls).flatten()
         members = members[torch.randperm(len(members), generator=gen)]
         chosen += members[: config.data.probes_per_class].tolist()
-    images = [data.val.images[i] for i in chosen]
+    images = list(data.val.take(torch.tensor(chosen, dtype=torch.long))) if chosen else []
     probe_labels = [int(labels[i]) for i in chosen]
     ids = [data.val.ids[i] for i in chosen]
     for path in config.data.probe:
         if not Path(path).is_file():
             raise ConfigError(f"--probe {path}: no such file; give an image file")
-        try:
-            images.append(torch.from_numpy(decode_image(path, config.model.image_size)))
-        except OSError as error:
-            raise ConfigError(f"--probe {path}: cannot read it as an image ({error})") from error
+        decoded = decode_file(path, config.model.image_size)
+        if decoded.array is None:
+            raise ConfigError(f"--probe {path}: cannot use it as an image ({decoded.reason})")
+        images.append(torch.from_numpy(decoded.array))
         probe_labels.append(-1)
         ids.append(str(path))
     if not images:
@@ -119,7 +139,6 @@ def select_probes(config: RunConfig, data: Splits, normalizer: Normalizer, devic
 def execute(
     prepared: Prepared,
     tracker: Tracker,
-    stores: Stores,
     *,
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
@@ -128,15 +147,13 @@ def execute(
     """Train ``prepared`` and log everything to ``tracker`` (owned and closed by the caller)."""
     config, model, device, data = prepared.config, prepared.model, prepared.device, prepared.data
     experiment = config.tracking.experiment
-    checkpoint_dir = stores.checkpoint_dir(experiment, prepared.run_name)
+    checkpoint_dir = prepared.stores.checkpoint_dir(experiment, prepared.run_name)
     result = RunResult(prepared.run_name, checkpoint_dir=checkpoint_dir, links=tracker.links())
-    train_images = data.train.images.to(device)
-    val_images = data.val.images.to(device)
-    train_batches = DeviceBatches(
-        train_images, data.train.labels.to(device), prepared.normalizer, config.optim.batch_size,
-        shuffle=True, flip=config.optim.flip, seed=config.optim.seed,
+    train_batches = make_batches(
+        data.train, prepared.normalizer, config.optim.batch_size, device,
+        shuffle=True, flip=config.optim.flip, crop_padding=config.optim.crop_padding, seed=config.optim.seed,
     )
-    val_batches = DeviceBatches(val_images, data.val.labels.to(device), prepared.normalizer, max(256, config.optim.batch_size))
+    val_batches = make_batches(data.val, prepared.normalizer, max(256, config.optim.batch_size), device)
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, len(train_batches))
     start_epoch, best_loss, stale = 0, math.inf, 0
@@ -161,6 +178,8 @@ def execute(
     if prepared.resume is None:
         tracker.log_params(run_params(prepared))
         tracker.set_tags(provenance.tags(device, data.fingerprint, config))
+        if prepared.skipped_csv is not None:
+            tracker.log_file(prepared.skipped_csv, "data")
     keep_files = not config.tracking.mlflow
     artifact_dir = checkpoint_dir / "activations"  # files are removed once MLflow has them
     visuals = None
@@ -209,13 +228,12 @@ def execute(
             echo(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs (--patience)")
             break
 
-    _log_final(prepared, tracker, visuals, val_batches, val_images, checkpoint_dir)
+    _log_final(prepared, tracker, visuals, val_batches, checkpoint_dir)
     return result
 
 
 def _log_final(
-    prepared: Prepared, tracker: Tracker, visuals: EpochVisuals | None, val_batches: DeviceBatches,
-    val_images: torch.Tensor, checkpoint_dir: Path,
+    prepared: Prepared, tracker: Tracker, visuals: EpochVisuals | None, val_batches: Batches, checkpoint_dir: Path,
 ) -> None:
     """Confusion matrix, analysis-set activations and the final model."""
     config, model, data = prepared.config, prepared.model, prepared.data
@@ -223,9 +241,10 @@ def _log_final(
     if visuals is not None:
         count = min(config.data.analysis_size, len(data.val))
         order = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(config.optim.seed + 2))[:count]
-        device_order = order.to(val_images.device)
         batches = [
-            prepared.normalizer(val_images[device_order[i : i + 256]]).contiguous(memory_format=torch.channels_last)
+            prepared.normalizer(data.val.take(order[i : i + 256]).to(prepared.device)).contiguous(
+                memory_format=torch.channels_last
+            )
             for i in range(0, count, 256)
         ]
         assert predictions is not None
@@ -244,6 +263,9 @@ def run_params(prepared: Prepared) -> dict[str, Any]:
         "data.classes": ",".join(f"{i}:{name}" for i, name in enumerate(data.class_names)),
         "data.train_images": len(data.train),
         "data.val_images": len(data.val),
+        "data.files": data.total_files,
+        "data.skipped_files": len(data.skipped),
+        "data.in_memory": data.train.in_memory,
         "model.parameters": count_parameters(prepared.model),
         "model.widths_resolved": ",".join(str(w) for w in prepared.config.model.channel_widths()),
         "probes.ids": ",".join(prepared.probes.ids),
@@ -260,21 +282,20 @@ def run(
     echo: Callable[[str], None] = print,
 ) -> RunResult:
     """Prepare, open the configured trackers, execute, and close them with the right status."""
-    prepared = prepare(config, resume=resume, echo=echo)
+    prepared = prepare(config, resume=resume, echo=echo, progress=progress)
     tracking = prepared.config.tracking
-    stores = resolve_stores(tracking.runs_dir, tracking.mlflow_uri)
     resume_run_id = None
     if resume is not None:
         resume_run_id = resume.extra.get("links", {}).get("mlflow_run_id")
     tracker = open_tracker(
-        stores, tracking.experiment, prepared.run_name,
+        prepared.stores, tracking.experiment, prepared.run_name,
         mlflow=tracking.mlflow, tensorboard=tracking.tensorboard, resume_run_id=resume_run_id,
     )
     links = tracker.links()
     echo(f"run {prepared.run_name} on {prepared.device}: " + ", ".join(f"{k} {v}" for k, v in sorted(links.items())))
     status = RunStatus.FAILED
     try:
-        result = execute(prepared, tracker, stores, on_epoch_end=on_epoch_end, progress=progress, echo=echo)
+        result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=progress, echo=echo)
         status = RunStatus.FINISHED
         return result
     except KeyboardInterrupt:

@@ -1,0 +1,139 @@
+"""Image folders: layouts, the skipped-files report, the decode-once cache, streaming, augmentation."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train.data
+from train.batches import DeviceBatches, Normalizer, StreamingBatches, augment, make_batches
+from train.config import DataConfig
+from train.data import load_data
+from train.errors import ConfigError
+
+
+def write_images(folder: Path, count: int, colour: tuple[int, int, int], size: int = 24) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(sum(colour) + count)
+    for i in range(count):
+        pixels = np.clip(rng.normal(colour, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+
+
+def load(root: Path, tmp: Path, **data: object):  # type: ignore[no-untyped-def]
+    config = DataConfig(data=str(root), **data)  # type: ignore[arg-type]
+    return load_data(config, 16, seed=0, cache_dir=tmp / "cache", dataset_dir=tmp / "datasets", progress=False)
+
+
+@pytest.fixture()
+def pets(tmp_path: Path) -> Path:
+    root = tmp_path / "PetImages"
+    write_images(root / "Cat", 10, (200, 60, 60))
+    write_images(root / "Dog", 10, (60, 60, 200))
+    (root / "Cat" / "Thumbs.db").write_bytes(os.urandom(64))
+    (root / "Dog" / "666.jpg").write_bytes(b"")
+    return root
+
+
+def test_class_folder_layout_with_bad_files_reported(pets: Path, tmp_path: Path) -> None:
+    splits = load(pets, tmp_path)
+    assert splits.class_names == ("Cat", "Dog")
+    assert len(splits.train) + len(splits.val) == 20
+    assert splits.total_files == 22
+    reasons = dict(splits.skipped)
+    assert reasons == {str(pets / "Cat" / "Thumbs.db"): "not an image", str(pets / "Dog" / "666.jpg"): "empty file"}
+    line = splits.skipped_summary(Path("runs/x/skipped_files.csv"))
+    assert line == "skipped 2 of 22 files: 1 not an image, 1 empty file — see runs/x/skipped_files.csv"
+    rows = list(csv.reader(splits.write_skipped_csv(tmp_path / "s.csv").open()))
+    assert rows[0] == ["path", "reason"] and len(rows) == 3
+    red = splits.train.images[splits.train.labels == 0].float().mean(dim=(0, 2, 3))
+    assert red[0] > red[2] + 50  # Cat images are red: labels follow the folders
+
+
+def test_pre_split_layout(tmp_path: Path) -> None:
+    root = tmp_path / "split"
+    for part, count in (("train", 6), ("val", 3), ("test", 2)):
+        write_images(root / part / "cat", count, (200, 60, 60))
+        write_images(root / part / "dog", count, (60, 60, 200))
+    splits = load(root, tmp_path)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (12, 6, 4)
+    assert splits.class_names == ("cat", "dog")
+    assert all("/val/" in i for i in splits.val.ids)
+    assert "pre-split" in splits.description
+
+
+def test_cache_is_reused_without_decoding(pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load(pets, tmp_path)
+    assert first.decoded == 22
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded although the cache was valid")
+
+    monkeypatch.setattr(train.data, "decode_many", no_decoding)
+    second = load(pets, tmp_path)
+    assert second.decoded == 0 and "from the decode cache" in second.description
+    assert torch.equal(first.train.images, second.train.images) and second.skipped == first.skipped
+
+
+def test_changed_file_invalidates_the_cache(pets: Path, tmp_path: Path) -> None:
+    load(pets, tmp_path)
+    changed = pets / "Cat" / "3.jpg"
+    Image.new("RGB", (24, 24), (0, 255, 0)).save(changed)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    again = load(pets, tmp_path)
+    assert again.decoded == 22
+    index = [Path(i) for i in again.train.ids + again.val.ids].index(changed)
+    images = torch.cat([again.train.images, again.val.images])
+    assert images[index, 1].float().mean() > 200  # the new green pixels, not the cached red ones
+
+
+def test_class_folder_without_a_readable_image(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    write_images(root / "Cat", 3, (200, 0, 0))
+    (root / "Dog").mkdir()
+    (root / "Dog" / "a.jpg").write_bytes(b"")
+    with pytest.raises(ConfigError, match="class folder 'Dog' holds no readable image"):
+        load(root, tmp_path)
+
+
+def test_all_files_invalid(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    for name in ("Cat", "Dog"):
+        (root / name).mkdir(parents=True)
+        (root / name / "x.jpg").write_text("not an image")
+    with pytest.raises(ConfigError, match="none of its 2 files is a readable image"):
+        load(root, tmp_path)
+
+
+def test_streaming_fallback_when_memory_is_short(pets: Path, tmp_path: Path) -> None:
+    splits = load(pets, tmp_path, memory_fraction=1e-12)
+    assert not splits.train.in_memory and "streaming from the files" in splits.description
+    batches = make_batches(splits.train, Normalizer(torch.zeros(3), torch.ones(3)), 4, torch.device("cpu"), shuffle=True)
+    assert isinstance(batches, StreamingBatches)
+    seen = sum(len(y) for _, y in batches)
+    assert seen == len(splits.train)
+    assert splits.val.take(torch.tensor([0, 1])).shape == (2, 3, 16, 16)
+
+
+def test_in_memory_data_gives_device_batches(pets: Path, tmp_path: Path) -> None:
+    splits = load(pets, tmp_path)
+    batches = make_batches(splits.train, Normalizer(torch.zeros(3), torch.ones(3)), 4, torch.device("cpu"))
+    assert isinstance(batches, DeviceBatches)
+
+
+def test_padded_random_crop_shifts_content_and_keeps_shape() -> None:
+    x = torch.zeros(64, 3, 8, 8)
+    x[:, :, 4, 4] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    out = augment(x, gen, flip=False, crop_padding=2)
+    assert out.shape == x.shape
+    positions = {tuple(torch.nonzero(img[0] == 1.0)[0].tolist()) for img in out}
+    assert len(positions) > 5 and all(2 <= r <= 6 and 2 <= c <= 6 for r, c in positions)
+    same = augment(x, torch.Generator().manual_seed(0), flip=False, crop_padding=2)
+    assert torch.equal(out, same)

@@ -1,0 +1,85 @@
+"""The decode-once cache: every validated image of a folder as one uint8 tensor on disk.
+
+A cache entry is ``<cache-dir>/<key>.safetensors`` holding ``images``
+(N×3×S×S uint8), ``labels`` and ``splits`` (int64; 0 train, 1 val, 2 test, -1
+unsplit), with the kept file paths and the skipped files (path, reason) as
+JSON in the safetensors metadata. The key covers the decoder version, the
+image size and, for every file, its path, size, modification time, label and
+split — so any changed, added or removed file makes a new key and the folder
+is decoded again. Entries are written atomically (temp file + rename): parallel
+trials that miss together simply write the same entry twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+CACHE_FORMAT = "convscope.decoded/1"
+DECODER_VERSION = "1"  # bump when train.images decodes differently: old entries stop matching
+SPLIT_CODES = {"all": -1, "train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class DecodedFiles:
+    images: torch.Tensor  # N×3×S×S uint8, kept files only, in listing order
+    labels: torch.Tensor  # N int64
+    splits: torch.Tensor  # N int64 (SPLIT_CODES)
+    ids: tuple[str, ...]  # the kept files' paths
+    skipped: tuple[tuple[str, str], ...]  # (path, reason) of every file that was not kept
+    total: int  # files looked at
+
+
+def cache_key(files: Sequence[Path], labels: Sequence[int], splits: Sequence[int], image_size: int, version: str) -> str:
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{version}\0{image_size}\n".encode())
+    for path, label, split in zip(files, labels, splits, strict=True):
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}\0{split}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def entry_path(cache_dir: Path, key: str, image_size: int) -> Path:
+    return cache_dir / f"{key}-{image_size}px.safetensors"
+
+
+def load_entry(path: Path) -> DecodedFiles | None:
+    """The cached entry, or None when absent or unreadable (it is then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        if meta.get("format") != CACHE_FORMAT:
+            return None
+        tensors = load_file(str(path))
+        skipped = tuple((p, r) for p, r in json.loads(meta["skipped"]))
+        return DecodedFiles(
+            tensors["images"], tensors["labels"], tensors["splits"], tuple(json.loads(meta["ids"])), skipped,
+            int(meta["total"]),
+        )
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+
+
+def store_entry(path: Path, decoded: DecodedFiles) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(
+        {"images": decoded.images.contiguous(), "labels": decoded.labels, "splits": decoded.splits},
+        str(tmp),
+        metadata={
+            "format": CACHE_FORMAT,
+            "ids": json.dumps(decoded.ids),
+            "skipped": json.dumps(decoded.skipped),
+            "total": str(decoded.total),
+        },
+    )
+    os.replace(tmp, path)
