@@ -49,6 +49,10 @@ def test_stratified_split_is_stratified_and_reproducible() -> None:
     assert set(train1.tolist()).isdisjoint(val1.tolist()) and len(train1) + len(val1) == 100
 
 
+def dirs(tmp: Path) -> dict[str, Path]:
+    return {"cache_dir": tmp / ".cache", "dataset_dir": tmp / ".datasets", "progress": False}  # type: ignore[dict-item]
+
+
 def make_folder(root: Path, counts: dict[str, int], size: int = 40) -> None:
     rng = np.random.default_rng(0)
     for name, count in counts.items():
@@ -60,7 +64,7 @@ def make_folder(root: Path, counts: dict[str, int], size: int = 40) -> None:
 
 def test_image_folder_layout(tmp_path: Path) -> None:
     make_folder(tmp_path, {"Cat": 10, "Dog": 15})
-    splits = load_data(DataConfig(data=str(tmp_path), val_fraction=0.2), image_size=32, seed=0)
+    splits = load_data(DataConfig(data=str(tmp_path), val_fraction=0.2), image_size=32, seed=0, **dirs(tmp_path))
     assert splits.class_names == ("Cat", "Dog")
     assert splits.train.images.shape[1:] == (3, 32, 32) and splits.train.images.dtype == torch.uint8
     assert torch.bincount(splits.val.labels).tolist() == [2, 3]
@@ -72,14 +76,14 @@ def test_image_folder_layout(tmp_path: Path) -> None:
 def test_folder_needs_two_classes(tmp_path: Path) -> None:
     make_folder(tmp_path, {"Cat": 3})
     with pytest.raises(ConfigError, match="at least 2 classes"):
-        load_data(DataConfig(data=str(tmp_path)), image_size=32, seed=0)
+        load_data(DataConfig(data=str(tmp_path)), image_size=32, seed=0, **dirs(tmp_path))
 
 
 def test_data_path_that_is_a_file(tmp_path: Path) -> None:
     file = tmp_path / "x.txt"
     file.write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
-        load_data(DataConfig(data=str(file)), image_size=32, seed=0)
+        load_data(DataConfig(data=str(file)), image_size=32, seed=0, **dirs(tmp_path))
 
 
 def test_device_batches_cover_every_image_once_and_flip() -> None:

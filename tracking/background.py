@@ -21,8 +21,8 @@ Contract:
 from __future__ import annotations
 
 import logging
-import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -63,7 +63,7 @@ class BackgroundTracker:
     # -- worker -------------------------------------------------------------------------
 
     def _work(self) -> None:
-        _lower_priority()
+        _yield_to_training()
         while True:
             item = self._queue.get()
             try:
@@ -146,12 +146,17 @@ class BackgroundTracker:
         self._thread.join()
 
 
-WORKER_NICENESS = 10  # the training threads come first; logging uses what they leave
+def _yield_to_training() -> None:
+    """Make this worker thread cheap for the training threads beside it.
 
+    - one intra-op thread for torch work done here (rendering, statistics):
+      a second OpenMP thread team competes with the training team, and on
+      a 2-core CPU that made every later epoch ~30% slower (measured:
+      benchmarks/visual_overhead.py); the training thread keeps its own setting.
 
-def _lower_priority() -> None:
-    """Lower this thread's scheduling priority (Linux schedules threads individually)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-    except (AttributeError, OSError):
-        pass  # not Linux, or not permitted: run at normal priority
+    (A lower OS priority for this thread was tried and made it worse: the
+    thread then gets descheduled while holding the GIL the training needs.)
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
