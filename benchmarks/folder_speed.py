@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EpochClock, device_description  # noqa: E402
 
 from train.config import build_config  # noqa: E402
+from train.data import load_data  # noqa: E402
 from train.model import build_model  # noqa: E402
 from train.run import run  # noqa: E402
 
@@ -86,19 +87,26 @@ def main() -> None:
             "optim": {"epochs": args.epochs, "device": "cpu"},
             "tracking": {"runs_dir": tmp},
         })
+        start = time.perf_counter()
+        load_data(config.data, 64, config.optim.seed, cache_dir=Path(tmp) / "cache", dataset_dir=Path(tmp), progress=False)
+        cache_build = time.perf_counter() - start  # validate + decode + write the cache, from nothing
         clock = EpochClock()
-        result = run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
-    ours = clock.epoch_seconds
+        result = run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)  # reuses the cache
+    whole = clock.epoch_seconds  # everything between epoch ends: training, validation, visuals, checkpoint
+    train_only = [h["train_seconds"] for h in result.history]
     naive_epoch = statistics.median(naive)
-    steady = statistics.median(ours[1:])
-    print(f"naive epoch              : {naive_epoch:6.2f} s  (epochs: {', '.join(f'{s:.2f}' for s in naive)})")
-    print(f"convscope first epoch    : {ours[0]:6.2f} s  (validating + decoding + caching every file, then training)")
-    print(f"convscope later epochs   : {steady:6.2f} s  (median of {len(ours) - 1})")
-    print(f"speed-up after epoch 1   : {naive_epoch / steady:.1f}x  (target >= 4x)")
-    print(f"first epoch vs naive     : {ours[0] / naive_epoch:.2f}x the naive epoch time (target <= 1.0)")
+    print(f"naive epoch (training pass, JPEGs decoded by 2 workers): {naive_epoch:6.2f} s  "
+          f"(epochs: {', '.join(f'{s:.2f}' for s in naive)})")
+    print(f"convscope training pass, epochs 2+    : {statistics.median(train_only[1:]):6.2f} s  "
+          f"-> {naive_epoch / statistics.median(train_only[1:]):.1f}x faster (target >= 4x)")
+    print(f"convscope whole epoch, epochs 2+      : {statistics.median(whole[1:]):6.2f} s  "
+          f"-> {naive_epoch / statistics.median(whole[1:]):.1f}x faster (adds validation, per-epoch visuals to "
+          f"MLflow + TensorBoard, checkpoint)")
+    first = cache_build + train_only[0]
+    print(f"cache build (validate+decode every file): {cache_build:6.2f} s; "
+          f"+ first training pass = {first:.2f} s -> {first / naive_epoch:.2f}x a naive epoch (target <= 1.0)")
     print(f"validation accuracy after {len(result.history)} epochs: {result.final['val/accuracy']:.3f} "
           f"(best {result.best_val_accuracy:.3f}; reference about 0.81)")
-
 
 if __name__ == "__main__":
     main()

@@ -56,15 +56,15 @@ class Batches(Protocol):
 
 def augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool, crop_padding: int) -> torch.Tensor:
     """Random horizontal flips and padded random crops of a float batch, on its device."""
-    n, _, height, width = x.shape
+    n, channels, height, width = x.shape
     if crop_padding > 0:
         padded = F.pad(x, (crop_padding,) * 4, mode="reflect")
-        offsets = torch.randint(0, 2 * crop_padding + 1, (2, n), device=x.device, generator=generator)
-        rows = (offsets[0][:, None] + torch.arange(height, device=x.device))[:, None, :, None]
-        cols = (offsets[1][:, None] + torch.arange(width, device=x.device))[:, None, None, :]
-        batch = torch.arange(n, device=x.device)[:, None, None, None]
-        channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        x = padded[batch, channel, rows, cols]
+        padded_width = width + 2 * crop_padding
+        offsets = torch.randint(0, 2 * crop_padding + 1, (2, n, 1, 1), device=x.device, generator=generator)
+        rows = offsets[0] + torch.arange(height, device=x.device)[None, :, None]
+        cols = offsets[1] + torch.arange(width, device=x.device)[None, None, :]
+        index = (rows * padded_width + cols).reshape(n, 1, height * width).expand(n, channels, height * width)
+        x = padded.reshape(n, channels, -1).gather(2, index).reshape(n, channels, height, width)
     if flip:
         mirror = torch.rand(n, device=x.device, generator=generator) < 0.5
         x = torch.where(mirror[:, None, None, None], x.flip(3), x)

@@ -57,14 +57,15 @@ class DataConfig:
 class OptimConfig:
     epochs: int = 10  # training epochs
     batch_size: int = 128  # images per step
-    lr: float = 3e-3  # peak learning rate (AdamW)
+    lr: float = 1e-2  # peak learning rate (AdamW)
     weight_decay: float = 5e-4  # AdamW weight decay
     schedule: str = "onecycle"  # learning-rate schedule: onecycle | cosine | constant
     patience: int = 0  # stop after this many epochs without a better validation loss; 0 = never
     flip: bool = True  # random horizontal flips while training
-    crop_padding: int = 0  # random crops: pad by N pixels (reflect) and crop back; 0 = off
+    crop_padding: int = 4  # random crops: pad by N pixels (reflect) and crop back; 0 = off
     seed: int = 0  # seed for data split, probes, initialisation and shuffling
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with bf16 matrix units) | bf16 | fp32
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -42,10 +43,35 @@ def select_device(name: str) -> torch.device:
     return device
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast on CUDA; plain float32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = ("auto", "bf16", "fp32")
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # CPU features that make bf16 convolutions faster than fp32
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU has bf16 matrix units (Linux /proc/cpuinfo; False when unknown)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in CPU_BF16_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``bf16`` or ``fp32`` for this device: ``auto`` picks bf16 on CUDA and on bf16-capable CPUs
+    (1.45x per step for the seed net on an AMX Xeon, see README), fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
+        return "bf16"
+    return "fp32"
+
+
+def autocast_for(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast when ``precision`` is bf16 (CUDA or CPU); plain float32 otherwise."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -88,6 +114,7 @@ def train_one_epoch(
     *,
     description: str = "train",
     progress: bool = True,
+    precision: str = "fp32",
 ) -> EpochStats:
     """One pass over ``batches``; raises NonFiniteLossError if the mean loss is NaN/inf."""
     model.train()
@@ -99,7 +126,7 @@ def train_one_epoch(
     bar = tqdm(batches, desc=description, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
     shown_at = start
     for inputs, labels in bar:
-        with autocast_for(device):
+        with autocast_for(device, precision):
             logits = model(inputs)
             loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -135,6 +162,7 @@ def evaluate(
     device: torch.device,
     *,
     return_predictions: bool = False,
+    precision: str = "fp32",
 ) -> tuple[EpochStats, torch.Tensor | None]:
     """Mean loss and accuracy over ``batches`` in eval mode; optionally all predictions (CPU)."""
     model.eval()
@@ -145,7 +173,7 @@ def evaluate(
     seen = 0
     start = time.perf_counter()
     for inputs, labels in batches:
-        with autocast_for(device):
+        with autocast_for(device, precision):
             logits = model(inputs)
         loss_sum += loss_fn(logits.float(), labels)
         predicted = logits.argmax(dim=1)

@@ -30,7 +30,7 @@ from train.config import RunConfig, flatten
 from train.data import Splits, load_data
 from train.images import decode_file
 from train.errors import ConfigError
-from train.loop import evaluate, make_optimizer, make_scheduler, select_device, train_one_epoch
+from train.loop import evaluate, make_optimizer, make_scheduler, resolve_precision, select_device, train_one_epoch
 from train.model import ConvNet, build_model, count_parameters, validate
 
 EpochCallback = Callable[[int, Mapping[str, float]], None]
@@ -47,6 +47,7 @@ class Prepared:
     normalizer: Normalizer
     probes: Probes
     stores: Stores
+    precision: str  # resolved: bf16 or fp32
     resume: Checkpoint | None = None
     skipped_csv: Path | None = None  # the list of files the validating decoder skipped
 
@@ -71,6 +72,7 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
     """Load data, build the model, pick probes. Raises ConfigError for bad input."""
     torch.manual_seed(config.optim.seed)
     device = select_device(config.optim.device)
+    resolve_precision(config.optim.precision, device)  # a bad --precision fails before any decoding
     validate(config.model)  # fail fast on a bad architecture, before decoding any image
     stores = resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
     run_name = config.tracking.run_name or (resume.extra.get("run_name") if resume else None) or default_run_name(config)
@@ -94,7 +96,8 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
         normalizer = Normalizer(torch.tensor(resume.extra["normalizer"]["mean"]), torch.tensor(resume.extra["normalizer"]["std"]))
     model = model.to(device, memory_format=torch.channels_last)
     probes = select_probes(config, data, normalizer, device)
-    return Prepared(config, run_name, device, data, model, normalizer, probes, stores, resume, skipped_csv)
+    precision = resolve_precision(config.optim.precision, device)
+    return Prepared(config, run_name, device, data, model, normalizer, probes, stores, precision, resume, skipped_csv)
 
 
 def _sample(count: int, limit: int, seed: int) -> torch.Tensor:
@@ -195,13 +198,14 @@ def execute(
         lr = optimizer.param_groups[0]["lr"]
         fit = train_one_epoch(
             model, train_batches, optimizer, scheduler, device,
-            description=f"epoch {epoch}/{config.optim.epochs}", progress=progress,
+            description=f"epoch {epoch}/{config.optim.epochs}", progress=progress, precision=prepared.precision,
         )
-        val, _ = evaluate(model, val_batches, device)
+        val, _ = evaluate(model, val_batches, device, precision=prepared.precision)
         metrics = {
             "train/loss": fit.loss, "train/accuracy": fit.accuracy,
             "val/loss": val.loss, "val/accuracy": val.accuracy,
-            "lr": lr, "epoch_seconds": fit.seconds + val.seconds, "images_per_second": fit.images_per_second,
+            "lr": lr, "epoch_seconds": fit.seconds + val.seconds, "train_seconds": fit.seconds,
+            "images_per_second": fit.images_per_second,
         }
         tracker.log_metrics(metrics, step=epoch)
         if visuals is not None:
@@ -237,7 +241,7 @@ def _log_final(
 ) -> None:
     """Confusion matrix, analysis-set activations and the final model."""
     config, model, data = prepared.config, prepared.model, prepared.data
-    _, predictions = evaluate(model, val_batches, prepared.device, return_predictions=True)
+    _, predictions = evaluate(model, val_batches, prepared.device, return_predictions=True, precision=prepared.precision)
     if visuals is not None:
         count = min(config.data.analysis_size, len(data.val))
         order = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(config.optim.seed + 2))[:count]
@@ -267,6 +271,7 @@ def run_params(prepared: Prepared) -> dict[str, Any]:
         "data.skipped_files": len(data.skipped),
         "data.in_memory": data.train.in_memory,
         "model.parameters": count_parameters(prepared.model),
+        "optim.precision_resolved": prepared.precision,
         "model.widths_resolved": ",".join(str(w) for w in prepared.config.model.channel_widths()),
         "probes.ids": ",".join(prepared.probes.ids),
     })
