@@ -31,7 +31,10 @@ from tracking.render import confusion_matrix_figure, feature_map_grid, filter_gr
 from tracking.stats import activation_statistics
 
 ACTIVATIONS_ARTIFACT_PATH = "activations"
-FEATURE_TILE_PX = 8  # smallest tile side: 1x1 and 3x3 maps stay visible, grids stay small enough to encode fast
+# Smallest tile sides: small maps stay visible while the images stay cheap to encode every epoch
+# (PNG encoding in the sinks is most of the per-epoch cost; see benchmarks/visual_overhead.py).
+FEATURE_TILE_PX = 6
+SALIENCY_TILE_PX = 48
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class EpochVisuals:
             "saliency",
             saliency_grid(
                 self.probes.images, capture.gradient, capture.gradcam,
-                class_names=self.class_names, targets=capture.targets,
+                class_names=self.class_names, targets=capture.targets, min_tile=SALIENCY_TILE_PX,
             ),
             step,
         )
