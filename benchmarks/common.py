@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -37,3 +38,29 @@ class EpochClock:
     @property
     def epoch_seconds(self) -> list[float]:
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
+def naive_training_epochs(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], epochs: int) -> list[float]:
+    """Seconds per epoch of the seed network trained the way its author would:
+    whatever ``loader`` yields, Adam, ``loss.item()`` every step, no channels_last."""
+    from torch import nn
+
+    from train.config import build_config
+    from train.model import build_model
+
+    model = build_model(build_config("seed").model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        running = 0.0
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+        seconds.append(time.perf_counter() - start)
+    return seconds

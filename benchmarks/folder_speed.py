@@ -27,16 +27,14 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EpochClock, device_description  # noqa: E402
+from common import EpochClock, device_description, naive_training_epochs  # noqa: E402
 
 from train.config import build_config  # noqa: E402
 from train.data import load_data  # noqa: E402
-from train.model import build_model  # noqa: E402
 from train.run import run  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "petimages-sample"
@@ -53,22 +51,7 @@ def naive_epochs(root: Path, epochs: int, val_fraction: float) -> list[float]:
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(0))
     train = Subset(full, order[int(val_fraction * len(full)):].tolist())
     loader = DataLoader(train, batch_size=128, shuffle=True, num_workers=2)
-    model = build_model(build_config("seed").model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        model.train()
-        for inputs, targets in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(inputs), targets)
-            loss.backward()
-            optimizer.step()
-            loss.item()
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
+    return naive_training_epochs(loader, epochs)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -18,19 +18,16 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EpochClock, device_description  # noqa: E402
+from common import EpochClock, device_description, naive_training_epochs  # noqa: E402
 
 from train.batches import Normalizer  # noqa: E402
 from train.config import build_config  # noqa: E402
-from train.model import build_model  # noqa: E402
 from train.run import run  # noqa: E402
 from train.synthetic import make_synthetic  # noqa: E402
 
@@ -50,23 +47,7 @@ def plain_epochs(epochs: int, train_images: int) -> list[float]:
     images, labels = make_synthetic(train_images, 64, seed=0)
     x = Normalizer.fit(images)(images)
     loader = DataLoader(TensorDataset(x, labels), batch_size=128, shuffle=True)
-    model = build_model(build_config("seed").model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        model.train()
-        running = 0.0
-        for inputs, targets in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(inputs), targets)
-            loss.backward()
-            optimizer.step()
-            running += loss.item()
-        seconds.append(time.perf_counter() - start)
-    return seconds[1:]
-
+    return naive_training_epochs(loader, epochs)[1:]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

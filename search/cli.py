@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from train.cli import add_train_parser, add_ui_parser
-from train.errors import ConfigError
+from train.errors import ConfigError, NonFiniteLossError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"convscope {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:
+        print(f"convscope {args.command}: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

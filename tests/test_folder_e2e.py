@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,8 +25,10 @@ def test_bad_files_are_skipped_reported_and_logged(tmp_path: Path) -> None:
     (root / "Dog" / "cut.jpg").write_bytes(good[: len(good) // 2])
     Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(root / "Cat" / "cmyk.jpg")
     runs = tmp_path / "runs"
+    probe = tmp_path / "my-cat.png"
+    Image.new("RGB", (50, 30), (250, 10, 10)).save(probe)
     done = convscope("train", "--data", str(root), "--epochs", "1", "--runs-dir", str(runs), "--quiet",
-                     "--preset", "tiny", "--image-size", "32", "--no-tensorboard")
+                     "--preset", "tiny", "--image-size", "32", "--no-tensorboard", "--probe", str(probe))
     assert done.returncode == 0, done.stderr
     line = next(l for l in done.stderr.splitlines() if l.startswith("skipped"))
     assert line.startswith("skipped 3 of 28 files: ") and "skipped_files.csv" in line
@@ -36,6 +39,10 @@ def test_bad_files_are_skipped_reported_and_logged(tmp_path: Path) -> None:
     assert params["data.classes"] == "0:Cat,1:Dog"
     csv_file = run.download("data/skipped_files.csv", tmp_path / "dl")
     assert "cut.jpg,unreadable" in csv_file.read_text()
+    meta = json.loads(run.download("activations/epoch_0001.json", tmp_path / "dl").read_text())
+    assert meta["probe_ids"][-1] == str(probe) and meta["labels"][-1] == -1  # the user's probe, unlabelled
+    assert meta["labels"].count(-1) == 1 and set(meta["labels"]) == {-1, 0, 1}
+    assert meta["shapes"]["conv1"][0] == len(meta["probe_ids"])  # the probe went through the network
     again = convscope("train", "--data", str(root), "--epochs", "1", "--runs-dir", str(runs), "--quiet",
                       "--preset", "tiny", "--image-size", "32", "--no-mlflow", "--no-tensorboard")
     assert again.returncode == 0, again.stderr

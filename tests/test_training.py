@@ -54,3 +54,10 @@ def test_epoch_callback_sees_every_epoch_and_may_stop_the_run(tmp_path: Path) ->
 def test_patience_stops_early(tmp_path: Path) -> None:
     result = run(config(tmp_path, "tiny", epochs=30, size=200, patience=1, lr=3.0), progress=False, echo=quiet)
     assert result.stopped_early and len(result.history) < 30
+
+
+def test_non_finite_loss_fails_the_run_with_a_reason(tmp_path: Path) -> None:
+    from train.errors import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="lower --lr"):
+        run(config(tmp_path, "tiny", epochs=3, size=300, lr=1e12, schedule="constant"), progress=False, echo=quiet)

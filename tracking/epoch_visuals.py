@@ -16,7 +16,6 @@ everything to the sinks. Image keys:
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +126,3 @@ class EpochVisuals:
         if not self.keep_files:
             for path in files:
                 path.unlink(missing_ok=True)
-
-    def discard_files(self) -> None:
-        if not self.keep_files:
-            shutil.rmtree(self.artifact_dir, ignore_errors=True)
