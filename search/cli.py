@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from search.cli_search import add_search_parser
 from train.cli import add_train_parser, add_ui_parser
 from train.errors import ConfigError, NonFiniteLossError
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_train_parser(subparsers)
+    add_search_parser(subparsers)
     add_ui_parser(subparsers)
     return parser
 

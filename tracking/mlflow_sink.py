@@ -144,6 +144,7 @@ class MlflowTracker:
                 self.set_tags(tags)
             self._logged_params = dict(run.data.params)
         self.run_id: str = run.info.run_id
+        self.artifact_uri: str = run.info.artifact_uri
 
         parsed = urlparse(tracking_uri)
         base = ui_url or (tracking_uri if parsed.scheme in ("http", "https") else None)
@@ -238,6 +239,7 @@ class MlflowTracker:
             "mlflow_run_id": self.run_id,
             "mlflow_experiment_id": self.experiment_id,
             "mlflow_tracking_uri": self.tracking_uri,
+            "mlflow_artifact_uri": self.artifact_uri,
         }
         if self.run_url is not None:
             links["mlflow_run_url"] = self.run_url

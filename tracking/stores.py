@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tracking.base import FanOut, Tracker
 
@@ -67,10 +69,14 @@ def open_tracker(
     parent_run_id: str | None = None,
     resume_run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    tensorboard_dir: Path | None = None,
+    hparams: Mapping[str, Any] | None = None,
 ) -> Tracker:
     """The sinks asked for, fanned out, behind one background worker.
 
     The caller owns the returned tracker and must ``close`` it with a status.
+    ``tensorboard_dir`` overrides where the TensorBoard run goes (a study puts its
+    trials under one folder); ``hparams`` are written through TensorBoard's hparams plugin.
     """
     from tracking.background import BackgroundTracker
 
@@ -94,5 +100,6 @@ def open_tracker(
     if tensorboard:
         from tracking.tensorboard_sink import TensorBoardTracker
 
-        sinks.append(TensorBoardTracker(stores.tensorboard_dir(experiment, run_name)))
+        log_dir = tensorboard_dir or stores.tensorboard_dir(experiment, run_name)
+        sinks.append(TensorBoardTracker(log_dir, hparams=hparams) if hparams else TensorBoardTracker(log_dir))
     return BackgroundTracker(FanOut(sinks))

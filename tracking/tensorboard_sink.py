@@ -6,8 +6,12 @@ Contract (on top of ``tracking.base``):
 - metrics → one scalar per key at ``global_step=step``.
 - images → ``add_image(key, HWC uint8, global_step=step)``; figures are rendered with
   matplotlib's Agg canvas (no pyplot) and stored as images at ``step`` (0 if None).
-- files are ignored (TensorBoard has no artifact store); the run status is not
-  recorded (the hparams plugin will carry it).
+- files are ignored (TensorBoard has no artifact store).
+- ``hparams`` (optional): the run is an HParams session (``tracking.hparams``): its
+  session start is written at construction, and ``close(status)`` writes the session
+  end with ``hparams.RUN_STATUS_TO_SESSION_STATUS[status]`` (FINISHED → SUCCESS,
+  FAILED and KILLED → FAILURE, PRUNED → UNKNOWN). Without ``hparams`` the run status is
+  not recorded.
 - ``close`` flushes and closes the writer; a second ``close`` is a no-op.
 """
 
@@ -49,11 +53,25 @@ def render_figure(figure: Figure) -> np.ndarray:
 class TensorBoardTracker:
     """A ``Tracker`` writing TensorBoard event files to ``log_dir`` (contract: module docstring).
 
+    Args:
+        log_dir: this run's own event folder (for a trial: one folder per trial below
+            the study folder that holds the experiment config).
+        hparams: name → value (bool, int, float or str) of this run as an HParams session;
+            None writes no hparams summaries.
+        hparams_group: sessions sharing it form one HParams group (e.g. the folds of one
+            configuration); None makes this run its own group.
+
     Raises:
         ImportError: the ``tensorboard`` package is not installed.
+        TypeError: an ``hparams`` value of an unsupported type.
     """
 
-    def __init__(self, log_dir: str | Path) -> None:
+    def __init__(
+        self,
+        log_dir: str | Path,
+        hparams: Mapping[str, Any] | None = None,
+        hparams_group: str | None = None,
+    ) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as error:
@@ -64,6 +82,15 @@ class TensorBoardTracker:
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self._closed = False
+        self._hparams_session = hparams is not None
+        if hparams is not None:
+            from tracking.hparams import write_session_start
+
+            try:
+                write_session_start(self.writer, hparams, hparams_group)
+            except TypeError:
+                self.writer.close()
+                raise
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Write ``params`` as one Markdown table under the text tag ``config``."""
@@ -104,10 +131,15 @@ class TensorBoardTracker:
         return {"tensorboard_dir": str(self.log_dir)}
 
     def close(self, status: RunStatus = RunStatus.FINISHED) -> None:
-        """Flush and close the writer; no-op when already closed."""
+        """Write the HParams session end (when constructed with ``hparams``), flush and
+        close the writer; no-op when already closed."""
         if self._closed:
             return
         self._closed = True
+        if self._hparams_session:
+            from tracking.hparams import session_status, write_session_end
+
+            write_session_end(self.writer, session_status(status))
         self.writer.flush()
         self.writer.close()
 

@@ -54,6 +54,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     """Preset (or the resumed run's config) ← config file ← flags."""
     file_preset, file_overrides = load_config_file(args.config) if args.config else (None, {})
+    file_overrides.pop("search", None)  # a study's search space: not a training setting
     if base is not None:
         base_overrides = {section: values for section, values in to_dict(base).items() if section != "preset"}
         preset = base.preset

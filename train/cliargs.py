@@ -26,6 +26,7 @@ from train.config import SECTIONS
 from train.errors import ConfigError
 
 SEPARATOR = "::"  # dest = "section::field"
+EXTRA_SECTIONS = ("search",)  # config-file sections that are not RunConfig sections
 
 
 @cache
@@ -126,7 +127,9 @@ def load_config_file(path: str | Path) -> tuple[str | None, dict[str, dict[str, 
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
         key = key.replace("-", "_")
-        if key in SECTIONS and isinstance(value, dict):
+        if key in EXTRA_SECTIONS and isinstance(value, dict):
+            overrides[key] = dict(value)  # read by other commands (convscope search)
+        elif key in SECTIONS and isinstance(value, dict):
             overrides.setdefault(key, {}).update({k.replace("-", "_"): v for k, v in value.items()})
         elif key in owner:
             overrides.setdefault(owner[key], {})[key] = value

@@ -1,0 +1,143 @@
+"""One Optuna trial = one full convscope training run, tracked like any other.
+
+The trial's config comes from ``search.space.suggest``; it trains through
+``train.run``'s public API with an ``on_epoch_end`` callback that reports the
+metric and raises ``optuna.TrialPruned`` when the pruner says so (``train``
+never imports optuna). Every trial is an MLflow child run of the study's parent
+run and its own TensorBoard run (with its hyperparameters in the hparams
+plugin). Outcomes:
+
+- pruned by the pruner → PRUNED in Optuna, MLflow run FINISHED with ``convscope.status=pruned``;
+- CUDA out of memory → PRUNED with the reason recorded, GPU memory released;
+- NaN/inf loss → FAIL with the reason (a failed trial can never be the best);
+- any other error → FAIL, the error in the user attribute ``error`` and the MLflow run FAILED;
+- Ctrl-C → the MLflow run KILLED, the interrupt goes on to stop the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from search.space import SearchSpace, suggest
+from search.storage import StudyStorage
+from tracking.base import RunStatus
+from tracking.stores import Stores, open_tracker, resolve_stores
+from train.config import RunConfig
+from train.errors import NonFiniteLossError
+from train.run import execute, prepare
+
+METRICS = {"val/accuracy": "maximize", "val/loss": "minimize"}
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything a worker needs to run trials of one study (picklable)."""
+
+    study_name: str
+    storage: StudyStorage
+    base: RunConfig  # the starting config with --fix values applied
+    space: SearchSpace
+    metric: str = "val/accuracy"
+    pruner: str = "median"  # median | hyperband | none
+    trials: int = 20  # total finished (complete + pruned) trials the study should reach
+    jobs: int = 1
+    seed: int = 0
+    device: str = "auto"
+    parent_run_id: str | None = None
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric]
+
+    def stores(self) -> Stores:
+        return resolve_stores(self.base.tracking.runs_dir, self.base.tracking.mlflow_uri)
+
+    def study_tensorboard_dir(self) -> Path:
+        return self.stores().tensorboard_root / self.base.tracking.experiment / self.study_name
+
+
+def trial_run_name(study_name: str, number: int) -> str:
+    return f"{study_name}-trial-{number:04d}"
+
+
+class Objective:
+    def __init__(self, settings: StudySettings, device: str | None = None) -> None:
+        self.settings = settings
+        self.device = device or settings.device
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        settings = self.settings
+        config = suggest(trial, settings.space, settings.base)
+        name = trial_run_name(settings.study_name, trial.number)
+        config = dataclasses.replace(
+            config,
+            tracking=dataclasses.replace(config.tracking, run_name=name),
+            optim=dataclasses.replace(config.optim, device=self.device),
+        )
+        prepared = prepare(config, echo=lambda line: None, progress=False)
+        stores = prepared.stores
+        tb_dir = settings.study_tensorboard_dir() / f"trial-{trial.number:04d}"
+        tracker = open_tracker(
+            stores, config.tracking.experiment, name,
+            mlflow=config.tracking.mlflow, tensorboard=config.tracking.tensorboard,
+            parent_run_id=settings.parent_run_id, tensorboard_dir=tb_dir,
+            hparams={**trial.params, "trial": trial.number},
+            tags={"optuna.study": settings.study_name, "optuna.trial": str(trial.number), "convscope.kind": "trial"},
+        )
+        links = tracker.links()
+        for key in ("mlflow_run_id", "mlflow_run_url", "mlflow_tracking_uri"):
+            if key in links:
+                trial.set_user_attr(key, links[key])
+        trial.set_user_attr("tensorboard_dir", str(tb_dir))
+        if "mlflow_artifact_uri" in links:
+            trial.set_user_attr("activations", links["mlflow_artifact_uri"].rstrip("/") + "/activations")
+        tracker.log_params({"optuna.trial": trial.number, "optuna.study": settings.study_name})
+
+        def on_epoch_end(epoch: int, metrics: Mapping[str, float]) -> None:
+            trial.report(metrics[settings.metric], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch}")
+
+        state, status = "FAIL", RunStatus.FAILED
+        try:
+            result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=False, echo=lambda line: None)
+            value = result.final[settings.metric]
+            state, status = "COMPLETE", RunStatus.FINISHED
+            return value
+        except optuna.TrialPruned as pruned:
+            trial.set_user_attr("pruned_reason", str(pruned))
+            state, status = "PRUNED", RunStatus.PRUNED
+            raise
+        except torch.OutOfMemoryError as error:
+            reason = f"CUDA out of memory: {str(error).splitlines()[0]}"
+            trial.set_user_attr("pruned_reason", reason)
+            state, status = "PRUNED", RunStatus.PRUNED
+            raise optuna.TrialPruned(reason) from None
+        except NonFiniteLossError as error:
+            trial.set_user_attr("error", str(error))
+            raise
+        except KeyboardInterrupt:
+            state, status = "FAIL", RunStatus.KILLED
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            tracker.set_tags({"optuna.state": state})
+            tracker.close(status)
+            del prepared
+            release_memory()
+
+
+def release_memory() -> None:
+    """Give memory back between trials (CUDA caches especially, after an OOM)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,68 @@
+"""Where a study lives: an embedded journal file by default, any SQLAlchemy URL for many machines.
+
+- default: Optuna's journal file storage at ``<runs>/optuna/journal.log`` —
+  append-only with file locks, so ``--jobs N`` worker processes on one machine
+  never see "database is locked" (SQLite's failure mode under parallel writers);
+- ``--storage postgresql://…`` (or any SQLAlchemy URL): ``RDBStorage`` with a
+  heartbeat, so a worker killed mid-trial has its trial marked FAIL by another
+  worker and retried with the same parameters (``RetryFailedTrialCallback``);
+- ``--storage path/to/file.log``: a journal file somewhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial
+
+HEARTBEAT_SECONDS = 10  # a running trial's worker writes a heartbeat this often
+# a trial whose heartbeat is older than 3 heartbeats is declared dead (FAIL) and retried
+MAX_RETRIES = 2  # retries of a trial whose worker died
+
+
+@dataclass(frozen=True)
+class StudyStorage:
+    url: str  # what the user gave (or the default), printed at start and end
+    kind: str  # "journal" or "rdb"
+    heartbeat_seconds: int = HEARTBEAT_SECONDS  # RDB only: see the module docstring
+
+    def dashboard_target(self) -> str:
+        """What ``optuna-dashboard`` takes to open this storage."""
+        return self.url
+
+
+def resolve_storage(runs_dir: Path, storage: str = "", heartbeat_seconds: int = HEARTBEAT_SECONDS) -> StudyStorage:
+    if not storage:
+        return StudyStorage(str((runs_dir / "optuna" / "journal.log").resolve()), "journal")
+    if "://" in storage:
+        return StudyStorage(storage, "rdb", heartbeat_seconds)
+    return StudyStorage(str(Path(storage).expanduser().resolve()), "journal")
+
+
+def open_storage(
+    storage: StudyStorage, on_dead_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None
+) -> BaseStorage:
+    """The Optuna storage object; ``on_dead_trial`` runs before a dead worker's trial is retried."""
+    if storage.kind == "journal":
+        path = Path(storage.url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    retry = RetryFailedTrialCallback(max_retry=MAX_RETRIES)
+
+    def failed_trial_callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_dead_trial is not None:
+            on_dead_trial(study, trial)
+        retry(study, trial)
+
+    return RDBStorage(
+        storage.url,
+        heartbeat_interval=storage.heartbeat_seconds,
+        grace_period=3 * storage.heartbeat_seconds,
+        failed_trial_callback=failed_trial_callback,
+        engine_kwargs={"pool_pre_ping": True},
+    )

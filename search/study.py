@@ -1,0 +1,226 @@
+"""Running a study: create or load it, fan trials out to worker processes, report at the end.
+
+``run_study`` is one invocation: it creates the study once (or loads it — trial
+numbers continue), opens one MLflow parent run, runs ``--jobs`` workers until
+the study holds ``--trials`` finished (complete + pruned) trials, prints a line
+per finished trial, and finally logs the optimisation plots, the best-trials
+table and the best model into the parent run. The same worker function serves
+``--jobs`` processes here and other machines running the same command against
+one PostgreSQL storage.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from search.objective import Objective, StudySettings
+from search.space import make_sampler
+from search.storage import open_storage
+from tracking.base import RunStatus
+
+FAILURE_STREAK = 3  # this many consecutive failures with the same error stop the study
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyStopped(RuntimeError):
+    """The study stopped itself: the same error failed FAILURE_STREAK trials in a row."""
+
+
+@dataclass
+class StudyOutcome:
+    study: optuna.Study
+    parent_run_id: str | None
+    stopped_by: str | None = None
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}")
+
+
+def failure_streak(study: optuna.Study) -> str | None:
+    """The error shared by the last FAILURE_STREAK finished trials, if they all failed with it."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.datetime_complete]
+    done.sort(key=lambda t: t.datetime_complete)  # type: ignore[arg-type, return-value]
+    last = done[-FAILURE_STREAK:]
+    if len(last) < FAILURE_STREAK or any(t.state != TrialState.FAIL for t in last):
+        return None
+    errors = {t.user_attrs.get("error") for t in last}
+    return errors.pop() if len(errors) == 1 and None not in errors else None
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def load(settings: StudySettings, pruner: optuna.pruners.BasePruner | None = None, worker: int = 0) -> optuna.Study:
+    storage = open_storage(settings.storage, on_dead_trial=_mark_run_killed)
+    return optuna.load_study(
+        study_name=settings.study_name,
+        storage=storage,
+        sampler=make_sampler(settings.seed + worker),
+        pruner=pruner or make_pruner(settings.pruner),
+    )
+
+
+def create(settings: StudySettings) -> optuna.Study:
+    """Create the study once; a second call (another worker, a rerun) loads the same one."""
+    storage = open_storage(settings.storage, on_dead_trial=_mark_run_killed)
+    return optuna.create_study(
+        study_name=settings.study_name,
+        storage=storage,
+        sampler=make_sampler(settings.seed),
+        pruner=make_pruner(settings.pruner),
+        direction=settings.direction,
+        load_if_exists=True,
+    )
+
+
+def worker(
+    settings: StudySettings, n_trials: int, worker_index: int = 0, threads: int | None = None,
+    device: str | None = None, pruner: optuna.pruners.BasePruner | None = None,
+) -> None:
+    """Run up to ``n_trials`` trials until the study holds ``settings.trials`` finished trials."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = load(settings, pruner, worker_index)
+
+    def stop_on_streak(study: optuna.Study, trial: FrozenTrial) -> None:
+        if failure_streak(study) is not None:
+            study.stop()
+
+    study.optimize(
+        Objective(settings, device),
+        n_trials=n_trials,
+        callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), stop_on_streak],
+        catch=(Exception,),
+        gc_after_trial=True,
+    )
+
+
+def _mark_run_killed(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A worker died mid-trial (its heartbeat stopped): mark the trial's MLflow run KILLED."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    uri = trial.user_attrs.get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not run_id or not uri:
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    client.set_tag(run_id, "convscope.status", RunStatus.KILLED.value)
+    client.set_terminated(run_id, status="KILLED")
+
+
+def run_workers(
+    settings: StudySettings, remaining: int, *, pruner: optuna.pruners.BasePruner | None = None,
+    trials_per_gpu: int = 1,
+) -> None:
+    """``settings.jobs`` workers share ``remaining`` trials: in this process for one job, else processes.
+
+    On a CPU, workers split the cores instead of oversubscribing them; on one GPU,
+    ``trials_per_gpu`` workers share it.
+    """
+    jobs = max(1, settings.jobs)
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+    shares = [remaining // jobs + (1 if i < remaining % jobs else 0) for i in range(jobs)]
+    if jobs == 1:
+        worker(settings, remaining, 0, None, None, pruner)
+        return
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=worker, args=(settings, share, index, threads), name=f"convscope-worker-{index}")
+        for index, share in enumerate(shares) if share > 0
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=30)
+        raise
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+
+
+class ProgressMonitor:
+    """Prints one line per finished trial (number, state, value, params, seconds) and a summary bar."""
+
+    def __init__(self, study: optuna.Study, echo: Callable[[str], None], quiet: bool, interval: float = 1.0) -> None:
+        self.study, self.echo, self.quiet, self.interval = study, echo, quiet, interval
+        self.seen: set[int] = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="convscope-progress")
+
+    def __enter__(self) -> ProgressMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except Exception:  # a storage hiccup must not end the study
+                pass
+
+    def poll(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in self.seen:
+                self.seen.add(trial.number)
+                if not self.quiet:
+                    self.echo(trial_line(trial) + "   " + summary_line(self.study))
+
+
+def trial_line(trial: FrozenTrial) -> str:
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    value = f"{trial.value:.4f}" if trial.value is not None else "-"
+    params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    reason = trial.user_attrs.get("error") or trial.user_attrs.get("pruned_reason") or ""
+    return f"trial {trial.number:>3} {trial.state.name:<8} {value:>8}  {seconds:6.1f}s  {params}" + (
+        f"  ({reason})" if reason and trial.state != TrialState.COMPLETE else ""
+    )
+
+
+def summary_line(study: optuna.Study) -> str:
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: sum(1 for t in trials if t.state == state) for state in TrialState}
+    best = best_trial(study)
+    best_text = f"best #{best.number} = {best.value:.4f}" if best is not None and best.value is not None else "no best yet"
+    return (f"[done {counts[TrialState.COMPLETE]} | pruned {counts[TrialState.PRUNED]} | "
+            f"failed {counts[TrialState.FAIL]} | {best_text}]")
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,218 @@
+"""The search space (search/space.py): sampling with a real Optuna study, parsing, fixes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+
+from search.space import (
+    Choice,
+    FloatRange,
+    IntRange,
+    SearchSpace,
+    apply_fixes,
+    config_from_params,
+    describe,
+    format_spec,
+    make_sampler,
+    parse_fixes,
+    parse_spec,
+    resolve,
+    space_from_settings,
+    suggest,
+)
+from train.config import RunConfig, build_config
+from train.errors import ConfigError
+from train.model import max_depth, validate
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+BASE = build_config("seed")  # 64x64 inputs: the largest depth that fits is 5
+
+
+def run_study(space: SearchSpace, base: RunConfig = BASE, trials: int = 20, seed: int = 0) -> list:
+    """``trials`` trials of an in-memory study; returns [(trial params, RunConfig)]."""
+    study = optuna.create_study(sampler=make_sampler(seed), direction="maximize")
+    results = []
+
+    def objective(trial: optuna.Trial) -> float:
+        config = suggest(trial, space, base)
+        results.append((dict(trial.params), config))
+        return config.model.dropout - abs(config.model.depth - 3)  # something smooth to chase
+
+    study.optimize(objective, n_trials=trials)
+    return results
+
+
+def test_growth_mode_produces_valid_configs_within_range() -> None:
+    fits = max_depth(BASE.model)
+    assert fits == 5
+    for params, config in run_study(SearchSpace()):
+        validate(config.model)
+        assert set(params) == {"depth", "base_width", "growth", "dropout"}
+        assert 1 <= config.model.depth <= fits and config.model.depth == params["depth"]
+        assert config.model.widths == ()
+        assert 8 <= config.model.base_width <= 64 and 1.0 <= config.model.growth <= 2.5
+        assert 0.0 <= config.model.dropout <= 0.5
+        # optional settings are off: the base config's values
+        assert (config.optim.lr, config.optim.weight_decay, config.optim.batch_size) == (
+            BASE.optim.lr, BASE.optim.weight_decay, BASE.optim.batch_size)
+
+
+def test_per_layer_mode_samples_one_width_per_block() -> None:
+    space = space_from_settings({"widths": "per-layer", "depth": "2..4", "lr": "on", "batch_size": "on"})
+    for params, config in run_study(space):
+        validate(config.model)
+        depth = config.model.depth
+        assert 2 <= depth <= 4 and len(config.model.widths) == depth
+        assert set(params) == {"depth", "dropout", "lr", "batch_size"} | {f"width_{i}" for i in range(1, depth + 1)}
+        assert config.model.widths == tuple(params[f"width_{i}"] for i in range(1, depth + 1))
+        assert set(config.model.widths) <= {8, 16, 32, 64, 128, 256}
+        assert 1e-4 <= config.optim.lr <= 3e-2 and config.optim.batch_size in (32, 64, 128, 256)
+
+
+def test_fixed_values_are_honoured_not_suggested() -> None:
+    fixes = parse_fixes(["dropout=0.25", "lr=1e-3", "epochs=3"])
+    space = space_from_settings({"depth": "3", "growth": 2, "weight_decay": "off"}, fixes)
+    base = apply_fixes(BASE, fixes)
+    for params, config in run_study(space, base, trials=5):
+        assert set(params) == {"base_width"}
+        assert (config.model.depth, config.model.growth, config.model.dropout) == (3, 2.0, 0.25)
+        assert (config.optim.lr, config.optim.epochs) == (1e-3, 3)
+
+
+def test_fixed_widths_fix_the_depth() -> None:
+    fixes = parse_fixes(["widths=16,32,64"])
+    space = space_from_settings({}, fixes, base=BASE)
+    assert space.widths == (16, 32, 64) and space.depth == 3
+    for params, config in run_study(space, apply_fixes(BASE, fixes), trials=3):
+        assert set(params) == {"dropout"} and config.model.widths == (16, 32, 64)
+    with pytest.raises(ConfigError, match=r"--fix widths=16,32,64 fixes the depth at 3: drop --depth 2..6"):
+        space_from_settings({"depth": "2..6"}, fixes, base=BASE)
+
+
+def test_same_seed_same_sequence() -> None:
+    space = space_from_settings({"widths": "per-layer"})
+    first = [params for params, _ in run_study(space, seed=7)]
+    again = [params for params, _ in run_study(space, seed=7)]
+    other = [params for params, _ in run_study(space, seed=8)]
+    assert first == again and first != other
+
+
+@pytest.mark.parametrize("settings", [{}, {"widths": "per-layer", "weight_decay": "on"}])
+def test_config_from_params_round_trips(settings: dict) -> None:
+    space = space_from_settings(settings)
+    for params, config in run_study(space, trials=12):
+        assert config_from_params(params, space, BASE) == config
+
+
+def test_config_from_params_reports_a_changed_space() -> None:
+    with pytest.raises(ConfigError, match="do not fit this search space"):
+        config_from_params({"depth": 3}, SearchSpace(), BASE)
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        ("2..6", IntRange(2, 6)),
+        ("2..", IntRange(2, None)),
+        ("8..64:log", IntRange(8, 64, log=True)),
+        ("16..128:step=16", IntRange(16, 128, step=16)),
+        ("0.0..0.5", FloatRange(0.0, 0.5)),
+        ("0..0.3", FloatRange(0.0, 0.3)),
+        ("1e-4..1e-1:log", FloatRange(1e-4, 1e-1, log=True)),
+        ("32,64,128", Choice((32, 64, 128))),
+        ("1e-3,1e-2", Choice((1e-3, 1e-2))),
+        ("32,", Choice((32,))),
+        ([16, 32], Choice((16, 32))),
+        ("4", 4),
+        ("0.25", 0.25),
+        (3, 3),
+    ],
+)
+def test_parse_spec(text: object, spec: object) -> None:
+    parsed = parse_spec(text)  # type: ignore[arg-type]
+    assert parsed == spec and type(parsed) is type(spec)
+    assert parse_spec(format_spec(parsed)) == parsed
+
+
+@pytest.mark.parametrize("text", ["a..b", "2..6:cubic", "x", "1,two", "0.1..:log", "inf"])
+def test_parse_spec_rejects(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_spec(text)
+
+
+def test_settings_are_typed_per_setting() -> None:
+    space = space_from_settings({"growth": "1..3", "dropout": 0, "batch-size": [64, 128], "lr": "1e-3..1e-2:log"})
+    assert space.growth == FloatRange(1.0, 3.0) and space.dropout == 0.0 and isinstance(space.dropout, float)
+    assert space.batch_size == Choice((64, 128)) and space.lr == FloatRange(1e-3, 1e-2, log=True)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"depth": "2..9"}, r"^--depth 2..9: the largest depth that fits 64x64 inputs is 5 \(.*image_size=1023"),
+        ({"depth": "7"}, r"^--depth 7: the largest depth that fits 64x64 inputs is 5"),
+        ({"depth": "6.."}, r"^--depth 6..: the largest depth that fits 64x64 inputs is 5"),
+        ({"depth": "2.5..4"}, r"^--depth 2.5..4: depth needs whole numbers"),
+        ({"depth": "6..2"}, r"^--depth 6..2: the low end is above the high end \(write 2..6\)"),
+        ({"dropout": "0..1.0"}, r"^--dropout 0..1.0: dropout must be in \[0, 1\) \(got 1.0\)"),
+        ({"dropout": "-0.1"}, r"^--dropout -0.1: dropout must be in \[0, 1\)"),
+        ({"lr": "a..b"}, r"^--lr a..b: 'a' is not a number"),
+        ({"lr": "0..1e-2:log"}, r"^--lr 0..1e-2:log: a log-scale range must start above 0"),
+        ({"widths": "2..6"}, r"^--widths 2..6: use growth, per-layer"),
+        ({"dept": "2..6"}, r"^--dept: not a search setting; did you mean --depth\?"),
+    ],
+)
+def test_bad_settings_name_the_flag(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        space_from_settings(settings, {}, base=BASE)
+
+
+def test_depth_range_closes_at_the_input_size() -> None:
+    small = apply_fixes(BASE, {"image_size": 32})
+    assert resolve(SearchSpace(), BASE).depth == IntRange(1, 5)
+    assert resolve(SearchSpace(), small).depth == IntRange(1, max_depth(small.model)) == IntRange(1, 4)
+    with pytest.raises(ConfigError, match=r"--fix depth=5: the largest depth that fits 32x32 inputs is 4"):
+        space_from_settings({}, parse_fixes(["depth=5"]), base=small)
+
+
+def test_apply_fixes_sets_fields_in_any_section() -> None:
+    fixes = parse_fixes(["epochs=3", "image-size=32", "optim.lr=1e-3", "flip=false", "experiment=study", "pool=max"])
+    assert fixes == {"epochs": 3, "image_size": 32, "lr": 1e-3, "flip": False, "experiment": "study", "pool": "max"}
+    config = apply_fixes(BASE, fixes)
+    assert (config.optim.epochs, config.model.image_size, config.optim.lr) == (3, 32, 1e-3)
+    assert (config.optim.flip, config.tracking.experiment, config.model.pool) == (False, "study", "max")
+    assert dataclasses.replace(config, model=BASE.model, optim=BASE.optim, tracking=BASE.tracking) == BASE
+    assert parse_fixes(["lr=1e-3", "lr=2e-3"]) == {"lr": 2e-3}  # a later item wins
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["epoch=3"], r"^--fix epoch: no such setting; did you mean epochs"),
+        (["learning_rate=1e-3"], r"^--fix learning_rate: no such setting"),
+        (["epochs=3.5"], r"^--fix epochs=3.5: needs a whole number"),
+        (["depth=2..6"], r"^--fix depth=2..6: needs a whole number; to search a range use --depth 2..6"),
+        (["lr"], r"^--fix 'lr': write NAME=VALUE"),
+        (["num_classes=3"], r"^--fix num_classes: num_classes is set from the data"),
+    ],
+)
+def test_bad_fixes_name_the_flag(items: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_fixes(items)
+
+
+def test_apply_fixes_unknown_field_suggests_close_matches() -> None:
+    with pytest.raises(ConfigError, match=r"--fix weight_dacay: no such setting; did you mean weight_decay\?"):
+        apply_fixes(BASE, {"weight_dacay": 1e-3})
+
+
+def test_describe_lists_every_parameter() -> None:
+    text = describe(resolve(space_from_settings({"lr": "on"}), BASE))
+    for expected in ("depth", "1 .. 5", "base_width", "growth", "dropout", "lr", "log scale", "batch_size"):
+        assert expected in text
+    per_layer = describe(space_from_settings({"widths": "per-layer", "dropout": 0.1}))
+    assert "width_1..N" in per_layer and "fixed at 0.1" in per_layer and "largest that fits" in per_layer
