@@ -126,7 +126,7 @@ def handle_search(args: argparse.Namespace) -> int:
 
     settings = build_settings(args)
     try:
-        run_study(settings, quiet=args.quiet, trials_per_gpu=args.trials_per_gpu or 1)
+        run_study(settings, quiet=args.quiet)
     except StudyStopped as stopped:
         print(f"convscope search: {stopped}")
         return 1

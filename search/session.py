@@ -37,7 +37,6 @@ def run_study(
     echo: Callable[[str], None] = print,
     quiet: bool = False,
     pruner: optuna.pruners.BasePruner | None = None,
-    trials_per_gpu: int = 1,
 ) -> optuna.Study:
     """Create/load the study, run workers until ``settings.trials`` trials are finished, report.
 
@@ -61,7 +60,7 @@ def run_study(
     try:
         with ProgressMonitor(study, echo, quiet):
             if remaining:
-                run_workers(settings, remaining, pruner=pruner, trials_per_gpu=trials_per_gpu)
+                run_workers(settings, remaining, pruner=pruner)
         streak = failure_streak(study)
         if streak is not None:
             raise StudyStopped(f"stopped: the last trials all failed with the same error: {streak}")

@@ -8,10 +8,15 @@ Contract:
   ``weight_decay`` and ``batch_size``; ``config_from_params`` rebuilds a trial's config from them.
 - User mistakes raise ``ConfigError`` naming the flag as the user wrote it
   (``--depth 2..9: the largest depth that fits 64x64 inputs is 5 …``).
+
+Typical use: ``fixes = parse_fixes(args.fix); base = apply_fixes(base, fixes);
+space = space_from_settings(settings, fixes, base=base)``, then ``suggest(trial, space, base)``
+in the objective and ``make_sampler(seed)`` for the study.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -31,7 +36,6 @@ from train.model import max_depth, min_image_size, validate
 @dataclass(frozen=True)
 class IntRange:
     """Whole numbers ``low..high`` inclusive; ``high=None`` (depth only) = the largest that fits."""
-
     low: int
     high: int | None
     log: bool = False
@@ -41,7 +45,6 @@ class IntRange:
 @dataclass(frozen=True)
 class FloatRange:
     """Real numbers ``low..high`` inclusive, uniform or on a log scale."""
-
     low: float
     high: float
     log: bool = False
@@ -50,7 +53,6 @@ class FloatRange:
 @dataclass(frozen=True)
 class Choice:
     """One of ``values`` (Optuna categorical)."""
-
     values: tuple
 
 
@@ -67,6 +69,7 @@ OPTIONAL_RANGES: dict[str, Spec] = {
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """Per setting: a range, a Choice, a fixed value, or None (the base config's value)."""
     depth: Spec = IntRange(1, None)  # conv blocks; 1 .. the largest depth that fits the input size
     widths: str | tuple[int, ...] = "growth"  # growth (base_width * growth**i) | per-layer (width_1..width_N) | fixed widths
     base_width: Spec = IntRange(8, 64, log=True)  # channels of conv1 (growth mode)
@@ -80,12 +83,9 @@ class SearchSpace:
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(SearchSpace) if f.name != "origins")
-INT_SETTINGS = {"depth", "base_width", "layer_width", "batch_size"}
+INT_SETTINGS = {"depth", "widths", "base_width", "layer_width", "batch_size"}
 LIMITS: dict[str, tuple[typing.Callable[[float], bool], str]] = {
-    "depth": (lambda v: v >= 1, "at least 1"),
-    "base_width": (lambda v: v >= 1, "at least 1"),
-    "layer_width": (lambda v: v >= 1, "at least 1"),
-    "batch_size": (lambda v: v >= 1, "at least 1"),
+    **dict.fromkeys(("depth", "widths", "base_width", "layer_width", "batch_size"), (lambda v: v >= 1, "at least 1")),
     "growth": (lambda v: v > 0, "above 0"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "lr": (lambda v: v > 0, "above 0"),
@@ -156,34 +156,25 @@ def config_from_params(params: dict[str, Any], space: SearchSpace, base: RunConf
 
 
 def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
-    """``space`` checked against ``base``'s input geometry, with an open depth range closed at
-    the largest depth that fits. Raises ConfigError naming the flag."""
+    """``space`` checked against ``base``'s input geometry, an open depth range closed at the
+    largest depth that fits, the depth of fixed widths filled in. Raises ConfigError naming the flag."""
     _check(space)
-    fits, side = max_depth(base.model), base.model.image_size
-    depth = space.depth
-    if fits == 0:
-        need = min_image_size(replace(base.model, depth=1))
-        raise ConfigError(f"--image-size {side}: not even one conv block fits {side}x{side} inputs "
-                          f"(use --fix image_size={need} or more, or --fix padding=1)")
+    fits, side, depth = max_depth(base.model), base.model.image_size, space.depth
     if isinstance(space.widths, tuple):
         if depth not in (None, len(space.widths), SearchSpace.depth):  # the default depth follows
             raise ConfigError(f"{_source(space, 'widths')} fixes the depth at {len(space.widths)}: "
                               f"drop {_source(space, 'depth')} or use --widths per-layer")
         depth = len(space.widths)
     elif isinstance(depth, IntRange) and depth.high is None:
-        depth = replace(depth, high=fits)
-    values = {IntRange: (), Choice: getattr(depth, "values", ()), type(None): (base.model.depth,)}.get(type(depth), (depth,))
-    top = max([*values, getattr(depth, "high", 0)])
+        depth = replace(depth, high=max(fits, 1))
+    top = max(_values(depth) or (base.model.depth,))
     if top > fits:
-        if isinstance(space.widths, tuple):
-            source = _source(space, "widths")
-        else:
-            source = _source(space, "depth") if space.depth is not None else f"--depth {base.model.depth}"
+        source = (_source(space, "widths") if isinstance(space.widths, tuple) else
+                  _source(space, "depth") if space.depth is not None else f"--depth {base.model.depth}")
         need = min_image_size(replace(base.model, depth=top))
+        fewer = f"search at most {fits} blocks, or " if fits else ""
         raise ConfigError(f"{source}: the largest depth that fits {side}x{side} inputs is {fits} "
-                          f"(search at most {fits} blocks, or use --fix image_size={need} or more)")
-    if isinstance(depth, IntRange) and depth.low > depth.high:
-        raise ConfigError(f"{_source(space, 'depth')}: the largest depth that fits {side}x{side} inputs is {fits}")
+                          f"({fewer}use --fix image_size={need} or more)")
     return replace(space, depth=depth)
 
 
@@ -243,16 +234,16 @@ def space_from_settings(settings: dict[str, Any] | None, fixes: dict[str, Any] |
     """A SearchSpace from ``settings`` (setting → spec text, number or list; from flags or a
     config file's ``search:`` section) and ``fixes`` (``--fix`` name → value; those naming a
     search setting fix it, the rest are for ``apply_fixes``). A fix overrides a setting.
-    With ``base``, the space is also ``resolve``d against its input size."""
+    With ``base`` (after ``apply_fixes``), the space is also ``resolve``d against its input size."""
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for raw_name, raw in (settings or {}).items():
-        name = _setting_name(raw_name)
+        name = _normalise(raw_name)
         origins[name] = f"{_flag(name)} {','.join(map(str, raw)) if isinstance(raw, (list, tuple)) else raw}"
         try:
             values[name] = _setting(name, raw)
         except ConfigError as error:
-            raise ConfigError(f"{origins[name]}: {error}") from None
+            raise ConfigError(f"{origins[name] if name in SETTINGS else _flag(name)}: {error}") from None
     for raw_name, raw in (fixes or {}).items():
         name = _normalise(raw_name)
         if name in SETTINGS and name != "layer_width":  # layer_width is no RunConfig field
@@ -293,50 +284,34 @@ def apply_fixes(base: RunConfig, fixes: dict[str, Any]) -> RunConfig:
 
 def describe(space: SearchSpace) -> str:
     """A few lines showing what is searched, for ``--help`` and the start of a study."""
-    lines = ["search space (Optuna parameter: values):"]
 
-    def row(name: str, spec: Any) -> None:
+    def text(spec: Any) -> str:
         if spec is None:
-            text = "the base config's value (not searched)"
-        elif isinstance(spec, (IntRange, FloatRange)):
+            return "the base config's value (not searched)"
+        if isinstance(spec, (IntRange, FloatRange)):
             top = "largest that fits" if spec.high is None else format_spec(spec.high)
-            text = f"{format_spec(spec.low)} .. {top}" + (", log scale" if spec.log else "")
-            text += f", step {spec.step}" if getattr(spec, "step", 1) != 1 else ""
-        elif isinstance(spec, Choice):
-            text = "one of " + ", ".join(map(str, spec.values))
-        else:
-            text = f"fixed at {format_spec(spec)}"
-        lines.append(f"  {name:<14}{text}")
+            step = f", step {spec.step}" if getattr(spec, "step", 1) != 1 else ""
+            return f"{format_spec(spec.low)} .. {top}" + ", log scale" * spec.log + step
+        if isinstance(spec, Choice):
+            return "one of " + ", ".join(map(str, spec.values))
+        return f"fixed at {format_spec(spec)}"
 
-    row("depth", space.depth)
-    if isinstance(space.widths, tuple):
-        row("widths", format_spec(space.widths))
-    elif space.widths == "per-layer":
-        row("width_1..N", space.layer_width)
-    else:
-        row("base_width", space.base_width)
-        row("growth", space.growth)
-    for name in ("dropout", "lr", "weight_decay", "batch_size"):
-        row(name, getattr(space, name))
-    return "\n".join(lines)
+    widths = ([("widths", space.widths)] if isinstance(space.widths, tuple) else
+              [("width_1..N", space.layer_width)] if space.widths == "per-layer" else
+              [("base_width", space.base_width), ("growth", space.growth)])
+    rows = [("depth", space.depth), *widths, *((n, getattr(space, n)) for n in ("dropout", "lr", "weight_decay", "batch_size"))]
+    return "\n".join(["search space (Optuna parameter: values):", *(f"  {n:<14}{text(spec)}" for n, spec in rows)])
 
 
 # ---------------------------------------------------------------- helpers
 
 
 def _number(text: str) -> int | float:
-    text = text.strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{text!r} is not a finite number")
-    return value
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            if math.isfinite(value := kind(text.strip())):
+                return value
+    raise ConfigError(f"{text.strip()!r} is not a number")
 
 
 def _normalise(name: str) -> str:
@@ -353,18 +328,12 @@ def _source(space: SearchSpace, name: str) -> str:
     return dict(space.origins).get(name) or f"{_flag(name)} {format_spec(getattr(space, name))}"
 
 
-def _setting_name(raw: str) -> str:
-    name = _normalise(raw)
-    if name not in SETTINGS:
-        close = difflib.get_close_matches(name, SETTINGS, n=3)
-        hint = f"did you mean {' or '.join(_flag(c) for c in close)}? " if close else ""
-        raise ConfigError(f"{_flag(name)}: not a search setting; {hint}(search settings: {', '.join(SETTINGS)}; "
-                          "fix anything else with --fix NAME=VALUE)")
-    return name
-
-
 def _setting(name: str, raw: Any) -> Any:
     """One setting's spec, typed for the setting (``on``/``off`` included)."""
+    if name not in SETTINGS:
+        close = " or ".join(_flag(c) for c in difflib.get_close_matches(name, SETTINGS, n=3))
+        raise ConfigError(f"not a search setting; {f'did you mean {close}? ' if close else ''}(search settings: "
+                          f"{', '.join(SETTINGS)}; fix anything else with --fix NAME=VALUE)")
     word = raw.strip().lower() if isinstance(raw, str) else raw
     if name == "widths":
         if isinstance(word, str) and word.replace("_", "-") in WIDTH_MODES:
@@ -373,7 +342,7 @@ def _setting(name: str, raw: Any) -> Any:
         if isinstance(spec, (IntRange, FloatRange)):
             raise ConfigError("use growth, per-layer or fixed widths such as 16,32,64 "
                               "(ranges belong to --base-width, --growth or --layer-width)")
-        return _typed("layer_width", spec if isinstance(spec, Choice) else Choice((spec,))).values
+        return _typed("widths", spec if isinstance(spec, Choice) else Choice((spec,))).values
     if word == "on" or word is True:
         return OPTIONAL_RANGES.get(name, getattr(SearchSpace(), name))
     if word == "off" or word is False or word is None:
@@ -384,16 +353,11 @@ def _setting(name: str, raw: Any) -> Any:
 def _typed(name: str, spec: Any) -> Any:
     """Whole numbers for int settings, real numbers for the others."""
     whole = name in INT_SETTINGS
-
-    def value(v: Any) -> Any:
-        if whole and not float(v).is_integer():
-            raise ConfigError(f"{name} needs whole numbers (got {v})")
-        return int(v) if whole else float(v)
-
+    if whole and (isinstance(spec, FloatRange) or not all(float(v).is_integer() for v in _values(spec))):
+        raise ConfigError(f"{name} needs whole numbers, e.g. 2..6 or 16,32")
+    value = int if whole else float
     if isinstance(spec, Choice):
         return Choice(tuple(value(v) for v in spec.values))
-    if isinstance(spec, FloatRange) and whole:
-        raise ConfigError(f"{name} needs whole numbers, e.g. 2..6")
     if isinstance(spec, IntRange) and not whole:
         if spec.step != 1 or spec.high is None:
             raise ConfigError(f"{name} needs a real-number range with both ends, e.g. 0.0..0.5")
@@ -401,8 +365,17 @@ def _typed(name: str, spec: Any) -> Any:
     return spec if isinstance(spec, (IntRange, FloatRange)) else value(spec)
 
 
+def _values(spec: Any) -> tuple:
+    """The numbers a spec names: range ends, choices or the fixed value(s)."""
+    if isinstance(spec, (IntRange, FloatRange)):
+        return tuple(v for v in (spec.low, spec.high) if v is not None)
+    if isinstance(spec, Choice):
+        return spec.values
+    return () if spec is None else spec if isinstance(spec, tuple) else (spec,)
+
+
 def _check(space: SearchSpace) -> None:
-    """The checks that do not need the input size (see ``resolve`` for depth)."""
+    """The checks that do not need the input size (``resolve`` checks depth against it)."""
     if not (space.widths in WIDTH_MODES or isinstance(space.widths, tuple)):
         raise ConfigError(f"--widths {space.widths}: use growth, per-layer or a list of widths such as 16,32,64")
     if space.widths == "per-layer" and space.layer_width is None:
@@ -410,21 +383,17 @@ def _check(space: SearchSpace) -> None:
     for name in SETTINGS:
         spec, source = getattr(space, name), _source(space, name)
         if isinstance(spec, (IntRange, FloatRange)):
-            if spec.high is not None and spec.low > spec.high:
-                raise ConfigError(f"{source}: the low end is above the high end (write {spec.high}..{spec.low})")
-            if spec.log and spec.low <= 0:
-                raise ConfigError(f"{source}: a log-scale range must start above 0")
-            if getattr(spec, "step", 1) < 1 or (spec.log and getattr(spec, "step", 1) != 1):
-                raise ConfigError(f"{source}: the step must be at least 1 and cannot be combined with :log")
-            if spec.high is None and name != "depth":
-                raise ConfigError(f"{source}: give the upper end too, e.g. {spec.low}..{spec.low * 4}")
-        values = {IntRange: lambda s: (s.low, s.high), FloatRange: lambda s: (s.low, s.high),
-                  Choice: lambda s: s.values}.get(type(spec), lambda s: () if s is None else (s,))(spec)
-        if name == "widths":
-            values = space.widths if isinstance(space.widths, tuple) else ()
-            name = "layer_width"
-        allowed, text = LIMITS[name] if name in LIMITS else (lambda v: True, "")
-        bad = [v for v in values if v is not None and not allowed(v)]
+            step = getattr(spec, "step", 1)
+            problem = (f"the low end is above the high end (write {spec.high}..{spec.low})"
+                       if spec.high is not None and spec.low > spec.high else
+                       "a log-scale range must start above 0" if spec.log and spec.low <= 0 else
+                       "the step must be at least 1 (and cannot go with :log)" if step < 1 or spec.log and step != 1 else
+                       f"give the upper end too, e.g. {spec.low}..{spec.low * 4}" if spec.high is None and name != "depth"
+                       else "")
+            if problem:
+                raise ConfigError(f"{source}: {problem}")
+        allowed, text = LIMITS[name]
+        bad = [v for v in _values(spec if name != "widths" or isinstance(spec, tuple) else None) if not allowed(v)]
         if bad:
             raise ConfigError(f"{source}: {name} must be {text} (got {format_spec(bad[0])})")
 
@@ -444,19 +413,19 @@ def _field(name: str) -> tuple[str, dataclasses.Field]:
 
 
 def _coerce_field(name: str, value: Any) -> Any:
-    """``value`` (text or typed) as the type of RunConfig field ``name``."""
-    section, f = _field(name)
+    """``value`` (text or typed) as the type of RunConfig field ``name``; ConfigError naming --fix."""
+    section, _ = _field(name)
     hint = typing.get_type_hints(SECTIONS[section])[name]
-    shown = format_spec(value) if isinstance(value, (int, float, tuple)) else value
+    many = typing.get_origin(hint) is tuple
+    items = (value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple))
+             else (value,)) if many else (value,)
     try:
-        if typing.get_origin(hint) is tuple:
-            items = value.split(",") if isinstance(value, str) else value
-            item_type = typing.get_args(hint)[0]
-            return tuple(_scalar(item_type, item) for item in items if str(item).strip())
-        return _scalar(hint, value)
-    except (TypeError, ValueError) as error:
+        typed = tuple(_scalar(typing.get_args(hint)[0] if many else hint, v) for v in items if not many or str(v).strip())
+    except ValueError as error:
+        shown = format_spec(value) if isinstance(value, (int, float, tuple)) else value
         search = f"; to search a range use {_flag(name)} {value}" if ".." in str(value) else ""
         raise ConfigError(f"--fix {name}={shown}: {error}{search}") from None
+    return typed if many else typed[0]
 
 
 def _scalar(kind: type, value: Any) -> Any:
@@ -472,5 +441,5 @@ def _scalar(kind: type, value: Any) -> Any:
             number = math.nan
         if not math.isfinite(number) or (kind is int and not number.is_integer()):
             raise ValueError("needs a whole number" if kind is int else "needs a finite number")
-        return int(number) if kind is int else number
+        return kind(number)
     return text

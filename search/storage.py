@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
@@ -23,6 +26,7 @@ from optuna.trial import FrozenTrial
 HEARTBEAT_SECONDS = 10  # a running trial's worker writes a heartbeat this often
 # a trial whose heartbeat is older than 3 heartbeats is declared dead (FAIL) and retried
 MAX_RETRIES = 2  # retries of a trial whose worker died
+SCHEMA_ATTEMPTS = 5  # tries to open an RDB storage whose tables other workers are creating right now
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,20 @@ def open_storage(
             on_dead_trial(study, trial)
         retry(study, trial)
 
-    return RDBStorage(
-        storage.url,
-        heartbeat_interval=storage.heartbeat_seconds,
-        grace_period=3 * storage.heartbeat_seconds,
-        failed_trial_callback=failed_trial_callback,
-        engine_kwargs={"pool_pre_ping": True},
-    )
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(
+                storage.url,
+                heartbeat_interval=storage.heartbeat_seconds,
+                grace_period=3 * storage.heartbeat_seconds,
+                failed_trial_callback=failed_trial_callback,
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers starting together on an empty database race to create Optuna's tables
+            # (PostgreSQL: duplicate key … "pg_type_typname_nsp_index"); the loser retries
+            # and finds the schema in place.
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search.objective import Objective, StudySettings
@@ -90,28 +89,31 @@ def create(settings: StudySettings) -> optuna.Study:
 
 
 def worker(
-    settings: StudySettings, n_trials: int, worker_index: int = 0, threads: int | None = None,
+    settings: StudySettings, worker_index: int = 0, threads: int | None = None,
     device: str | None = None, pruner: optuna.pruners.BasePruner | None = None,
 ) -> None:
-    """Run up to ``n_trials`` trials until the study holds ``settings.trials`` finished trials."""
+    """Run trials, one at a time, until the study holds ``settings.trials`` finished trials.
+
+    Before each trial the worker counts the finished and running trials of the
+    whole study (other workers and machines included), so workers stop together
+    and overshoot only if two start a last trial in the same instant. A trial
+    that fails does not count; FAILURE_STREAK identical failures stop the worker.
+    """
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = load(settings, pruner, worker_index)
-
-    def stop_on_streak(study: optuna.Study, trial: FrozenTrial) -> None:
+    objective = Objective(settings, device)
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then retried (RDB heartbeat)
+        # finished, plus running elsewhere; an enqueued (WAITING) retry still needs a worker
+        if len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))) >= settings.trials:
+            return
         if failure_streak(study) is not None:
-            study.stop()
-
-    study.optimize(
-        Objective(settings, device),
-        n_trials=n_trials,
-        callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), stop_on_streak],
-        catch=(Exception,),
-        gc_after_trial=True,
-    )
+            return
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
 
 
 def _mark_run_killed(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -127,26 +129,22 @@ def _mark_run_killed(study: optuna.Study, trial: FrozenTrial) -> None:
     client.set_terminated(run_id, status="KILLED")
 
 
-def run_workers(
-    settings: StudySettings, remaining: int, *, pruner: optuna.pruners.BasePruner | None = None,
-    trials_per_gpu: int = 1,
-) -> None:
+def run_workers(settings: StudySettings, remaining: int, *, pruner: optuna.pruners.BasePruner | None = None) -> None:
     """``settings.jobs`` workers share ``remaining`` trials: in this process for one job, else processes.
 
-    On a CPU, workers split the cores instead of oversubscribing them; on one GPU,
-    ``trials_per_gpu`` workers share it.
+    On a CPU, workers split the cores instead of oversubscribing them; on a GPU
+    (``--trials-per-gpu K`` sets the jobs) they share the device.
     """
-    jobs = max(1, settings.jobs)
+    jobs = max(1, min(settings.jobs, remaining))
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)
-    shares = [remaining // jobs + (1 if i < remaining % jobs else 0) for i in range(jobs)]
     if jobs == 1:
-        worker(settings, remaining, 0, None, None, pruner)
+        worker(settings, 0, None, None, pruner)
         return
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=worker, args=(settings, share, index, threads), name=f"convscope-worker-{index}")
-        for index, share in enumerate(shares) if share > 0
+        context.Process(target=worker, args=(settings, index, threads), name=f"convscope-worker-{index}")
+        for index in range(jobs)
     ]
     for process in processes:
         process.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from tracking.servers import free_port, group_members
 
@@ -20,16 +24,19 @@ pytestmark = pytest.mark.slow
 def test_ui_serves_mlflow_and_tensorboard_and_stops_cleanly(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     (runs / "tensorboard").mkdir(parents=True)
-    mlflow_port, tensorboard_port = free_port(), free_port()
+    (runs / "optuna").mkdir()
+    storage = JournalStorage(JournalFileBackend(str(runs / "optuna" / "journal.log")))
+    optuna.create_study(study_name="ui-study", storage=storage)
+    mlflow_port, tensorboard_port, dashboard_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "search.cli", "ui", "--runs-dir", str(runs),
-         "--mlflow-port", str(mlflow_port), "--tensorboard-port", str(tensorboard_port)],
+        [sys.executable, "-u", "-m", "search.cli", "ui", "--runs-dir", str(runs), "--mlflow-port", str(mlflow_port),
+         "--tensorboard-port", str(tensorboard_port), "--dashboard-port", str(dashboard_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 180
-    while not any(line.startswith("TensorBoard:") for line in lines):
+    while not any(line.startswith("Optuna:") for line in lines):
         line = proc.stdout.readline()
         assert line, "".join(lines)
         lines.append(line)
@@ -38,8 +45,10 @@ def test_ui_serves_mlflow_and_tensorboard_and_stops_cleanly(tmp_path: Path) -> N
     assert f"http://127.0.0.1:{mlflow_port}/#/experiments?workflowType=machine_learning" in output
     assert urllib.request.urlopen(f"http://127.0.0.1:{mlflow_port}/health").status == 200
     assert urllib.request.urlopen(f"http://127.0.0.1:{tensorboard_port}/data/plugin/images/tags").status == 200
+    studies = json.load(urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/api/studies"))
+    assert [s["study_name"] for s in studies["study_summaries"]] == ["ui-study"]
     servers = processes_mentioning(str(runs))
-    assert len(servers) >= 2  # mlflow and tensorboard (plus their own helpers)
+    assert len(servers) >= 3  # mlflow, tensorboard, optuna-dashboard (plus their own helpers)
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 0
     deadline = time.monotonic() + 30

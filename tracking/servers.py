@@ -103,6 +103,11 @@ def tensorboard_command(logdir: str | Path, host: str, port: int) -> list[str]:
     ]
 
 
+def optuna_dashboard_command(storage: str | Path, host: str, port: int) -> list[str]:
+    """``optuna-dashboard`` on a study storage (a journal file path or a database URL)."""
+    return [*_console_script("optuna-dashboard"), str(storage), "--host", host, "--port", str(port)]
+
+
 def start_process_group(cmd: Sequence[str], log_path: str | Path) -> subprocess.Popen[bytes]:
     """Start ``cmd`` as the leader of a new session, stdout and stderr appended to ``log_path``."""
     log_path = Path(log_path)

@@ -128,12 +128,15 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tensorboard-port", type=int, default=DEFAULT_TENSORBOARD_PORT, help="TensorBoard port (default: 6006)"
     )
+    parser.add_argument("--dashboard-port", type=int, default=8080,
+                        help="optuna-dashboard port, started when the runs folder holds a study (default: 8080)")
     parser.set_defaults(handler=handle_ui)
 
 
 def handle_ui(args: argparse.Namespace) -> int:
     from tracking.servers import (
         mlflow_server_command,
+        optuna_dashboard_command,
         start_process_group,
         stop_process_group,
         tensorboard_command,
@@ -158,10 +161,19 @@ def handle_ui(args: argparse.Namespace) -> int:
         processes.append(start_process_group(tensorboard_cmd, logs / "tensorboard.log"))
         mlflow_url = f"http://{args.host}:{args.mlflow_port}"
         tensorboard_url = f"http://{args.host}:{args.tensorboard_port}"
+        journal = runs / "optuna" / "journal.log"
+        if journal.is_file():
+            processes.append(start_process_group(
+                optuna_dashboard_command(journal, args.host, args.dashboard_port), logs / "optuna-dashboard.log"
+            ))
         wait_for_http(mlflow_url + "/health", timeout=60, proc=processes[0])
         wait_for_http(tensorboard_url, timeout=60, proc=processes[1])
         print(f"MLflow:      {mlflow_url}/#/experiments?workflowType=machine_learning")
         print(f"TensorBoard: {tensorboard_url}")
+        if journal.is_file():
+            dashboard_url = f"http://{args.host}:{args.dashboard_port}"
+            wait_for_http(dashboard_url, timeout=60, proc=processes[2])
+            print(f"Optuna:      {dashboard_url}")
         print("Ctrl-C stops both.", flush=True)
         while all(p.poll() is None for p in processes):
             time.sleep(1)

@@ -84,8 +84,12 @@ def make_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step schedule over ``config.epochs`` epochs."""
     total = max(1, config.epochs * steps_per_epoch)
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25)
+    if config.schedule == "onecycle" and total >= 3:
+        # a quarter of the steps warming up; at least two, or OneCycleLR divides by zero on tiny runs
+        warmup = min(0.5, max(0.25, 2 / total))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=warmup)
+    if config.schedule == "onecycle":  # one or two steps in all: nothing to schedule
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if config.schedule == "constant":

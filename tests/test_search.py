@@ -1,0 +1,140 @@
+"""``convscope search`` on the embedded stores: trials, nesting, pruning, failures, resuming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from tensorboard.backend.event_processing import plugin_event_accumulator
+from optuna.trial import TrialState
+
+import search.objective
+from e2e_helpers import convscope
+from search.cli import build_parser
+from search.cli_search import build_settings
+from search.session import run_study
+from search.study import StudyStopped
+from train.errors import NonFiniteLossError
+
+pytestmark = pytest.mark.slow
+FAST = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=2", "--fix", "synthetic_size=300",
+        "--fix", "probes_per_class=2", "--fix", "analysis_size=32"]
+
+
+def settings_for(runs: Path, *argv: str):  # type: ignore[no-untyped-def]
+    args = build_parser().parse_args(["search", "--runs-dir", str(runs), *FAST, *argv])
+    return build_settings(args)
+
+
+def load(runs: Path, name: str = "convscope-study") -> optuna.Study:
+    from search.storage import open_storage, resolve_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(resolve_storage(runs)))
+
+
+def mlflow_client(runs: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+
+
+def test_six_trials_two_jobs_nested_runs_and_hparams(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    done = convscope("search", "--runs-dir", str(runs), "--trials", "6", "--jobs", "2", "--pruner", "none", *FAST)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("COMPLETE") >= 6 and "journal.log" in done.stdout
+    study = load(runs)
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    client = mlflow_client(runs)
+    parents = set()
+    for trial in study.trials:
+        assert {"depth", "base_width", "growth", "dropout"} <= set(trial.params)
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED" and run.data.tags["optuna.trial"] == str(trial.number)
+        parents.add(run.data.tags["mlflow.parentRunId"])
+        names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "activations")}
+        assert "epoch_0002.safetensors" in names and "analysis.safetensors" in names
+        assert int(run.data.params["model.depth"]) == trial.params["depth"]
+    (parent_id,) = parents
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["convscope.kind"] == "study" and parent.info.status == "FINISHED"
+    parent_files = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"figures", "study", "best_model"} <= parent_files
+    study_dir = runs / "tensorboard" / "convscope" / "convscope-study"
+    for trial in study.trials:
+        events = plugin_event_accumulator.EventAccumulator(trial.user_attrs["tensorboard_dir"])
+        events.Reload()
+        assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert sorted(p.name for p in study_dir.iterdir() if p.is_dir()) == [f"trial-{i:04d}" for i in range(6)]
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    study = run_study(settings_for(runs, "--trials", "2"), pruner=AlwaysPrune(), echo=lambda line: None)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    client = mlflow_client(runs)
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["optuna.state"] == "PRUNED" and run.data.tags["convscope.status"] == "pruned"
+        assert client.get_metric_history(run.info.run_id, "val/accuracy")[0].step == 1  # stopped after epoch 1
+
+
+def test_out_of_memory_and_nan_leave_the_study_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_execute = search.objective.execute
+    calls = {"n": 0}
+
+    def flaky_execute(prepared, tracker, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if calls["n"] == 2:
+            raise NonFiniteLossError("training loss became nan in epoch 1/2; lower --lr or check the data")
+        return real_execute(prepared, tracker, **kwargs)
+
+    monkeypatch.setattr(search.objective, "execute", flaky_execute)
+    runs = tmp_path / "runs"
+    # --trials counts finished trials: the OOM trial (pruned) and the good one; the NaN failure does not count
+    study = run_study(settings_for(runs, "--trials", "2", "--pruner", "none"), echo=lambda line: None)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    oom, nan, ok = study.trials
+    assert oom.user_attrs["pruned_reason"].startswith("CUDA out of memory")
+    assert "nan" in nan.user_attrs["error"]
+    assert study.best_trial.number == ok.number
+    client = mlflow_client(runs)
+    assert client.get_run(nan.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+
+
+def test_three_identical_failures_stop_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(prepared, tracker, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(search.objective, "execute", broken)
+    with pytest.raises(StudyStopped, match="disk full"):
+        run_study(settings_for(tmp_path / "runs", "--trials", "10"), echo=lambda line: None)
+    study = load(tmp_path / "runs")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+
+
+def test_rerunning_continues_numbering_and_honours_the_total(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run_study(settings_for(runs, "--trials", "2", "--pruner", "none"), echo=lambda line: None)
+    study = run_study(settings_for(runs, "--trials", "3", "--pruner", "none"), echo=lambda line: None)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    lines: list[str] = []
+    again = run_study(settings_for(runs, "--trials", "3", "--pruner", "none"), echo=lines.append)
+    assert len(again.trials) == 3 and any("nothing to run" in line for line in lines)
+
+
+def test_search_usage_errors(tmp_path: Path) -> None:
+    done = convscope("search", "--runs-dir", str(tmp_path), "--depth", "2..9", "--trials", "1")
+    assert done.returncode == 2 and "--depth" in done.stderr and "Traceback" not in done.stderr
+    done = convscope("search", "--runs-dir", str(tmp_path), "--fix", "epoch=3")
+    assert done.returncode == 2 and "--fix" in done.stderr

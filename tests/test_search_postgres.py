@@ -1,0 +1,254 @@
+"""``convscope search`` on a real PostgreSQL: parallel workers and a worker killed mid-trial.
+
+Like Optuna's own storage tests, the server comes from an environment variable
+(``CONVSCOPE_TEST_POSTGRES_URL``, e.g. ``postgresql+psycopg2://postgres@127.0.0.1:5432/test``,
+which ``.ci/run`` sets); without it these tests skip. Each test creates its own
+database on that server (``convscope_<hex>``) and drops it afterwards, so runs never
+see each other's studies. MLflow is the embedded sqlite store of one runs dir that
+all workers of a test share.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+POSTGRES_URL = os.environ.get("CONVSCOPE_TEST_POSTGRES_URL", "")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not POSTGRES_URL,
+        reason="set CONVSCOPE_TEST_POSTGRES_URL to a PostgreSQL SQLAlchemy URL "
+        "(e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/test; .ci/run sets it) to run these",
+    ),
+]
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--preset", "tiny", "--image-size", "32", "--fix", "synthetic_size=400", "--fix", "probes_per_class=2",
+        "--fix", "analysis_size=32", "--pruner", "none", "--no-tensorboard"]
+
+
+def _server_kwargs(url: str, database: str) -> dict:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    kwargs = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
+              "password": parsed.password, "dbname": database}
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def _admin(sql: str, *params: object) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(**_server_kwargs(POSTGRES_URL, "postgres"))
+    try:
+        connection.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params or None)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def fresh_db() -> Iterator[str]:
+    """The SQLAlchemy URL of a new, empty database on the test server; dropped afterwards."""
+    from sqlalchemy.engine import make_url
+
+    name = f"convscope_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+               name)
+        _admin(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+class Worker:
+    """One ``convscope search`` process, its output going to files (read back for messages)."""
+
+    def __init__(self, tmp: Path, name: str, *argv: str) -> None:
+        self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env.pop("MLFLOW_TRACKING_URI", None)  # the embedded store of --runs-dir
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen([sys.executable, "-m", "search.cli", "search", *argv],
+                                            stdout=out, stderr=err, env=env, cwd=REPO)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return f"--- {self.out.name}\n{self.out.read_text()}\n--- {self.err.name}\n{self.err.read_text()[-6000:]}"
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"convscope search did not finish in {timeout:.0f} s\n{self.output()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+def load(url: str, name: str) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    storage = optuna.storages.RDBStorage(url)  # no heartbeat: reading must never fail anyone's trial
+    return optuna.load_study(study_name=name, storage=storage), storage
+
+
+def close(storage: optuna.storages.RDBStorage) -> None:
+    storage.remove_session()
+    storage.engine.dispose()
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    callback = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
+        optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental / deprecated across Optuna versions
+        return callback.retried_trial_number(trial)
+
+
+def mlflow_store(runs: Path) -> MlflowClient:
+    """The runs dir's embedded MLflow store, created now, before any worker starts.
+
+    MLflow builds a new sqlite store with alembic migrations that are not safe to run
+    from two processes at once (``Online migration expected to match one row``); in
+    multi-machine use an MLflow server owns its database, so the workers here get a
+    store that already exists, as they would there.
+    """
+    runs.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    client.search_experiments()
+    return client
+
+
+def test_two_workers_share_one_study(fresh_db: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    client = mlflow_store(runs)
+    argv = ["--storage", fresh_db, "--study-name", "shared", "--trials", "6", "--runs-dir", str(runs),
+            "--fix", "epochs=2", *FAST]
+    workers = [Worker(tmp_path, f"worker{i}", *argv) for i in range(2)]
+    try:
+        for worker in workers:
+            assert worker.wait(timeout=150) == 0, worker.output()
+    finally:
+        for worker in workers:
+            worker.kill()
+    logs = "\n".join(worker.output() for worker in workers)
+    study, storage = load(fresh_db, "shared")
+    try:
+        trials = study.get_trials()
+    finally:
+        close(storage)
+    summary = [(t.number, t.state.name) for t in trials]
+    assert sorted(t.number for t in trials) == list(range(6)), f"{summary}\n{logs}"
+    assert all(t.state == TrialState.COMPLETE for t in trials), f"{summary}\n{logs}"
+    run_ids = [t.user_attrs.get("mlflow_run_id") for t in trials]
+    assert None not in run_ids and len(set(run_ids)) == 6, run_ids
+    parents = set()
+    for trial, run_id in zip(trials, run_ids):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED", (trial.number, run.info.status)
+        assert run.data.tags["optuna.trial"] == str(trial.number)
+        parents.add(run.data.tags["mlflow.parentRunId"])
+    assert len(parents) == 2, parents  # one parent run per worker invocation
+    for parent_id in parents:
+        parent = client.get_run(parent_id)
+        assert parent.data.tags["optuna.study"] == "shared" and parent.info.status == "FINISHED"
+
+
+def test_killed_worker_trial_is_retried_by_another(fresh_db: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    common = ["--storage", fresh_db, "--study-name", "killed", "--heartbeat", "1", "--trials", "1",
+              "--runs-dir", str(runs), *FAST]
+    slow = Worker(tmp_path, "slow", *common, "--fix", "epochs=30", "--fix", "synthetic_size=2000")
+    fast: Worker | None = None
+    try:
+        running = _wait_for_running_trial(fresh_db, "killed", slow, timeout=60)
+        os.kill(slow.pid, signal.SIGKILL)
+        slow.process.wait(timeout=30)
+        # The trial is stale after 3 missed heartbeats (--heartbeat 1); the next worker's
+        # trial start fails it, marks its MLflow run KILLED and enqueues a retry.
+        time.sleep(4)
+        fast = Worker(tmp_path, "fast", *common, "--fix", "epochs=1")
+        assert fast.wait(timeout=120) == 0, fast.output()
+    finally:
+        slow.kill()
+        if fast is not None:
+            fast.kill()
+    study, storage = load(fresh_db, "killed")
+    try:
+        trials = study.get_trials()
+    finally:
+        close(storage)
+    summary = [(t.number, t.state.name, retried_from(t)) for t in trials]
+    killed = trials[0]
+    assert killed.number == running.number == 0 and killed.state == TrialState.FAIL, f"{summary}\n{fast.output()}"
+    retries = [t for t in trials[1:] if retried_from(t) == 0]
+    assert len(retries) == 1, summary
+    (retry,) = retries
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params, summary
+    assert not any(t.state == TrialState.RUNNING for t in trials), summary
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    killed_run = client.get_run(killed.user_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "KILLED" and killed_run.data.tags.get("convscope.status") == "killed"
+    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert retry_run.info.run_id != killed_run.info.run_id and retry_run.info.status == "FINISHED"
+    assert int(retry_run.data.params["optim.epochs"]) == 1  # --fix applies to the run, the params are kept
+
+
+def _wait_for_running_trial(url: str, name: str, worker: Worker, timeout: float) -> FrozenTrial:
+    """Poll until a trial is RUNNING and has opened its MLflow run.
+
+    Plain SQL until the worker has created the schema and the study: opening an
+    ``RDBStorage`` on an empty database creates the tables, racing the worker doing the same.
+    """
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    deadline = time.monotonic() + timeout
+    connection = psycopg2.connect(**_server_kwargs(url, make_url(url).database))
+    connection.autocommit = True
+    try:
+        while time.monotonic() < deadline:
+            if worker.process.poll() is not None:
+                pytest.fail(f"the worker exited ({worker.process.returncode}) before its trial ran\n{worker.output()}")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT to_regclass('trial_user_attributes') IS NOT NULL")
+                ready = cursor.fetchone()[0]
+                if ready:
+                    cursor.execute(
+                        "SELECT count(*) FROM trials JOIN studies USING (study_id) "
+                        "JOIN trial_user_attributes USING (trial_id) "
+                        "WHERE studies.study_name = %s AND trials.state = 'RUNNING' AND key = 'mlflow_run_id'",
+                        (name,),
+                    )
+                    ready = cursor.fetchone()[0] > 0
+            if ready:
+                study, storage = load(url, name)
+                try:
+                    (trial,) = study.get_trials(states=(TrialState.RUNNING,))
+                    return trial
+                finally:
+                    close(storage)
+            time.sleep(0.2)
+    finally:
+        connection.close()
+    pytest.fail(f"no trial was RUNNING with an MLflow run within {timeout:.0f} s\n{worker.output()}")
