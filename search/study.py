@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,7 +108,9 @@ def worker(
     study = load(settings, pruner, worker_index)
     objective = Objective(settings, device)
     while True:
-        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then retried (RDB heartbeat)
+        with warnings.catch_warnings():  # fail_stale_trials is marked experimental; it is what optimize() calls
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then retried (RDB heartbeat)
         # finished, plus running elsewhere; an enqueued (WAITING) retry still needs a worker
         if len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))) >= settings.trials:
             return
