@@ -28,7 +28,7 @@ from search.study import (
 from tracking.base import RunStatus
 from tracking.hparams import write_experiment_config
 from tracking.mlflow_sink import MlflowTracker
-from tracking.stores import Stores
+from tracking.stores import Stores, first_open_lock
 
 
 def run_study(
@@ -58,7 +58,7 @@ def run_study(
         say(f"the study already holds {settings.trials} finished trials (--trials is a total): nothing to run")
     status = RunStatus.FAILED
     try:
-        with ProgressMonitor(study, echo, quiet):
+        with ProgressMonitor(study, echo, quiet, settings.trials):
             if remaining:
                 run_workers(settings, remaining, pruner=pruner)
         streak = failure_streak(study)
@@ -86,11 +86,13 @@ def _open_parent(settings: StudySettings, stores: Stores) -> MlflowTracker | Non
     if not settings.base.tracking.mlflow:
         return None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    parent = MlflowTracker(
-        stores.mlflow_uri, settings.base.tracking.experiment, f"{settings.study_name}-{stamp}",
-        artifact_location=stores.artifact_location, ui_url=stores.ui_url,
-        tags={"convscope.kind": "study", "optuna.study": settings.study_name, "optuna.storage": settings.storage.url},
-    )
+    with first_open_lock(stores):
+        parent = MlflowTracker(
+            stores.mlflow_uri, settings.base.tracking.experiment, f"{settings.study_name}-{stamp}",
+            artifact_location=stores.artifact_location, ui_url=stores.ui_url,
+            tags={"convscope.kind": "study", "optuna.study": settings.study_name,
+                  "optuna.storage": settings.storage.url},
+        )
     parent.log_params({
         "study.name": settings.study_name, "study.metric": settings.metric, "study.direction": settings.direction,
         "study.pruner": settings.pruner, "study.trials": settings.trials, "study.jobs": settings.jobs,

@@ -5,7 +5,7 @@
   never see "database is locked" (SQLite's failure mode under parallel writers);
 - ``--storage postgresql://…`` (or any SQLAlchemy URL): ``RDBStorage`` with a
   heartbeat, so a worker killed mid-trial has its trial marked FAIL by another
-  worker and retried with the same parameters (``RetryFailedTrialCallback``);
+  worker and retried with the same parameters (``RetryHeartbeatStaleTrialCallback``);
 - ``--storage path/to/file.log``: a journal file somewhere else.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 
@@ -56,9 +56,9 @@ def open_storage(
         path = Path(storage.url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    retry = RetryFailedTrialCallback(max_retry=MAX_RETRIES)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
-    def failed_trial_callback(study: optuna.Study, trial: FrozenTrial) -> None:
+    def stale_trial_callback(study: optuna.Study, trial: FrozenTrial) -> None:
         if on_dead_trial is not None:
             on_dead_trial(study, trial)
         retry(study, trial)
@@ -69,7 +69,7 @@ def open_storage(
                 storage.url,
                 heartbeat_interval=storage.heartbeat_seconds,
                 grace_period=3 * storage.heartbeat_seconds,
-                failed_trial_callback=failed_trial_callback,
+                heartbeat_stale_trial_callback=stale_trial_callback,
                 engine_kwargs={"pool_pre_ping": True},
             )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):

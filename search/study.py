@@ -15,11 +15,13 @@ import multiprocessing
 import os
 import threading
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
 
 from search.objective import Objective, StudySettings
 from search.space import make_sampler
@@ -68,12 +70,20 @@ def finished_count(study: optuna.Study) -> int:
 
 def load(settings: StudySettings, pruner: optuna.pruners.BasePruner | None = None, worker: int = 0) -> optuna.Study:
     storage = open_storage(settings.storage, on_dead_trial=_mark_run_killed)
-    return optuna.load_study(
-        study_name=settings.study_name,
-        storage=storage,
-        sampler=make_sampler(settings.seed + worker),
-        pruner=pruner or make_pruner(settings.pruner),
-    )
+    study = optuna.load_study(study_name=settings.study_name, storage=storage,
+                              pruner=pruner or make_pruner(settings.pruner))
+    study.sampler = make_sampler(sampler_seed(settings, worker, len(study.get_trials(deepcopy=False))))
+    return study
+
+
+def sampler_seed(settings: StudySettings, worker: int, existing_trials: int) -> int:
+    """A seed per worker: ``--seed`` alone would make every worker (and every rerun of a study)
+    draw the same startup parameters. Reproducible for one process on the embedded storage;
+    with a database, workers on other machines start together, so the process id is mixed in."""
+    parts = [settings.seed, worker, existing_trials]
+    if settings.storage.kind == "rdb":
+        parts.append(os.getpid())
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
 
 
 def create(settings: StudySettings) -> optuna.Study:
@@ -165,11 +175,16 @@ def run_workers(settings: StudySettings, remaining: int, *, pruner: optuna.prune
 
 
 class ProgressMonitor:
-    """Prints one line per finished trial (number, state, value, params, seconds) and a summary bar."""
+    """One line per finished trial (number, state, value, params, seconds) above an overall
+    progress bar (finished of ``total``; done / pruned / failed; best so far)."""
 
-    def __init__(self, study: optuna.Study, echo: Callable[[str], None], quiet: bool, interval: float = 1.0) -> None:
+    def __init__(
+        self, study: optuna.Study, echo: Callable[[str], None], quiet: bool, total: int, interval: float = 1.0
+    ) -> None:
         self.study, self.echo, self.quiet, self.interval = study, echo, quiet, interval
         self.seen: set[int] = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self.bar = tqdm(total=total, initial=finished_count(study), desc="trials", unit="trial",
+                        disable=quiet, dynamic_ncols=True, leave=False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="convscope-progress")
 
@@ -181,6 +196,7 @@ class ProgressMonitor:
         self._stop.set()
         self._thread.join()
         self.poll()
+        self.bar.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -194,7 +210,11 @@ class ProgressMonitor:
             if trial.state.is_finished() and trial.number not in self.seen:
                 self.seen.add(trial.number)
                 if not self.quiet:
-                    self.echo(trial_line(trial) + "   " + summary_line(self.study))
+                    self.bar.clear()
+                    self.echo(trial_line(trial))
+                if trial.state in FINISHED:
+                    self.bar.update(1)
+                self.bar.set_postfix_str(summary_line(self.study), refresh=True)
 
 
 def trial_line(trial: FrozenTrial) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,8 @@ def open_tracker(
     if mlflow:
         from tracking.mlflow_sink import MlflowTracker
 
-        stores.runs_dir.mkdir(parents=True, exist_ok=True)
-        sinks.append(
-            MlflowTracker(
+        with first_open_lock(stores):
+            mlflow_sink = MlflowTracker(
                 stores.mlflow_uri,
                 experiment,
                 run_name,
@@ -96,10 +96,31 @@ def open_tracker(
                 tags=tags,
                 ui_url=stores.ui_url,
             )
-        )
+        sinks.append(mlflow_sink)
     if tensorboard:
         from tracking.tensorboard_sink import TensorBoardTracker
 
         log_dir = tensorboard_dir or stores.tensorboard_dir(experiment, run_name)
         sinks.append(TensorBoardTracker(log_dir, hparams=hparams) if hparams else TensorBoardTracker(log_dir))
     return BackgroundTracker(FanOut(sinks))
+
+
+@contextmanager
+def first_open_lock(stores: Stores) -> Iterator[None]:
+    """Serialise opening the embedded MLflow store across processes: two processes creating
+    ``mlflow.db`` at once race in MLflow's schema migration. A no-op for a server URI."""
+    if not stores.embedded:
+        yield
+        return
+    stores.runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (a single process per runs folder is safe anyway)
+        yield
+        return
+    with open(stores.runs_dir / ".mlflow-open.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
