@@ -20,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -84,7 +84,8 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def build_settings(args: argparse.Namespace) -> Any:
     from search.objective import StudySettings
-    from search.space import apply_fixes, parse_fixes, space_from_settings
+    from search.fixes import apply_fixes, parse_fixes
+    from search.space import space_from_settings
     from search.storage import resolve_storage
     from train.model import validate
 

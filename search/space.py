@@ -9,7 +9,7 @@ Contract:
 - User mistakes raise ``ConfigError`` naming the flag as the user wrote it
   (``--depth 2..9: the largest depth that fits 64x64 inputs is 5 …``).
 
-Typical use: ``fixes = parse_fixes(args.fix); base = apply_fixes(base, fixes);
+Typical use (``search.fixes``): ``fixes = parse_fixes(args.fix); base = apply_fixes(base, fixes);
 space = space_from_settings(settings, fixes, base=base)``, then ``suggest(trial, space, base)``
 in the objective and ``make_sampler(seed)`` for the study.
 """
@@ -28,7 +28,8 @@ from typing import Any, Union
 import optuna
 from optuna.trial import FixedTrial
 
-from train.config import SECTIONS, RunConfig
+from search.fixes import coerce_field, normalise
+from train.config import RunConfig
 from train.errors import ConfigError
 from train.model import max_depth, min_image_size, validate
 
@@ -238,48 +239,20 @@ def space_from_settings(settings: dict[str, Any] | None, fixes: dict[str, Any] |
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for raw_name, raw in (settings or {}).items():
-        name = _normalise(raw_name)
+        name = normalise(raw_name)
         origins[name] = f"{_flag(name)} {','.join(map(str, raw)) if isinstance(raw, (list, tuple)) else raw}"
         try:
             values[name] = _setting(name, raw)
         except ConfigError as error:
             raise ConfigError(f"{origins[name] if name in SETTINGS else _flag(name)}: {error}") from None
     for raw_name, raw in (fixes or {}).items():
-        name = _normalise(raw_name)
+        name = normalise(raw_name)
         if name in SETTINGS and name != "layer_width":  # layer_width is no RunConfig field
-            values[name] = _coerce_field(name, raw)
+            values[name] = coerce_field(name, raw)
             origins[name] = f"--fix {name}={format_spec(values[name])}"
     space = replace(SearchSpace(), **values, origins=tuple(origins.items()))
     _check(space)
     return resolve(space, base) if base is not None else space
-
-
-def parse_fixes(items: list[str]) -> dict[str, Any]:
-    """``["lr=1e-3", "epochs=3"]`` → ``{"lr": 0.001, "epochs": 3}``, typed by the RunConfig field.
-
-    Any field of any config section may be fixed (``optim.lr=`` and ``batch-size=`` also work);
-    a later item wins. Raises ConfigError naming ``--fix``."""
-    fixes: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--fix {item!r}: write NAME=VALUE, e.g. --fix lr=1e-3")
-        name = _normalise(name)
-        fixes[name] = _coerce_field(name, value.strip())
-    return fixes
-
-
-def apply_fixes(base: RunConfig, fixes: dict[str, Any]) -> RunConfig:
-    """``base`` with every fixed field set, found by field name in any section of ``SECTIONS``."""
-    parts: dict[str, dict[str, Any]] = {}
-    for raw_name, value in fixes.items():
-        name = _normalise(raw_name)
-        section, _ = _field(name)
-        parts.setdefault(section, {})[name] = _coerce_field(name, value)
-    model = parts.get("model", {})
-    if model.get("widths") and "depth" not in model:  # fixed widths fix the depth too
-        model["depth"] = len(model["widths"])
-    return replace(base, **{section: replace(getattr(base, section), **values) for section, values in parts.items()})
 
 
 def describe(space: SearchSpace) -> str:
@@ -312,12 +285,6 @@ def _number(text: str) -> int | float:
             if math.isfinite(value := kind(text.strip())):
                 return value
     raise ConfigError(f"{text.strip()!r} is not a number")
-
-
-def _normalise(name: str) -> str:
-    name = name.strip().replace("-", "_")
-    section, dot, rest = name.partition(".")
-    return rest if dot and section in SECTIONS else name
 
 
 def _flag(name: str) -> str:
@@ -396,50 +363,3 @@ def _check(space: SearchSpace) -> None:
         bad = [v for v in _values(spec if name != "widths" or isinstance(spec, tuple) else None) if not allowed(v)]
         if bad:
             raise ConfigError(f"{source}: {name} must be {text} (got {format_spec(bad[0])})")
-
-
-def _field(name: str) -> tuple[str, dataclasses.Field]:
-    """(section, field) of a RunConfig field by name; ConfigError naming --fix otherwise."""
-    for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            if f.name == name:
-                if not f.metadata.get("cli", True):
-                    raise ConfigError(f"--fix {name}: {name} is set from the data and cannot be fixed")
-                return section, f
-    known = [f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
-    close = difflib.get_close_matches(name, known, n=3)
-    hint = f"did you mean {' or '.join(close)}?" if close else f"known settings: {', '.join(known)}"
-    raise ConfigError(f"--fix {name}: no such setting; {hint}")
-
-
-def _coerce_field(name: str, value: Any) -> Any:
-    """``value`` (text or typed) as the type of RunConfig field ``name``; ConfigError naming --fix."""
-    section, _ = _field(name)
-    hint = typing.get_type_hints(SECTIONS[section])[name]
-    many = typing.get_origin(hint) is tuple
-    items = (value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple))
-             else (value,)) if many else (value,)
-    try:
-        typed = tuple(_scalar(typing.get_args(hint)[0] if many else hint, v) for v in items if not many or str(v).strip())
-    except ValueError as error:
-        shown = format_spec(value) if isinstance(value, (int, float, tuple)) else value
-        search = f"; to search a range use {_flag(name)} {value}" if ".." in str(value) else ""
-        raise ConfigError(f"--fix {name}={shown}: {error}{search}") from None
-    return typed if many else typed[0]
-
-
-def _scalar(kind: type, value: Any) -> Any:
-    text = str(value).strip()
-    if kind is bool:
-        if isinstance(value, bool) or text.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
-            return value if isinstance(value, bool) else text.lower() in ("true", "yes", "on", "1")
-        raise ValueError("needs true or false")
-    if kind in (int, float):
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number) or (kind is int and not number.is_integer()):
-            raise ValueError("needs a whole number" if kind is int else "needs a finite number")
-        return kind(number)
-    return text

@@ -35,9 +35,6 @@ class StudyStorage:
     kind: str  # "journal" or "rdb"
     heartbeat_seconds: int = HEARTBEAT_SECONDS  # RDB only: see the module docstring
 
-    def dashboard_target(self) -> str:
-        """What ``optuna-dashboard`` takes to open this storage."""
-        return self.url
 
 
 def resolve_storage(runs_dir: Path, storage: str = "", heartbeat_seconds: int = HEARTBEAT_SECONDS) -> StudyStorage:

@@ -17,7 +17,6 @@ import threading
 import warnings
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -34,13 +33,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 class StudyStopped(RuntimeError):
     """The study stopped itself: the same error failed FAILURE_STREAK trials in a row."""
-
-
-@dataclass
-class StudyOutcome:
-    study: optuna.Study
-    parent_run_id: str | None
-    stopped_by: str | None = None
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

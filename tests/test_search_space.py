@@ -7,17 +7,16 @@ import dataclasses
 import optuna
 import pytest
 
+from search.fixes import apply_fixes, parse_fixes
 from search.space import (
     Choice,
     FloatRange,
     IntRange,
     SearchSpace,
-    apply_fixes,
     config_from_params,
     describe,
     format_spec,
     make_sampler,
-    parse_fixes,
     parse_spec,
     resolve,
     space_from_settings,

@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 
 from train.cliargs import add_config_arguments, load_config_file, merge, overrides_from_args

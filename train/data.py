@@ -256,5 +256,3 @@ def available_memory() -> int:
     except (ValueError, OSError, AttributeError):
         return 1 << 62  # unknown: assume it fits
 
-
-Echo = Callable[[str], None]
