@@ -138,3 +138,38 @@ def test_search_usage_errors(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--depth" in done.stderr and "Traceback" not in done.stderr
     done = convscope("search", "--runs-dir", str(tmp_path), "--fix", "epoch=3")
     assert done.returncode == 2 and "--fix" in done.stderr
+
+
+def test_ctrl_c_ends_trial_and_parent_killed_and_the_study_continues(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    slow = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=40", "--fix", "synthetic_size=2000",
+            "--pruner", "none", "--trials", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--runs-dir", str(runs), *slow],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until trial 0 is running and linked to its MLflow run
+        journal = runs / "optuna" / "journal.log"
+        if journal.exists():
+            trials = load(runs).trials
+            if trials and "mlflow_run_id" in trials[0].user_attrs:
+                break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(proc.communicate()[0])
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    client = mlflow_client(runs)
+    trial = load(runs).trials[0]
+    assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    parents = client.search_runs(["1"], "tags.`convscope.kind` = 'study'")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    again = run_study(settings_for(runs, "--trials", "1", "--pruner", "none"), echo=lambda line: None)
+    assert len(again.trials) == 2 and again.trials[1].state == TrialState.COMPLETE  # continued, numbering goes on
