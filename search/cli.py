@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from search.cli_search import add_search_parser
+from search.compare_cmd import add_compare_parser
 from train.cli import add_train_parser, add_ui_parser
 from train.errors import ConfigError, NonFiniteLossError
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_train_parser(subparsers)
     add_search_parser(subparsers)
+    add_compare_parser(subparsers)
     add_ui_parser(subparsers)
     return parser
 

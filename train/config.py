@@ -40,8 +40,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    data: str = "synthetic"  # synthetic | cifar10 | oxford-pets | an image folder (one sub-folder per class, or train/ and val/)
+    data: str = "synthetic"  # synthetic | synthetic-depthK (needs K blocks) | cifar10 | oxford-pets | an image folder (one sub-folder per class, or train/ and val/)
     val_fraction: float = 0.2  # share of every class held out for validation (class-folder layout)
+    folds: int = 0  # k-fold cross-validation: split into this many folds (0 = use --val-fraction)
+    fold: int = 0  # which fold is the validation set when --folds is set
     classes: str = "default"  # cifar10 classes: default (cat,dog) | all | a comma list such as cat,dog,horse
     download: bool = False  # allow downloading cifar10 / oxford-pets into --dataset-dir
     dataset_dir: str = ""  # where torchvision data sets live; empty = <runs-dir>/datasets

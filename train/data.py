@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -25,9 +26,18 @@ from train.config import DataConfig
 from train.errors import ConfigError
 from train.folders import Layout, find_layout
 from train.images import decode_many
-from train.synthetic import CLASS_NAMES, GENERATOR_VERSION, make_synthetic
+from train.splits import split_indices, stratified_folds, stratified_split  # noqa: F401 (re-exported)
+from train.synthetic import (
+    CLASS_NAMES,
+    GENERATOR_VERSION,
+    SCALE_CLASS_NAMES,
+    SCALE_GENERATOR_VERSION,
+    make_scale_task,
+    make_synthetic,
+)
 
 DECODE_CHUNK = 2048  # files decoded per batch of work: bounds the memory held outside the tensor
+SYNTHETIC_DEPTH = re.compile(r"synthetic-depth(\d+)")  # --data synthetic-depthK: a task that needs K blocks
 
 
 @dataclass(frozen=True)
@@ -92,12 +102,16 @@ class Splits:
 def load_data(
     config: DataConfig, image_size: int, seed: int, *, cache_dir: Path, dataset_dir: Path, progress: bool = True
 ) -> Splits:
-    """Load the data set named by ``config.data`` at ``image_size`` and split it with ``seed``."""
-    if config.data == "synthetic":
+    """Load the data set named by ``config.data`` at ``image_size`` and split it with ``seed``:
+    ``--val-fraction`` of every class, or fold ``--fold`` of ``--folds`` stratified folds."""
+    if config.data == "synthetic" or SYNTHETIC_DEPTH.fullmatch(config.data):
         return _synthetic(config, image_size, seed)
     from train.torchvision_data import KNOWN, load_named_dataset
 
     if config.data in KNOWN:
+        if config.folds:
+            raise ConfigError(f"--data {config.data} comes with its own train and validation split: "
+                              "--folds needs the synthetic set or an image folder with one sub-folder per class")
         named = load_named_dataset(
             config.data, dataset_dir, image_size, classes=config.classes, download=config.download, progress=progress
         )
@@ -114,19 +128,30 @@ def load_data(
 
 
 def _synthetic(config: DataConfig, image_size: int, seed: int) -> Splits:
-    images, labels = make_synthetic(config.synthetic_size, image_size, seed)
+    match = SYNTHETIC_DEPTH.fullmatch(config.data)
+    size = f"{config.synthetic_size} images, {image_size}x{image_size}"
+    if match is None:
+        images, labels = make_synthetic(config.synthetic_size, image_size, seed)
+        names, key = CLASS_NAMES, f"{GENERATOR_VERSION}:{config.synthetic_size}:{image_size}:{seed}"
+        description = f"no --data given: using the built-in synthetic set ({size}, classes {'/'.join(names)})"
+    else:
+        scale = int(match.group(1))
+        try:
+            images, labels = make_scale_task(config.synthetic_size, image_size, seed, scale)
+        except ValueError as error:
+            raise ConfigError(f"--data {config.data}: {error}") from None
+        names = SCALE_CLASS_NAMES
+        key = f"{SCALE_GENERATOR_VERSION}:{scale}:{config.synthetic_size}:{image_size}:{seed}"
+        description = (f"--data {config.data}: pairs of squares {2**scale - 2} px apart whose tints agree or "
+                       f"differ; k3 s2 blocks need {scale} to see both ({size}, classes {'/'.join(names)})")
     full = ImageSet(labels, tuple(f"synthetic:{i}" for i in range(len(labels))), images)
-    train_idx, val_idx = stratified_split(labels, config.val_fraction, seed)
-    key = f"{GENERATOR_VERSION}:{config.synthetic_size}:{image_size}:{seed}"
+    train_idx, val_idx = split_indices(labels, config, seed)
     return Splits(
         train=full.subset(train_idx),
         val=full.subset(val_idx),
-        class_names=CLASS_NAMES,
+        class_names=names,
         fingerprint="synthetic-" + hashlib.sha256(key.encode()).hexdigest()[:16],
-        description=(
-            f"no --data given: using the built-in synthetic set ({config.synthetic_size} images, "
-            f"{image_size}x{image_size}, classes {'/'.join(CLASS_NAMES)})"
-        ),
+        description=description + _fold_note(config),
         total_files=config.synthetic_size,
     )
 
@@ -154,11 +179,14 @@ def _folder(config: DataConfig, image_size: int, seed: int, cache_dir: Path, pro
         source = "decoded now, cached" if decoded_now else "from the decode cache"
     kept = ImageSet(entry.labels, entry.ids, entry.images if not streaming else None, image_size)
     if layout.kind == "pre-split":
+        if config.folds:
+            raise ConfigError(f"--data {root}: its train/ and val/ folders fix the split; --folds needs one "
+                              "sub-folder per class (put the images of train/ and val/ together)")
         parts = {name: kept.subset(torch.nonzero(entry.splits == code).flatten()) for name, code in SPLIT_CODES.items()
                  if name != "all"}
         train, val, test = parts["train"], parts["val"], parts["test"] if len(parts["test"]) else None
     else:
-        train_idx, val_idx = stratified_split(entry.labels, config.val_fraction, seed)
+        train_idx, val_idx = split_indices(entry.labels, config, seed)
         train, val, test = kept.subset(train_idx), kept.subset(val_idx), None
     return Splits(
         train=train,
@@ -169,7 +197,7 @@ def _folder(config: DataConfig, image_size: int, seed: int, cache_dir: Path, pro
         description=(
             f"{root} ({layout.kind}): {len(entry.ids):,} images in {len(layout.class_names)} classes "
             f"({', '.join(layout.class_names)}), {len(train):,} train / {len(val):,} val"
-            + (f" / {len(test):,} test" if test is not None else "") + f" — {source}"
+            + (f" / {len(test):,} test" if test is not None else "") + _fold_note(config) + f" — {source}"
         ),
         skipped=entry.skipped,
         total_files=entry.total,
@@ -228,19 +256,8 @@ def _check_usable(root: Path, layout: Layout, entry: DecodedFiles) -> None:
                 raise ConfigError(f"--data {root}: the {name}/ folder holds no readable image")
 
 
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train and validation indices: every class split by ``val_fraction``, the same for the same seed."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"--val-fraction must be between 0 and 1 (got {val_fraction})")
-    gen = torch.Generator().manual_seed(seed)
-    train_parts, val_parts = [], []
-    for cls in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == cls).flatten()
-        members = members[torch.randperm(len(members), generator=gen)]
-        n_val = min(len(members) - 1, max(1, round(val_fraction * len(members))))
-        val_parts.append(members[:n_val])
-        train_parts.append(members[n_val:])
-    return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
+def _fold_note(config: DataConfig) -> str:
+    return f", fold {config.fold} of {config.folds} for validation" if config.folds else ""
 
 
 def available_memory() -> int:

@@ -1,0 +1,96 @@
+"""``convscope compare``: CKA, linear probes and activation statistics across runs, as an MLflow report."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import tempfile
+from pathlib import Path
+
+from train.errors import ConfigError
+
+
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare what the conv layers of several runs learned (CKA, linear probes, statistics)",
+        description=(
+            "Download the runs' activation artifacts from MLflow and compute linear CKA between every pair "
+            "of conv layers (within and across runs), per-layer linear-probe accuracy on the analysis set, "
+            "and the activation statistics side by side. The report goes into a new MLflow run."
+        ),
+    )
+    parser.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="MLflow run ids to compare")
+    parser.add_argument("--study", help="compare the best trials of this study instead")
+    parser.add_argument("--top", type=int, default=3, help="with --study: how many best trials (default: 3)")
+    parser.add_argument("--storage", default="", help="the study's storage (default: <runs-dir>/optuna/journal.log)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds of the linear probes")
+    parser.add_argument("--runs-dir", default="runs", help="the embedded stores (default: runs)")
+    parser.add_argument("--experiment", default="convscope", help="MLflow experiment of the report run")
+    parser.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                        "or the embedded store)")
+    parser.set_defaults(handler=handle_compare)
+
+
+def study_run_ids(runs_dir: Path, study_name: str, storage: str, top: int) -> list[str]:
+    import optuna
+
+    from search.report import best_trials
+    from search.storage import open_storage, resolve_storage
+
+    resolved = resolve_storage(runs_dir, storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(resolved))
+    except KeyError:
+        raise ConfigError(f"--study {study_name}: no such study in {resolved.url} (see --storage)") from None
+    ids = [t.user_attrs["mlflow_run_id"] for t in best_trials(study, top) if "mlflow_run_id" in t.user_attrs]
+    if not ids:
+        raise ConfigError(f"--study {study_name}: no completed trial with an MLflow run yet")
+    return ids
+
+
+def handle_compare(args: argparse.Namespace) -> int:
+    from tracking.compare import comparison_figures, compare_runs, load_run_activations, summary_lines, write_report
+    from tracking.fetch import fetch_run
+    from tracking.mlflow_sink import MlflowTracker
+    from tracking.stores import first_open_lock, resolve_stores
+
+    stores = resolve_stores(args.runs_dir, args.mlflow_uri)
+    if args.study:
+        run_ids = study_run_ids(stores.runs_dir, args.study, args.storage, args.top)
+    else:
+        run_ids = list(dict.fromkeys(args.run_ids))  # each run once, in the order given
+    if not run_ids:
+        raise ConfigError("give one or more RUN_IDs, or --study NAME")
+    with tempfile.TemporaryDirectory(prefix="convscope-compare-") as tmp:
+        runs = []
+        for index, run_id in enumerate(run_ids):
+            try:
+                fetched = fetch_run(stores.mlflow_uri, run_id, Path(tmp) / f"run{index}")
+                loaded = load_run_activations(fetched.run_id, fetched.name, fetched.activations)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+            runs.append(dataclasses.replace(loaded, stats=fetched.stats))
+        comparison = compare_runs(runs, folds=args.folds)
+        figures = comparison_figures(comparison)
+        report_dir = Path(tmp) / "report"
+        files = write_report(comparison, report_dir, figures)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        with first_open_lock(stores):
+            tracker = MlflowTracker(
+                stores.mlflow_uri, args.experiment, f"compare-{stamp}",
+                artifact_location=stores.artifact_location, ui_url=stores.ui_url,
+                tags={"convscope.kind": "compare", "convscope.compared_runs": ",".join(run_ids)},
+            )
+        try:
+            tracker.log_params({"compare.runs": ",".join(run_ids), "compare.folds": args.folds})
+            for path in files:
+                tracker.log_file(path, "report")
+        finally:
+            tracker.close()
+    for line in summary_lines(comparison):
+        print(line)
+    where = tracker.run_url or f"run {tracker.run_id} in {stores.mlflow_uri}"
+    print(f"report: {where} (artifacts report/report.md, report/*.csv)")
+    return 0

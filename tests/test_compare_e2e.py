@@ -1,0 +1,65 @@
+"""``convscope compare`` end to end: two short runs, the report read back from MLflow."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from e2e_helpers import convscope
+
+pytestmark = pytest.mark.slow
+SHORT = ["--preset", "tiny", "--image-size", "32", "--epochs", "1", "--synthetic-size", "400",
+         "--analysis-size", "80", "--quiet", "--no-tensorboard"]
+
+
+def train_two(runs: Path, *extra: str) -> list[str]:
+    for seed in ("1", "2"):
+        done = convscope("train", "--runs-dir", str(runs), "--seed", seed, *SHORT, *extra)
+        assert done.returncode == 0, done.stderr
+    return []
+
+
+def check_report(client: MlflowClient, experiment: str, ids: list[str], stdout: str, tmp: Path) -> None:
+    found = client.get_experiment_by_name(experiment)
+    compares = client.search_runs([found.experiment_id], "tags.`convscope.kind` = 'compare'")
+    assert len(compares) == 1
+    report = compares[0]
+    assert set(report.data.tags["convscope.compared_runs"].split(",")) == set(ids)
+    names = {Path(a.path).name for a in client.list_artifacts(report.info.run_id, "report")}
+    assert {"report.md", "cka_within.csv", "cka_across.csv", "linear_probes.csv"} <= names
+    folder = Path(client.download_artifacts(report.info.run_id, "report", str(tmp)))
+    rows = list(csv.DictReader((folder / "linear_probes.csv").open()))
+    assert {row["layer"] for row in rows} >= {"conv1", "conv2", "conv3"}
+    assert "report:" in stdout and "report/report.md" in stdout
+
+
+def test_compare_two_runs_on_the_embedded_store(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    train_two(runs)
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("convscope")
+    ids = [r.info.run_id for r in client.search_runs([experiment.experiment_id])]
+    done = convscope("compare", *ids, "--runs-dir", str(runs), "--folds", "3")
+    assert done.returncode == 0, done.stderr
+    check_report(client, "convscope", ids, done.stdout, tmp_path / "dl")
+
+
+def test_compare_against_a_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    train_two(runs, "--mlflow-uri", mlflow_server, "--experiment", "cmp-http")
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("cmp-http")
+    ids = [r.info.run_id for r in client.search_runs([experiment.experiment_id])]
+    done = convscope("compare", *ids, "--mlflow-uri", mlflow_server, "--experiment", "cmp-http", "--folds", "3")
+    assert done.returncode == 0, done.stderr
+    check_report(client, "cmp-http", ids, done.stdout, tmp_path / "dl")
+
+
+def test_compare_unknown_run_is_a_usage_error(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    done = convscope("compare", "0123456789abcdef", "--runs-dir", str(runs))
+    assert done.returncode == 2 and "0123456789abcdef" in done.stderr and "Traceback" not in done.stderr
