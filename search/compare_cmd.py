@@ -51,7 +51,8 @@ def study_run_ids(runs_dir: Path, study_name: str, storage: str, top: int) -> li
 
 
 def handle_compare(args: argparse.Namespace) -> int:
-    from tracking.compare import comparison_figures, compare_runs, load_run_activations, summary_lines, write_report
+    from tracking.compare import compare_runs, load_run_activations
+    from tracking.compare_report import comparison_figures, summary_lines, write_report
     from tracking.fetch import fetch_run
     from tracking.mlflow_sink import MlflowTracker
     from tracking.stores import first_open_lock, resolve_stores

@@ -11,16 +11,8 @@ import torch
 
 from tracking.activations import save_analysis_activations, save_probe_activations
 from tracking.cka import cka_matrix, flatten_probe_activations, linear_cka, pooled_activations
-from tracking.compare import (
-    NEAR_IDENTICAL_CKA,
-    RunActivations,
-    compare_runs,
-    comparison_figures,
-    load_run_activations,
-    stats_from_metrics,
-    summary_lines,
-    write_report,
-)
+from tracking.compare import NEAR_IDENTICAL_CKA, RunActivations, compare_runs, load_run_activations, stats_from_metrics
+from tracking.compare_report import comparison_figures, summary_lines, write_report
 from tracking.probes import chance_accuracy, linear_probe_accuracy, probe_folds
 
 

@@ -15,14 +15,13 @@ with :func:`load_run_activations`. :func:`compare_runs` computes
   with the gain over the previous layer (the first layer's gain is over chance);
 - the per-layer activation statistics, side by side.
 
-:func:`comparison_figures`, :func:`write_report` and :func:`summary_lines` turn a
-:class:`Comparison` into figures, a Markdown report with CSVs, and plain words.
-The thresholds behind the words are the module constants below.
+:mod:`tracking.compare_report` turns a :class:`Comparison` into figures, a
+Markdown report with CSVs, and plain words; the thresholds behind the words are
+the module constants below.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from tracking.activations import load_activations
@@ -50,7 +48,7 @@ MOSTLY_ZERO = 0.9
 #: CKA on fewer samples than this gets a caveat (it is biased towards 1 for wide layers).
 FEW_SAMPLES = 50
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)$")
-_STAT_ORDER = ("act_zero_fraction", "act_hf_share", "act_mean")  # the first two are shares in [0, 1]
+STAT_ORDER = ("act_zero_fraction", "act_hf_share", "act_mean")  # the first two are shares in [0, 1]
 
 
 @dataclass
@@ -178,203 +176,3 @@ def compare_runs(runs: Sequence[RunActivations], *, folds: int = 5, seed: int = 
         c.notes.append(f"CKA of {', '.join(few)} rests on fewer than {FEW_SAMPLES} samples (probe images): "
                        "biased towards 1 for wide layers, so no similarity claims are drawn from it")
     return c
-
-
-def _slugs(c: Comparison) -> dict[str, str]:
-    slugs: dict[str, str] = {}
-    for i, (run_id, name) in enumerate(c.names.items(), 1):
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
-        slugs[run_id] = slug if slug not in slugs.values() else f"{slug}_{i}"
-    return slugs
-
-
-def _heatmap(result: CkaResult, title: str, ylabel: str, xlabel: str) -> Figure:
-    figure = Figure(figsize=(2.0 + 0.7 * len(result.cols), 1.4 + 0.6 * len(result.rows)), layout="constrained")
-    axes = figure.add_subplot()
-    image = axes.imshow(result.matrix, vmin=0.0, vmax=1.0, cmap="viridis")
-    axes.set_xticks(range(len(result.cols)), result.cols, rotation=45 if len(result.cols) > 5 else 0)
-    axes.set_yticks(range(len(result.rows)), result.rows)
-    for (i, j), value in np.ndenumerate(result.matrix):
-        axes.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
-                  color="black" if value >= 0.6 else "white")
-    axes.set(title=f"{title}\n({result.source}, n = {result.n})", ylabel=ylabel, xlabel=xlabel)
-    axes.title.set_fontsize(9)
-    figure.colorbar(image, ax=axes, label="linear CKA", shrink=0.8)
-    return figure
-
-
-def _stat_names(c: Comparison) -> list[str]:
-    present = {stat for stats in c.stats.values() for stat in stats}
-    return [stat for stat in _STAT_ORDER if stat in present] + sorted(present - set(_STAT_ORDER))
-
-
-def _layer_axis(axes: object, layer_lists: list[list[str]]) -> None:
-    longest = max(layer_lists, key=len, default=[])
-    axes.set_xticks(range(1, len(longest) + 1), longest)  # type: ignore[attr-defined]
-
-
-def comparison_figures(c: Comparison) -> dict[str, Figure]:
-    """Pyplot-free figures: ``cka_within_<run>``, ``cka_across_<a>_vs_<b>``, ``linear_probes``
-    (if any run has probes) and ``activation_stats`` (if any run has statistics)."""
-    slugs, figures = _slugs(c), {}
-    for run_id, result in c.within.items():
-        figures[f"cka_within_{slugs[run_id]}"] = _heatmap(result, f"CKA within {c.names[run_id]}", "layer", "layer")
-    for (a, b), result in c.across.items():
-        figures[f"cka_across_{slugs[a]}_vs_{slugs[b]}"] = _heatmap(
-            result, f"CKA {c.names[a]} vs {c.names[b]}", c.names[a], c.names[b])
-    if c.probes:
-        figure = Figure(figsize=(6.4, 3.8), layout="constrained")
-        axes = figure.add_subplot()
-        for run_id, curve in c.probes.items():
-            x = np.arange(1, len(curve.layers) + 1)
-            axes.errorbar(x, curve.mean, yerr=curve.std, marker="o", capsize=3, label=c.names[run_id])
-        for chance in sorted({round(curve.chance, 3) for curve in c.probes.values()}):
-            axes.axhline(chance, linestyle="--", color="grey", label=f"chance {chance:.2f}")
-        _layer_axis(axes, [curve.layers for curve in c.probes.values()])
-        axes.set(xlabel="layer", ylabel="linear-probe accuracy (CV mean ± std)", ylim=(None, 1.02),
-                 title="class information linearly available per layer")
-        axes.legend(fontsize=8)
-        figures["linear_probes"] = figure
-    names = _stat_names(c)
-    if names:
-        figure = Figure(figsize=(3.6 * len(names), 3.4), layout="constrained")
-        lists = []
-        for axes, stat in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
-            for run_id, stats in c.stats.items():
-                layers = [layer for layer in c.within[run_id].rows if layer in stats.get(stat, {})]
-                positions = [c.within[run_id].rows.index(layer) + 1 for layer in layers]
-                axes.plot(positions, [stats[stat][layer] for layer in layers], marker="o", label=c.names[run_id])
-                lists.append(c.within[run_id].rows)
-            _layer_axis(axes, lists)
-            axes.set(title=stat, xlabel="layer", ylim=(-0.03, 1.03) if stat in _STAT_ORDER[:2] else (None, None))
-        axes.legend(fontsize=8)
-        figures["activation_stats"] = figure
-    return figures
-
-
-def _fmt(value: float) -> str:
-    return "n/a" if np.isnan(value) else f"{value:.2f}"
-
-
-def summary_lines(c: Comparison) -> list[str]:
-    """A few plain-language findings (thresholds: the module constants), then the notes."""
-    lines: list[str] = []
-    for run_id, result in c.within.items():
-        name, m = c.names[run_id], result.matrix
-        for i in range(len(result.rows) - 1 if result.n >= FEW_SAMPLES else 0):
-            if m[i, i + 1] >= NEAR_IDENTICAL_CKA:
-                a, b = result.rows[i], result.rows[i + 1]
-                lines.append(f"{name}: {a} and {b} are near-identical (CKA {m[i, i + 1]:.2f}) — {b} adds little")
-        curve = c.probes.get(run_id)
-        if curve is not None:
-            lines.append(f"{name}: {_probe_sentence(curve)}")
-        zeros = (c.stats.get(run_id) or {}).get("act_zero_fraction", {})
-        silent = [f"{layer} {v:.0%}" for layer, v in zeros.items() if v >= MOSTLY_ZERO]
-        if silent:
-            lines.append(f"{name}: mostly silent on the probes (share of zeros): {', '.join(silent)}")
-    for (a, b), result in c.across.items():
-        same = [(result.matrix[result.rows.index(layer), result.cols.index(layer)], layer)
-                for layer in result.rows if layer in result.cols]
-        if same and result.n >= FEW_SAMPLES:
-            (low, low_layer), (high, high_layer) = min(same), max(same)
-            lines.append(f"{c.names[a]} vs {c.names[b]}: same-named layers have CKA from {low:.2f} ({low_layer})"
-                         f" to {high:.2f} ({high_layer})")
-    return lines + [f"note: {note}" for note in c.notes]
-
-
-def _probe_sentence(curve: ProbeCurve) -> str:
-    best = float(curve.mean.max())
-    if best - curve.chance <= ABOVE_CHANCE:
-        return (f"no layer makes the classes linearly separable above chance "
-                f"(best {best:.2f} at {curve.layers[int(curve.mean.argmax())]}, chance {curve.chance:.2f})")
-    peak = int(np.argmax(curve.mean >= best - FLAT_GAIN))  # first layer within FLAT_GAIN of the best
-    text = (f"linear probe accuracy rises from {curve.mean[0]:.2f} ({curve.layers[0]}) to "
-            f"{curve.mean[peak]:.2f} ({curve.layers[peak]})" if peak else
-            f"linear probe accuracy is already {curve.mean[0]:.2f} at {curve.layers[0]} (chance {curve.chance:.2f})")
-    tail = range(peak + 1, len(curve.layers))
-    if tail:
-        gains = ", ".join(f"{curve.layers[i]} {curve.gain[i]:+.2f}" for i in tail)
-        flat = all(curve.mean[i] >= curve.mean[peak] - FLAT_GAIN for i in tail)
-        text += f", then stays flat ({gains})" if flat else f", then ends at {curve.mean[-1]:.2f} ({gains})"
-    return text
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}",
-            *(f"| {' | '.join(str(cell) for cell in row)} |" for row in rows), ""]
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure]) -> list[Path]:
-    """Write ``report.md`` (Markdown; the figures as ``<key>.png`` beside it), ``cka_within.csv``,
-    ``cka_across.csv`` and ``linear_probes.csv`` (long format, one row per layer / layer pair)
-    into ``folder`` (created). Returns the written paths, ``report.md`` first."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    pngs = {key: folder / f"{key}.png" for key in figures}
-    for key, figure in figures.items():
-        figure.savefig(pngs[key], dpi=110)
-    used: set[str] = set()
-
-    def image(key: str) -> list[str]:
-        used.add(key)
-        return [f"![{key}]({key}.png)", ""] if key in figures else []
-
-    slugs, names = _slugs(c), c.names
-    md = ["# Activation comparison", "", *_table(
-        ["run", "run id", "probe epoch", "CKA on", "linear probes"],
-        [[names[r], f"`{r}`", c.epochs[r], f"{c.within[r].source} (n = {c.within[r].n})",
-          f"{c.probes[r].n} samples, {c.probes[r].folds}-fold CV" if r in c.probes else "—"] for r in names])]
-    md += ["## Summary", "", *(f"- {line}" for line in summary_lines(c)), ""]
-    within_rows = [[r, names[r], la, lb, f"{v:.6f}", res.source, res.n]
-                   for r, res in c.within.items() for (i, j), v in np.ndenumerate(res.matrix)
-                   for la, lb in [(res.rows[i], res.cols[j])]]
-    across_rows = [[a, b, la, lb, f"{v:.6f}", res.source, res.n]
-                   for (a, b), res in c.across.items() for (i, j), v in np.ndenumerate(res.matrix)
-                   for la, lb in [(res.rows[i], res.cols[j])]]
-    probe_rows = [[r, names[r], layer, f"{cv.mean[i]:.6f}", f"{cv.std[i]:.6f}", f"{cv.gain[i]:.6f}",
-                   "chance" if i == 0 else cv.layers[i - 1], f"{cv.chance:.6f}", cv.n, cv.folds]
-                  for r, cv in c.probes.items() for i, layer in enumerate(cv.layers)]
-    if c.probes:
-        md += ["## Linear probes", "", "Cross-validated accuracy of a standardised, L2-regularised logistic "
-               "regression on each layer's channel-pooled activations; gain is over the previous layer "
-               "(the first layer's over chance).", "", *image("linear_probes"),
-               *_table(["run", "layer", "accuracy", "± std", "gain", "over"],
-                       [[row[1], row[2], f"{float(row[3]):.3f}", f"{float(row[4]):.3f}", f"{float(row[5]):+.3f}",
-                         row[6]] for row in probe_rows])]
-    md += ["## CKA within runs", "", "Linear CKA (Kornblith et al., 2019): 1 = same representation up to "
-           "rotation and scale; a block of near-1 entries marks layers that add little. Rough on few samples.", ""]
-    for r, res in c.within.items():
-        md += [f"### {names[r]}", "", *image(f"cka_within_{slugs[r]}"),
-               *_table(["", *res.cols], [[la, *map(_fmt, row)] for la, row in zip(res.rows, res.matrix)])]
-    if c.across:
-        md += ["## CKA across runs", ""]
-        for (a, b), res in c.across.items():
-            md += [f"### {names[a]} (rows) vs {names[b]} (columns)", "", *image(f"cka_across_{slugs[a]}_vs_{slugs[b]}"),
-                   *_table(["", *res.cols], [[la, *map(_fmt, row)] for la, row in zip(res.rows, res.matrix)])]
-    if c.stats:
-        stat_names = _stat_names(c)
-        md += ["## Activation statistics", "", *image("activation_stats"), *_table(
-            ["run", "layer", *stat_names],
-            [[names[r], layer, *(_fmt(st.get(s, {}).get(layer, float("nan"))) for s in stat_names)]
-             for r, st in c.stats.items() for layer in c.within[r].rows])]
-    extra = [key for key in figures if key not in used]
-    if extra:
-        md += ["## Other figures", "", *(line for key in extra for line in image(key))]
-    report = folder / "report.md"
-    report.write_text("\n".join(md), encoding="utf-8")
-    return [report,
-            _write_csv(folder / "cka_within.csv", ["run_id", "run", "layer_a", "layer_b", "cka", "source", "n"],
-                       within_rows),
-            _write_csv(folder / "cka_across.csv", ["run_id_a", "run_id_b", "layer_a", "layer_b", "cka", "source",
-                                                   "n"], across_rows),
-            _write_csv(folder / "linear_probes.csv", ["run_id", "run", "layer", "accuracy_mean", "accuracy_std",
-                                                      "gain", "gain_over", "chance", "n", "folds"], probe_rows),
-            *pngs.values()]
