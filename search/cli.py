@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from search.cli_depth import add_depth_parser
 from search.cli_search import add_search_parser
 from search.compare_cmd import add_compare_parser
 from train.cli import add_train_parser, add_ui_parser
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_search_parser(subparsers)
     add_compare_parser(subparsers)
+    add_depth_parser(subparsers)
     add_ui_parser(subparsers)
     return parser
 

@@ -11,6 +11,7 @@ with a notice.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import os
 import re
@@ -131,13 +132,13 @@ def _synthetic(config: DataConfig, image_size: int, seed: int) -> Splits:
     match = SYNTHETIC_DEPTH.fullmatch(config.data)
     size = f"{config.synthetic_size} images, {image_size}x{image_size}"
     if match is None:
-        images, labels = make_synthetic(config.synthetic_size, image_size, seed)
+        images, labels = _generated("gabor", config.synthetic_size, image_size, seed)
         names, key = CLASS_NAMES, f"{GENERATOR_VERSION}:{config.synthetic_size}:{image_size}:{seed}"
         description = f"no --data given: using the built-in synthetic set ({size}, classes {'/'.join(names)})"
     else:
         scale = int(match.group(1))
         try:
-            images, labels = make_scale_task(config.synthetic_size, image_size, seed, scale)
+            images, labels = _generated(f"scale{scale}", config.synthetic_size, image_size, seed)
         except ValueError as error:
             raise ConfigError(f"--data {config.data}: {error}") from None
         names = SCALE_CLASS_NAMES
@@ -154,6 +155,15 @@ def _synthetic(config: DataConfig, image_size: int, seed: int) -> Splits:
         description=description + _fold_note(config),
         total_files=config.synthetic_size,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _generated(kind: str, count: int, image_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic images and labels, generated once per process: every fold of a depth study
+    and every trial of a study reuses them (callers only ever index them, which copies)."""
+    if kind == "gabor":
+        return make_synthetic(count, image_size, seed)
+    return make_scale_task(count, image_size, seed, int(kind.removeprefix("scale")))
 
 
 def _folder(config: DataConfig, image_size: int, seed: int, cache_dir: Path, progress: bool) -> Splits:

@@ -1,0 +1,241 @@
+"""``convscope depth``: how many conv blocks are enough, answered by k-fold cross-validation.
+
+For every variant (depth 1 … N, or the trained network with one block removed at a
+time) every fold is one ordinary training run (``train.run.prepare``/``execute``)
+on the same seeded stratified folds, tracked as an MLflow child run of one parent
+run. The parent gets the table, the accuracy-vs-depth figure with error bars and the
+one-standard-error recommendation (``search.depth_report``). With ``prune_folds``
+each variant is one Optuna trial reporting its per-fold accuracy (step = fold), and
+``WilcoxonPruner`` stops a variant that is clearly worse than the best so far
+(with the default p = 0.1 that takes at least 4 folds).
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
+
+from search.depth_report import (
+    Outcome,
+    Variant,
+    accuracy_figure,
+    recommend,
+    table_csv,
+    table_markdown,
+    table_rows,
+    table_text,
+)
+from search.objective import release_memory
+from tracking.base import RunStatus
+from tracking.mlflow_sink import MlflowTracker
+from tracking.stores import Stores, first_open_lock, open_tracker
+from train.config import RunConfig, flatten
+from train.errors import ConfigError
+from train.model import max_depth as largest_depth
+from train.model import validate
+from train.run import Prepared, execute, prepare
+
+
+@dataclass(frozen=True)
+class DepthSettings:
+    name: str  # the parent run's name and the prefix of every fold run
+    variants: tuple[Variant, ...]
+    folds: int = 5
+    mode: str = "depth"  # depth (1 … N blocks) | ablate (one block removed at a time)
+    prune_folds: bool = False
+    source: str = ""  # where the widths came from, logged with the parent run
+    ablate_run: str = ""
+
+
+@dataclass
+class DepthReport:
+    outcomes: list[Outcome]
+    recommended: Outcome
+    best: Outcome
+    sentence: str
+    report_dir: Path
+    parent_run_id: str | None = None
+    parent_url: str | None = None
+
+
+def depth_variants(base: RunConfig, max_depth: int, widths: Sequence[int] = ()) -> tuple[Variant, ...]:
+    """Depth 1 … ``max_depth``: the first d of ``widths``, else ``base``'s base width × growth**i."""
+    fits = largest_depth(base.model)
+    if max_depth < 1 or max_depth > fits:
+        raise ConfigError(f"--max-depth {max_depth}: choose 1 … {fits}, the largest depth that fits "
+                          f"{base.model.image_size}x{base.model.image_size} inputs")
+    if widths and len(widths) < max_depth:
+        raise ConfigError(f"--widths {' '.join(map(str, widths))}: {len(widths)} widths for --max-depth {max_depth}; "
+                          "give one width per block of the deepest network")
+    variants = []
+    for depth in range(1, max_depth + 1):
+        model = replace(base.model, depth=depth, widths=tuple(widths[:depth]))
+        validate(model)
+        variants.append(Variant(f"depth {depth}", f"d{depth}", replace(base, model=model)))
+    return tuple(variants)
+
+
+def ablation_variants(config: RunConfig) -> tuple[Variant, ...]:
+    """The trained network, then the same network without conv1, without conv2, …"""
+    widths = config.model.channel_widths()
+    if len(widths) < 2:
+        raise ConfigError("--ablate: the run has a single conv block; there is no block to remove")
+    full = replace(config, model=replace(config.model, widths=widths))
+    variants = [Variant(f"all {len(widths)} blocks", "full", full)]
+    for index in range(len(widths)):
+        kept = widths[:index] + widths[index + 1:]
+        model = replace(config.model, depth=len(kept), widths=kept)
+        validate(model)
+        variants.append(Variant(f"without conv{index + 1}", f"without-conv{index + 1}", replace(config, model=model)))
+    return tuple(variants)
+
+
+def default_name(mode: str) -> str:
+    return f"{mode}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = print) -> DepthReport:
+    """Every fold of every variant, then the table, figure and recommendation (printed and logged)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = settings.variants[0].config
+    if settings.folds < 2:
+        raise ConfigError(f"--folds must be at least 2 (got {settings.folds})")
+    first = _prepare(settings, settings.variants[0], 0)  # bad data or flags fail before any run is opened
+    stores = first.stores
+    parent = _open_parent(settings, stores) if base.tracking.mlflow else None
+    with warnings.catch_warnings():  # WilcoxonPruner is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1) if settings.prune_folds else optuna.pruners.NopPruner()
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    outcomes: list[Outcome] = []
+    status = RunStatus.FAILED
+    try:
+        for variant in settings.variants:
+            outcome = Outcome(variant)
+            outcomes.append(outcome)
+            trial = study.ask()
+            for fold in range(settings.folds):
+                prepared = first if first is not None else _prepare(settings, variant, fold)
+                first = None
+                accuracy, run_id = _fold_run(settings, prepared, variant, fold, parent, echo)
+                outcome.accuracies.append(accuracy)
+                outcome.run_ids.append(run_id)
+                trial.report(accuracy, fold)
+                if fold < settings.folds - 1 and trial.should_prune():
+                    outcome.pruned = True
+                    echo(f"{variant.label}: pruned after {fold + 1} folds — clearly worse than the best so far "
+                         "(Wilcoxon signed-rank test)")
+                    break
+            if outcome.pruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, outcome.mean)
+        recommended, best, sentence = recommend(outcomes, settings.mode)
+        rows = table_rows(outcomes, recommended, best)
+        echo(table_text(rows))
+        echo(sentence)
+        report_dir = stores.runs_dir / "depth" / settings.name
+        _write_report(settings, outcomes, recommended, best, sentence, rows, report_dir, parent)
+        status = RunStatus.FINISHED
+    except KeyboardInterrupt:
+        status = RunStatus.KILLED
+        raise
+    finally:
+        if parent is not None:
+            parent.close(status)
+    echo(f"report: {report_dir}" + (f" and the parent run {parent.run_url or parent.run_id}" if parent else ""))
+    return DepthReport(outcomes, recommended, best, sentence, report_dir,
+                       parent.run_id if parent else None, parent.run_url if parent else None)
+
+
+def _prepare(settings: DepthSettings, variant: Variant, fold: int) -> Prepared:
+    config = variant.config
+    config = replace(
+        config,
+        data=replace(config.data, folds=settings.folds, fold=fold),
+        tracking=replace(config.tracking, run_name=f"{settings.name}-{variant.slug}-fold{fold}"),
+    )
+    return prepare(config, echo=lambda line: None, progress=False)
+
+
+def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fold: int,
+              parent: MlflowTracker | None, echo: Callable[[str], None]) -> tuple[float, str]:
+    """Train one fold quietly as a child run; its final validation accuracy and MLflow run id."""
+    tracking = prepared.config.tracking
+    tracker = open_tracker(
+        prepared.stores, tracking.experiment, prepared.run_name,
+        mlflow=tracking.mlflow, tensorboard=tracking.tensorboard,
+        parent_run_id=parent.run_id if parent else None,
+        tensorboard_dir=prepared.stores.tensorboard_root / tracking.experiment / settings.name / f"{variant.slug}-fold{fold}",
+        tags={"convscope.kind": "depth-fold", "depth.study": settings.name, "depth.variant": variant.label,
+              "depth.blocks": str(variant.blocks), "depth.fold": str(fold)},
+    )
+    started = time.perf_counter()
+    status = RunStatus.FAILED
+    try:
+        result = execute(prepared, tracker, progress=False, echo=lambda line: None)
+        status = RunStatus.FINISHED
+    except KeyboardInterrupt:
+        status = RunStatus.KILLED
+        raise
+    finally:
+        tracker.close(status)
+        release_memory()
+    accuracy = float(result.final["val/accuracy"])
+    echo(f"{variant.label:<16} fold {fold + 1}/{settings.folds}: val accuracy {accuracy:.4f} "
+         f"({time.perf_counter() - started:.1f} s)")
+    return accuracy, tracker.links().get("mlflow_run_id", "")
+
+
+def _open_parent(settings: DepthSettings, stores: Stores) -> MlflowTracker:
+    base = settings.variants[0].config
+    with first_open_lock(stores):
+        parent = MlflowTracker(
+            stores.mlflow_uri, base.tracking.experiment, settings.name,
+            artifact_location=stores.artifact_location, ui_url=stores.ui_url,
+            tags={"convscope.kind": f"{settings.mode}-study", **({"depth.ablate_run": settings.ablate_run}
+                                                                 if settings.ablate_run else {})},
+        )
+    params = {f"base.{key}": value for key, value in flatten(base).items()
+              if not key.startswith(("model.depth", "model.widths", "tracking.run_name"))}
+    parent.log_params({
+        **params, "depth.mode": settings.mode, "depth.folds": settings.folds,
+        "depth.variants": "; ".join(f"{v.label}: {','.join(map(str, v.widths))}" for v in settings.variants),
+        "depth.widths_from": settings.source, "depth.prune_folds": settings.prune_folds,
+    })
+    return parent
+
+
+def _write_report(settings: DepthSettings, outcomes: list[Outcome], rec: Outcome, best: Outcome, sentence: str,
+                  rows: list[dict[str, str]], report_dir: Path, parent: MlflowTracker | None) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    title = "Depth study" if settings.mode == "depth" else "Ablation: one conv block removed at a time"
+    files = {
+        "depth_table.csv": table_csv(rows),
+        "depth_table.md": table_markdown(rows, f"{title}: {settings.name}", sentence),
+        "recommendation.txt": sentence + "\n",
+    }
+    for name, text in files.items():
+        (report_dir / name).write_text(text)
+    figure = accuracy_figure(outcomes, rec, best, settings.mode, settings.folds)
+    figure.savefig(report_dir / "accuracy_vs_depth.png", dpi=120)
+    if parent is None:
+        return
+    try:
+        parent.log_figure("depth/accuracy_vs_depth", figure)
+        for name in files:
+            parent.log_file(report_dir / name, "depth")
+        for step, outcome in enumerate(outcomes):
+            parent.log_metrics({"cv/mean_accuracy": outcome.mean, "cv/standard_error": outcome.standard_error},
+                               step=outcome.variant.blocks if settings.mode == "depth" else step)
+        parent.set_tags({"depth.recommended": rec.variant.label, "depth.recommended_blocks": str(rec.variant.blocks),
+                         "depth.best": best.variant.label, "depth.recommendation": sentence})
+    except Exception as error:  # the numbers stay in the child runs and the report folder
+        print(f"could not log the depth report to MLflow: {error}", file=sys.stderr)

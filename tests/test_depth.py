@@ -1,0 +1,258 @@
+"""k-fold splits, the known-depth synthetic task, the one-standard-error rule and ``convscope depth``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Param
+from PIL import Image
+
+import search.depth
+from e2e_helpers import convscope
+from search.cli import build_parser
+from search.cli_depth import build_depth_settings, run_config
+from search.depth import DepthSettings, ablation_variants, depth_variants, run_depth_study
+from search.depth_report import Outcome, Variant, one_standard_error, recommend
+from search.storage import open_storage, resolve_storage
+from tracking.stores import resolve_stores
+from train.config import DataConfig, build_config, flatten, to_dict
+from train.data import load_data, stratified_folds
+from train.errors import ConfigError
+from train.synthetic import make_scale_task, pair_layout
+
+
+# ---------------------------------------------------------------- folds
+
+
+def test_stratified_folds_are_disjoint_complete_stratified_and_seeded() -> None:
+    labels = torch.tensor([0] * 50 + [1] * 31 + [2] * 19)[torch.randperm(100, generator=torch.Generator().manual_seed(1))]
+    folds = stratified_folds(labels, 5, seed=3)
+    everything = torch.cat(folds)
+    assert len(folds) == 5 and len(everything) == 100 and sorted(everything.tolist()) == list(range(100))
+    sizes = [len(f) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    per_class = torch.stack([torch.bincount(labels[f], minlength=3) for f in folds])  # fold x class
+    assert (per_class.max(0).values - per_class.min(0).values).le(1).all(), per_class
+    again = stratified_folds(labels, 5, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(folds, again))
+    assert not all(torch.equal(a, b) for a, b in zip(folds, stratified_folds(labels, 5, seed=4)))
+    with pytest.raises(ConfigError, match="--folds must be at least 2"):
+        stratified_folds(labels, 1, seed=0)
+    with pytest.raises(ConfigError, match="class 1 has only 2 images"):
+        stratified_folds(torch.tensor([0] * 9 + [1] * 2), 3, seed=0)
+
+
+def test_load_data_folds_put_every_image_in_one_validation_fold(tmp_path: Path) -> None:
+    where = {"cache_dir": tmp_path / "c", "dataset_dir": tmp_path / "d", "progress": False}
+    seen: list[str] = []
+    for fold in range(3):
+        splits = load_data(DataConfig(synthetic_size=90, folds=3, fold=fold), 32, seed=5, **where)
+        assert set(splits.train.ids).isdisjoint(splits.val.ids) and len(splits.train) + len(splits.val) == 90
+        assert torch.bincount(splits.val.labels).tolist() == [15, 15] and f"fold {fold} of 3" in splits.description
+        seen += splits.val.ids
+    assert sorted(seen) == sorted(f"synthetic:{i}" for i in range(90))
+    with pytest.raises(ConfigError, match="--fold must be between 0 and 2"):
+        load_data(DataConfig(synthetic_size=90, folds=3, fold=3), 32, seed=5, **where)
+    with pytest.raises(ConfigError, match="needs --folds"):
+        load_data(DataConfig(synthetic_size=90, fold=1), 32, seed=5, **where)
+    with pytest.raises(ConfigError, match="own train and validation split"):
+        load_data(DataConfig(data="cifar10", folds=3), 32, seed=5, **where)
+    for part in ("train/a", "train/b", "val/a", "val/b"):
+        (tmp_path / "pre" / part).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / "pre" / part / f"{i}.png")
+    with pytest.raises(ConfigError, match="fix the split; --folds needs one sub-folder per class"):
+        load_data(DataConfig(data=str(tmp_path / "pre"), folds=3), 16, seed=0, **where)
+
+
+# ---------------------------------------------------------------- the known-depth task
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_scale_task_squares_are_apart_for_shallow_and_together_for_deep_receptive_fields(scale: int) -> None:
+    """No window of 2**scale - 1 pixels (scale - 1 blocks of k3 s2) touches two squares; the
+    window of the scale-th block at every pair's corner (2**(scale+1) - 1 pixels) holds both."""
+    size, w, gap = 32, 2 ** (scale - 1), 2**scale - 2
+    masks = []
+    for y, x in pair_layout(size, scale):
+        for left in (x, x + w + gap):
+            mask = torch.zeros(size, size)
+            mask[y : y + w, left : left + w] = 1
+            masks.append(mask)
+        deep = 2 ** (scale + 1) - 1
+        assert y % 2**scale == 0 and x % 2**scale == 0 and x + deep <= size - 1
+    shallow = 2**scale - 1
+    touched = torch.stack([torch.nn.functional.max_pool2d(m[None, None], shallow, stride=1)[0, 0] for m in masks])
+    assert touched.sum(0).max() == 1  # every window position sees at most one square
+
+
+def test_scale_task_is_seeded_and_balanced_and_single_squares_carry_no_label() -> None:
+    a, la = make_scale_task(400, 32, seed=1, scale=2)
+    b, lb = make_scale_task(400, 32, seed=1, scale=2)
+    assert a.dtype == torch.uint8 and a.shape == (400, 3, 32, 32) and torch.equal(a, b) and torch.equal(la, lb)
+    assert la.sum().item() == 200
+    y, x = pair_layout(32, 2)[0]
+
+    def tint(left: int) -> torch.Tensor:  # red minus green of a 2x2 square, against the gap between the squares
+        def red_green(x0: int) -> torch.Tensor:
+            patch = a[:, :, y : y + 2, x0 : x0 + 2].float().mean((2, 3))
+            return patch[:, 0] - patch[:, 1]
+        return red_green(left) - red_green(x + 2)
+
+    first, second = tint(x) > 0, tint(x + 4) > 0
+    assert abs(first[la == 0].float().mean() - first[la == 1].float().mean()) < 0.12  # one square alone: no label
+    agree = first == second
+    assert agree[la == 0].all() and not agree[la == 1].any()  # the pair: the label
+
+
+# ---------------------------------------------------------------- the one-standard-error rule
+
+
+def test_one_standard_error_rule_on_hand_made_numbers() -> None:
+    means, errors, blocks = [0.70, 0.90, 0.93, 0.94, 0.935], [0.01, 0.02, 0.015, 0.012, 0.02], [1, 2, 3, 4, 5]
+    assert one_standard_error(means, errors, blocks) == (2, 3)  # 0.93 >= 0.94 - 0.012; 0.90 is not
+    assert one_standard_error(means, [0.0] * 5, blocks) == (3, 3)  # no spread: only the best itself
+    assert one_standard_error([0.95, 1.0, 1.0], [0.01, 0.0, 0.0], [1, 2, 3]) == (1, 1)  # a tie goes to fewer blocks
+    assert one_standard_error([0.9, 0.8], [0.05, 0.0], [1, 2]) == (0, 0)
+    assert one_standard_error([0.8, 0.9, 0.89], [0.0, 0.02, 0.0], [5, 4, 4]) == (1, 1)  # equal blocks: higher mean
+    base = build_config("tiny")
+
+    def outcome(depth: int, accuracies: list[float], pruned: bool = False) -> Outcome:
+        config = replace(base, model=replace(base.model, depth=depth))
+        return Outcome(Variant(f"depth {depth}", f"d{depth}", config), list(accuracies), pruned=pruned)
+
+    # SE of depth 3: stdev(0.94, 0.90, 0.93) / sqrt(3) = 0.012; depth 4 was pruned despite its 0.99
+    outcomes = [outcome(1, [0.7, 0.72, 0.71]), outcome(2, [0.90, 0.93, 0.92]), outcome(3, [0.94, 0.90, 0.93]),
+                outcome(4, [0.99, 0.5], pruned=True)]
+    rec, best, sentence = recommend(outcomes, "depth")
+    assert (rec.variant.blocks, best.variant.blocks) == (2, 3)
+    assert sentence.startswith("recommended depth: 2 — within one standard error of the best (depth 3")
+
+
+# ---------------------------------------------------------------- variants and settings
+
+
+def test_variants_and_settings_from_flags_study_and_run(tmp_path: Path) -> None:
+    base = build_config("seed", {"model": {"image_size": 32}})
+    assert [v.widths for v in depth_variants(base, 3, (8, 16, 32, 64))] == [(8,), (8, 16), (8, 16, 32)]
+    assert depth_variants(base, 2)[1].widths == (16, 32)
+    with pytest.raises(ConfigError, match="--max-depth 5: choose 1 … 4"):
+        depth_variants(base, 5)
+    ablated = ablation_variants(build_config("seed", {"model": {"depth": 3, "widths": (8, 16, 32)}}))
+    assert [(v.label, v.widths) for v in ablated] == [("all 3 blocks", (8, 16, 32)), ("without conv1", (16, 32)),
+                                                      ("without conv2", (8, 32)), ("without conv3", (8, 16))]
+
+    runs = tmp_path / "runs"
+    study = optuna.create_study(study_name="s", storage=open_storage(resolve_storage(runs)), direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={"depth": 2, "width_1": 8, "width_2": 24, "dropout": 0.2},
+                                              distributions={"depth": optuna.distributions.IntDistribution(1, 4),
+                                                             "width_1": optuna.distributions.IntDistribution(8, 64),
+                                                             "width_2": optuna.distributions.IntDistribution(8, 64),
+                                                             "dropout": optuna.distributions.FloatDistribution(0, 0.5)},
+                                              value=0.9))
+    flags = ["depth", "--runs-dir", str(runs), "--image-size", "32", "--no-mlflow"]
+    settings = build_depth_settings(build_parser().parse_args([*flags, "--study", "s"]))
+    assert [v.widths for v in settings.variants] == [(8,), (8, 24), (8, 24, 48), (8, 24, 48, 96)]
+    assert all(v.config.model.dropout == 0.2 for v in settings.variants) and "best trial #0" in settings.source
+
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.create_experiment("convscope")
+    config = build_config("seed", {"model": {"depth": 3, "widths": (8, 16, 32), "image_size": 32}})
+    from_params = client.create_run(experiment).info.run_id
+    client.log_batch(from_params, params=[Param(k, str(v)) for k, v in flatten(config).items()])
+    assert run_config(build_config("seed", {"tracking": {"runs_dir": str(runs)}}), from_params).model == config.model
+    from_file = client.create_run(experiment).info.run_id
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"config": to_dict(config)}))
+    client.log_artifact(from_file, str(tmp_path / "model" / "config.json"), "model")
+    settings = build_depth_settings(build_parser().parse_args([*flags, "--ablate", from_file, "--epochs", "1"]))
+    assert settings.mode == "ablate" and len(settings.variants) == 4
+    assert settings.variants[0].config.optim.epochs == 1 and settings.variants[2].widths == (8, 32)
+    with pytest.raises(ConfigError, match="no such run"):
+        build_depth_settings(build_parser().parse_args([*flags, "--ablate", "0" * 32]))
+
+
+def test_prune_folds_stops_a_clearly_worse_depth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop without training: fold accuracies are made up; WilcoxonPruner needs 4 folds."""
+    made_up = {1: [0.90, 0.92, 0.91, 0.93, 0.92], 2: [0.60, 0.61, 0.59, 0.62, 0.60], 3: [0.93, 0.89, 0.92, 0.90, 0.91]}
+    base = build_config("seed", {"model": {"image_size": 32}, "tracking": {"runs_dir": str(tmp_path), "mlflow": False}})
+
+    class FakePrepared:
+        stores = resolve_stores(tmp_path)
+
+    monkeypatch.setattr(search.depth, "_prepare", lambda settings, variant, fold: FakePrepared())
+    monkeypatch.setattr(search.depth, "_fold_run", lambda settings, prepared, variant, fold, parent, echo:
+                        (made_up[variant.blocks][fold], ""))
+    lines: list[str] = []
+    report = run_depth_study(DepthSettings("p", depth_variants(base, 3), folds=5, prune_folds=True), echo=lines.append)
+    assert [len(o.accuracies) for o in report.outcomes] == [5, 4, 5] and report.outcomes[1].pruned
+    assert report.recommended.variant.blocks == 1 and "depth 2: pruned after 4 folds" in "\n".join(lines)
+    rows = list(csv.DictReader(io.StringIO((report.report_dir / "depth_table.csv").read_text())))
+    assert [r["note"] for r in rows] == ["recommended, best", "pruned", ""]
+
+
+# ---------------------------------------------------------------- end to end
+
+# Measured (2 CPU cores, 3 folds, seeds 0-5): depth 1 0.49-0.53; depths 2 and 3 1.000 on all 36 fold runs.
+E2E = ["--data", "synthetic-depth2", "--image-size", "32", "--max-depth", "3", "--folds", "3", "--epochs", "8",
+       "--fix", "synthetic_size=2400", "--fix", "batch_size=64", "--no-tensorboard"]
+
+
+@pytest.fixture(scope="module")
+def depth_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    runs = tmp_path_factory.mktemp("depth") / "runs"
+    done = convscope("depth", "--runs-dir", str(runs), "--name", "known", *E2E)
+    assert done.returncode == 0, done.stderr
+    yield runs, done.stdout
+
+
+@pytest.mark.slow
+def test_depth_recommends_the_known_depth_and_logs_the_report(depth_study: tuple[Path, str], tmp_path: Path) -> None:
+    runs, stdout = depth_study
+    assert "recommended depth: 2 — " in stdout, stdout
+    assert stdout.count("fold 1/3") == 3 and "epoch 1/" not in stdout  # quiet: one line per fold run
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("convscope")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`convscope.kind` = 'depth-study'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["depth.recommended_blocks"] == "2"
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 9 and all(c.info.status == "FINISHED" for c in children)
+    assert sorted((c.data.params["model.depth"], c.data.params["data.fold"]) for c in children) == [
+        (str(d), str(f)) for d in (1, 2, 3) for f in range(3)]
+    assert {c.data.params["data.folds"] for c in children} == {"3"}
+    artifacts = {a.path for path in ("figures", "depth") for a in client.list_artifacts(parent.info.run_id, path)}
+    assert {"figures/depth_accuracy_vs_depth.png", "depth/depth_table.csv", "depth/depth_table.md",
+            "depth/recommendation.txt"} <= artifacts
+    table = Path(client.download_artifacts(parent.info.run_id, "depth/depth_table.csv", str(tmp_path)))
+    rows = {int(r["blocks"]): r for r in csv.DictReader(table.open())}
+    assert float(rows[1]["mean_accuracy"]) < 0.7 < 0.95 < min(float(rows[2]["mean_accuracy"]), float(rows[3]["mean_accuracy"]))
+    assert rows[2]["note"].startswith("recommended") and len(rows[2]["fold_accuracies"].split()) == 3
+    history = client.get_metric_history(parent.info.run_id, "cv/mean_accuracy")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_ablate_removes_one_block_at_a_time_under_the_same_folds(depth_study: tuple[Path, str]) -> None:
+    runs, _ = depth_study
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("convscope")
+    (trained,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'known-d3-fold0'")
+    done = convscope("depth", "--runs-dir", str(runs), "--ablate", trained.info.run_id, "--folds", "2", "--epochs", "1",
+                     "--fix", "synthetic_size=300", "--name", "ablation", "--no-tensorboard")
+    assert done.returncode == 0, done.stderr
+    assert "recommended: " in done.stdout and "without conv3" in done.stdout
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`convscope.kind` = 'ablate-study'")
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.params["model.widths"] for c in children) == sorted(
+        w for w in ("16,32,64", "32,64", "16,64", "16,32") for _ in range(2))
+    assert {c.data.params["data.data"] for c in children} == {"synthetic-depth2"}
