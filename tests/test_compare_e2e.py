@@ -63,3 +63,17 @@ def test_compare_unknown_run_is_a_usage_error(tmp_path: Path) -> None:
     runs.mkdir()
     done = convscope("compare", "0123456789abcdef", "--runs-dir", str(runs))
     assert done.returncode == 2 and "0123456789abcdef" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_compare_the_best_trials_of_a_study(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    study = convscope("search", "--runs-dir", str(runs), "--trials", "2", "--pruner", "none", "--preset", "tiny",
+                      "--image-size", "32", "--fix", "epochs=1", "--fix", "synthetic_size=300",
+                      "--fix", "analysis_size=60", "--study-name", "cmp", "--no-tensorboard", "--quiet")
+    assert study.returncode == 0, study.stderr
+    done = convscope("compare", "--study", "cmp", "--top", "2", "--runs-dir", str(runs), "--folds", "3")
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("convscope")
+    trials = client.search_runs([experiment.experiment_id], "tags.`convscope.kind` = 'trial'")
+    check_report(client, "convscope", [r.info.run_id for r in trials], done.stdout, tmp_path / "dl")

@@ -33,7 +33,6 @@ def device_name(device: torch.device) -> str:
 
 def tags(device: torch.device, fingerprint: str, config: RunConfig) -> dict[str, str]:
     found = {
-        "convscope.kind": "train",
         "convscope.preset": config.preset,
         "device": str(device),
         "device.name": device_name(device),

@@ -295,6 +295,7 @@ def run(
     tracker = open_tracker(
         prepared.stores, tracking.experiment, prepared.run_name,
         mlflow=tracking.mlflow, tensorboard=tracking.tensorboard, resume_run_id=resume_run_id,
+        tags={"convscope.kind": "train"},
     )
     links = tracker.links()
     echo(f"run {prepared.run_name} on {prepared.device}: " + ", ".join(f"{k} {v}" for k, v in sorted(links.items())))
