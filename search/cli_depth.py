@@ -10,8 +10,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from train.cliargs import load_config_file
-from train.config import PRESETS, SECTIONS, RunConfig, build_config, from_dict, to_dict
+from search.run_flags import add_run_flags, run_overrides
+from train.config import SECTIONS, RunConfig, build_config, from_dict, to_dict
 from train.errors import ConfigError
 
 EXAMPLES = """
@@ -54,21 +54,13 @@ def add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
     cv.add_argument("--visuals", action=argparse.BooleanOptionalAction, default=False,
                     help="per-epoch feature maps and activation artifacts for every fold run (default: off)")
     run = parser.add_argument_group("run settings shared by every fold run (more with --fix)")
-    run.add_argument("--config", metavar="FILE", help="YAML or TOML run settings")
-    run.add_argument("--preset", choices=sorted(PRESETS), help="starting network (default: seed)")
-    run.add_argument("--data", help="synthetic (default), synthetic-depthK, an image folder with one sub-folder "
-                     "per class (pre-split folders and torchvision sets have no folds)")
-    run.add_argument("--epochs", type=int, help="epochs per fold run (default: 10)")
-    run.add_argument("--image-size", type=int, help="input size (default: 64)")
-    run.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    add_run_flags(run, config_help="YAML or TOML run settings",
+                  data_help="synthetic (default), synthetic-depthK, an image folder with one sub-folder per class "
+                  "(pre-split folders and torchvision sets have no folds)",
+                  epochs_help="epochs per fold run (default: 10)")
     run.add_argument("--seed", type=int, help="seed of the folds, initialisation and shuffling (default: 0)")
     run.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                      help="set any run setting, e.g. --fix synthetic_size=2000 (repeatable)")
-    run.add_argument("--runs-dir", help="where the embedded stores live (default: runs)")
-    run.add_argument("--experiment", help="MLflow experiment / TensorBoard folder (default: convscope)")
-    run.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or embedded)")
-    run.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=None, help="log to MLflow")
-    run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="log to TensorBoard")
     parser.set_defaults(handler=handle_depth)
 
 
@@ -77,19 +69,9 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
     from search.fixes import apply_fixes, parse_fixes
     from train.model import max_depth
 
-    file_preset, overrides = load_config_file(args.config) if args.config else (None, {})
-    overrides.pop("search", None)
-    flag_values = {
-        ("data", "data"): args.data, ("optim", "epochs"): args.epochs, ("model", "image_size"): args.image_size,
-        ("optim", "device"): args.device, ("optim", "seed"): args.seed, ("tracking", "runs_dir"): args.runs_dir,
-        ("tracking", "experiment"): args.experiment, ("tracking", "mlflow_uri"): args.mlflow_uri,
-        ("tracking", "mlflow"): args.mlflow, ("tracking", "tensorboard"): args.tensorboard,
-    }
-    for (section, name), value in flag_values.items():
-        if value is not None:
-            overrides.setdefault(section, {})[name] = value
+    preset, overrides, _ = run_overrides(args)
     fixes = parse_fixes(args.fix)
-    command = apply_fixes(build_config(args.preset or file_preset or "seed", overrides), fixes)
+    command = apply_fixes(build_config(preset, overrides), fixes)
     tracking = replace(command.tracking, visuals=args.visuals)
     if args.folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {args.folds})")

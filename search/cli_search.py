@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from search.run_flags import add_run_flags, run_overrides
 from search.space import SPEC_SYNTAX
-from train.cliargs import load_config_file
-from train.config import PRESETS, build_config
+from train.config import build_config
 from train.errors import ConfigError
 
 SPACE_FLAGS = ("depth", "base_width", "growth", "layer_width", "dropout", "lr", "weight_decay", "batch_size")
@@ -68,17 +68,9 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default: 0)")
     study.add_argument("--quiet", action="store_true", help="only the final summary")
     run = parser.add_argument_group("run settings shared by every trial (more with --fix)")
-    run.add_argument("--config", metavar="FILE", help="YAML or TOML: run settings and a `search:` section")
-    run.add_argument("--preset", choices=sorted(PRESETS), help="starting network (default: seed)")
-    run.add_argument("--data", help="synthetic (default), cifar10, oxford-pets or an image folder")
-    run.add_argument("--epochs", type=int, help="epochs per trial (default: 10)")
-    run.add_argument("--image-size", type=int, help="input size (default: 64)")
-    run.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
-    run.add_argument("--runs-dir", help="where the embedded stores live (default: runs)")
-    run.add_argument("--experiment", help="MLflow experiment / TensorBoard folder (default: convscope)")
-    run.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or embedded)")
-    run.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=None, help="log to MLflow")
-    run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="log to TensorBoard")
+    add_run_flags(run, config_help="YAML or TOML: run settings and a `search:` section",
+                  data_help="synthetic (default), cifar10, oxford-pets or an image folder",
+                  epochs_help="epochs per trial (default: 10)")
     parser.set_defaults(handler=handle_search)
 
 
@@ -89,20 +81,8 @@ def build_settings(args: argparse.Namespace) -> Any:
     from search.storage import resolve_storage
     from train.model import validate
 
-    file_preset, file_overrides = load_config_file(args.config) if args.config else (None, {})
-    file_search = file_overrides.pop("search", {}) if isinstance(file_overrides.get("search"), dict) else {}
-    overrides = dict(file_overrides)
-    flag_values = {
-        ("data", "data"): args.data, ("optim", "epochs"): args.epochs, ("model", "image_size"): args.image_size,
-        ("optim", "device"): args.device, ("tracking", "runs_dir"): args.runs_dir,
-        ("tracking", "experiment"): args.experiment, ("tracking", "mlflow_uri"): args.mlflow_uri,
-        ("tracking", "mlflow"): args.mlflow, ("tracking", "tensorboard"): args.tensorboard,
-        ("optim", "seed"): args.seed,
-    }
-    for (section, name), value in flag_values.items():
-        if value is not None:
-            overrides.setdefault(section, {})[name] = value
-    base = build_config(args.preset or file_preset or "seed", overrides)
+    preset, overrides, file_search = run_overrides(args)
+    base = build_config(preset, overrides)
     fixes = parse_fixes(args.fix)
     base = apply_fixes(base, fixes)
     flags = {name: getattr(args, name) for name in SPACE_FLAGS if getattr(args, name) is not None}
