@@ -140,11 +140,11 @@ class MlflowTracker:
             self.experiment_id = run.info.experiment_id
             self._ensure_experiment_kind(self.client.get_experiment(self.experiment_id))
             self.client.update_run(run_id, status="RUNNING")
-            if tags:
-                self.set_tags(tags)
             self._logged_params = dict(run.data.params)
         self.run_id: str = run.info.run_id
         self.artifact_uri: str = run.info.artifact_uri
+        if run_id is not None and tags:
+            self.set_tags(tags)  # a resumed run: the new invocation's tags
 
         parsed = urlparse(tracking_uri)
         base = ui_url or (tracking_uri if parsed.scheme in ("http", "https") else None)
