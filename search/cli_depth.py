@@ -147,7 +147,7 @@ def study_config(base: RunConfig, name: str, storage_url: str) -> tuple[RunConfi
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
-        raise ConfigError(f"--study {name}: no such study in {storage.url} (give --storage where it lives)") from None
+        raise ConfigError(f"--study {name}: no such study in {storage.display} (give --storage where it lives)") from None
     best = best_trial(study)
     if best is None:
         raise ConfigError(f"--study {name}: the study has no completed trial yet")

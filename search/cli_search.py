@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,20 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
                        "(counts earlier runs and other workers; default: 20)")
     study.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default: 1)")
     study.add_argument("--trials-per-gpu", type=int, default=0, metavar="K",
-                       help="on a GPU: K workers share it (sets --jobs K); default: --jobs")
+                       help="on GPUs: K workers share each visible GPU (sets --jobs to K × GPUs; "
+                       "workers go round-robin over the GPUs); default: --jobs")
     study.add_argument("--metric", choices=("val/accuracy", "val/loss"), default="val/accuracy",
                        help="what trials report every epoch and the study optimises (default: val/accuracy)")
     study.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median",
                        help="stop unpromising trials early (default: median)")
     study.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default: 0)")
     study.add_argument("--quiet", action="store_true", help="only the final summary")
+    study.add_argument("--check", action="store_true",
+                       help="run no trial: exit 0 when the study's storage holds the study and the MLflow "
+                       "server (if one is set) answers, else 1; the stack's worker health check")
+    study.add_argument("--init-only", action="store_true",
+                       help="create the study (and a database's tables) and exit: run once before starting "
+                       "many workers, as the stack's study-init service does")
     run = parser.add_argument_group("run settings shared by every trial (more with --fix)")
     add_run_flags(run, config_help="YAML or TOML: run settings and a `search:` section",
                   data_help="synthetic (default), cifar10, oxford-pets or an image folder",
@@ -78,6 +86,7 @@ def build_settings(args: argparse.Namespace) -> Any:
     from search.objective import StudySettings
     from search.fixes import apply_fixes, parse_fixes
     from search.space import space_from_settings
+    from search.study import visible_gpus
     from search.storage import resolve_storage
     from train.model import validate
 
@@ -90,7 +99,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         flags["widths"] = args.widths
     space = space_from_settings({**file_search, **flags}, fixes, base)
     validate(base.model)
-    jobs = args.trials_per_gpu or args.jobs
+    jobs = args.trials_per_gpu * max(1, visible_gpus()) if args.trials_per_gpu else args.jobs
     if args.trials < 1 or jobs < 1:
         raise ConfigError("--trials and --jobs must be at least 1")
     return StudySettings(
@@ -101,11 +110,52 @@ def build_settings(args: argparse.Namespace) -> Any:
     )
 
 
+def check_worker(args: argparse.Namespace) -> int:
+    """The worker's health: can it reach the study and the MLflow server it logs to?"""
+    import os
+
+    import optuna
+
+    from search.cli_serve import check
+    from search.storage import resolve_storage
+
+    runs_dir = Path(args.runs_dir or "runs")
+    storage = resolve_storage(runs_dir, args.storage, args.heartbeat)
+    problems = []
+    try:
+        if storage.kind == "rdb":
+            store: optuna.storages.BaseStorage = optuna.storages.RDBStorage(storage.url, skip_table_creation=True)
+        elif Path(storage.url).is_file():
+            store = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage.url))
+        else:
+            raise FileNotFoundError(storage.url)
+        store.get_study_id_from_name(args.study_name)
+    except Exception as error:  # any storage failure is what this check reports
+        problems.append(f"study {args.study_name!r} in {storage.display}: {type(error).__name__}: {error}")
+    uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        healthy, detail = check(uri.rstrip("/") + "/health")
+        if not healthy:
+            problems.append(f"MLflow {uri}: {detail}")
+    for problem in problems:
+        print(f"convscope search: unhealthy: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def handle_search(args: argparse.Namespace) -> int:
     from search.session import run_study
     from search.study import StudyStopped
 
+    if args.check:
+        return check_worker(args)
     settings = build_settings(args)
+    if args.init_only:
+        from search.study import create
+
+        study = create(settings)
+        print(f"study {settings.study_name!r} ready in {settings.storage.display} "
+              f"({len(study.get_trials(deepcopy=False))} trials so far)")
+        return 0
     try:
         run_study(settings, quiet=args.quiet)
     except StudyStopped as stopped:

@@ -47,7 +47,7 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = create(settings)
     say = echo if not quiet else (lambda line: None)
-    echo(f"study {settings.study_name!r} in {settings.storage.url}")
+    echo(f"study {settings.study_name!r} in {settings.storage.display}")
     say(describe(settings.space))
     stores = settings.stores()
     parent = _open_parent(settings, stores)
@@ -76,7 +76,7 @@ def run_study(
         best = best_trial(study)
         if best is not None:
             echo(f"best trial #{best.number}: {settings.metric} {best.value:.4f}  params {best.params}")
-        echo(f"study {settings.study_name!r} in {settings.storage.url}")
+        echo(f"study {settings.study_name!r} in {settings.storage.display}")
         if parent is not None and parent.run_url:
             echo(f"parent run: {parent.run_url}")
     return study
@@ -91,7 +91,7 @@ def _open_parent(settings: StudySettings, stores: Stores) -> MlflowTracker | Non
             stores.mlflow_uri, settings.base.tracking.experiment, f"{settings.study_name}-{stamp}",
             artifact_location=stores.artifact_location, ui_url=stores.ui_url,
             tags={"convscope.kind": "study", "optuna.study": settings.study_name,
-                  "optuna.storage": settings.storage.url},
+                  "optuna.storage": settings.storage.display},
         )
     parent.log_params({
         "study.name": settings.study_name, "study.metric": settings.metric, "study.direction": settings.direction,

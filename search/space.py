@@ -31,7 +31,6 @@ from optuna.trial import FixedTrial
 from search.fixes import coerce_field, normalise
 from train.config import RunConfig
 from train.errors import ConfigError
-from train.model import max_depth, min_image_size, validate
 
 
 @dataclass(frozen=True)
@@ -115,6 +114,8 @@ def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfi
 
     The only function that calls ``trial.suggest_*``. The result passes ``train.model.validate``.
     """
+    from train.model import validate  # torch: imported when a study runs, not when the CLI starts
+
     space = resolve(space, base)
 
     def draw(name: str, spec: Spec, keep: Any) -> Any:
@@ -159,6 +160,8 @@ def config_from_params(params: dict[str, Any], space: SearchSpace, base: RunConf
 def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
     """``space`` checked against ``base``'s input geometry, an open depth range closed at the
     largest depth that fits, the depth of fixed widths filled in. Raises ConfigError naming the flag."""
+    from train.model import max_depth, min_image_size
+
     _check(space)
     fits, side, depth = max_depth(base.model), base.model.image_size, space.depth
     if isinstance(space.widths, tuple):

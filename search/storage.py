@@ -35,6 +35,20 @@ class StudyStorage:
     kind: str  # "journal" or "rdb"
     heartbeat_seconds: int = HEARTBEAT_SECONDS  # RDB only: see the module docstring
 
+    @property
+    def display(self) -> str:
+        """The URL with any password masked: what may be printed, logged or tagged."""
+        return display_url(self.url) if self.kind == "rdb" else self.url
+
+
+def display_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1] if "@" in url else url
 
 
 def resolve_storage(runs_dir: Path, storage: str = "", heartbeat_seconds: int = HEARTBEAT_SECONDS) -> StudyStorage:

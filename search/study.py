@@ -143,12 +143,14 @@ def run_workers(settings: StudySettings, remaining: int, *, pruner: optuna.prune
     jobs = max(1, min(settings.jobs, remaining))
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)
+    devices = worker_devices(settings.device, jobs, visible_gpus())
     if jobs == 1:
-        worker(settings, 0, None, None, pruner)
+        worker(settings, 0, None, devices[0], pruner)
         return
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=worker, args=(settings, index, threads), name=f"convscope-worker-{index}")
+        context.Process(target=worker, args=(settings, index, threads, devices[index]),
+                        name=f"convscope-worker-{index}")
         for index in range(jobs)
     ]
     for process in processes:
@@ -164,6 +166,22 @@ def run_workers(settings: StudySettings, remaining: int, *, pruner: optuna.prune
         for process in processes:
             if process.is_alive():
                 process.terminate()
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process may use (CUDA_VISIBLE_DEVICES / a container's reservation)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def worker_devices(device: str, jobs: int, gpus: int) -> list[str | None]:
+    """The device of each worker: with several GPUs and ``--device auto`` or ``cuda``, workers
+    go round-robin over them (``cuda:0``, ``cuda:1``, …); otherwise every worker uses ``device``
+    (None: the run's own setting)."""
+    if gpus > 1 and device in ("auto", "cuda"):
+        return [f"cuda:{index % gpus}" for index in range(jobs)]
+    return [None] * jobs
 
 
 class ProgressMonitor:

@@ -53,6 +53,7 @@ def mlflow_server_command(
     serve_artifacts: bool = True,
     ui_only: bool = False,
     workers: int | None = None,
+    app_name: str | None = None,
 ) -> list[str]:
     """Command line of an MLflow tracking server.
 
@@ -65,6 +66,7 @@ def mlflow_server_command(
         ui_only: ``mlflow ui`` for browsing an embedded store whose runs carry their own
             ``file://`` artifact locations; no artifact flags are passed.
         workers: server worker processes (MLflow's default when None).
+        app_name: an ``mlflow.app`` plugin, e.g. ``basic-auth`` (MLflow's login and permissions).
 
     Raises:
         ValueError: ``ui_only`` combined with ``artifacts_destination``.
@@ -82,6 +84,8 @@ def mlflow_server_command(
     ]
     if workers is not None:
         cmd += ["--workers", str(workers)]
+    if app_name is not None:
+        cmd += ["--app-name", app_name]
     if ui_only:
         return cmd
     if artifacts_destination is not None:
@@ -103,9 +107,17 @@ def tensorboard_command(logdir: str | Path, host: str, port: int) -> list[str]:
     ]
 
 
-def optuna_dashboard_command(storage: str | Path, host: str, port: int) -> list[str]:
-    """``optuna-dashboard`` on a study storage (a journal file path or a database URL)."""
-    return [*_console_script("optuna-dashboard"), str(storage), "--host", host, "--port", str(port)]
+def optuna_dashboard_command(
+    storage: str | Path | None, host: str, port: int, *, config_file: str | Path | None = None
+) -> list[str]:
+    """``optuna-dashboard`` on a study storage (a journal file path or a database URL), or on
+    the storage named in a TOML ``config_file`` (keeps a database password out of the command line)."""
+    cmd = _console_script("optuna-dashboard")
+    if storage is not None:
+        cmd.append(str(storage))
+    if config_file is not None:
+        cmd += ["--from-config", str(config_file)]
+    return [*cmd, "--host", host, "--port", str(port)]
 
 
 def start_process_group(cmd: Sequence[str], log_path: str | Path) -> subprocess.Popen[bytes]:

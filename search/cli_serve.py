@@ -1,0 +1,159 @@
+"""``convscope serve``: one tracking or dashboard server in the foreground, configured from the environment.
+
+This is what each long-running service of docker-compose.yml runs, and what the
+process-level stack tests run; outside Docker it starts the same server on any host.
+The command line is built by ``tracking.servers`` (shared with ``convscope ui``) and
+the server replaces this process (``exec``), so a container's stop signal reaches it.
+
+``--check`` is the matching health check: one HTTP request to the server's health
+endpoint on the same host and port; exit 0 when it answers 200, else 1.
+
+Secrets are only read from the environment, never from flags: MLflow's own
+``MLFLOW_BACKEND_STORE_URI``, ``MLFLOW_AUTH_ADMIN_USERNAME`` / ``MLFLOW_AUTH_ADMIN_PASSWORD``,
+and ``CONVSCOPE_STORAGE`` for optuna-dashboard (written to a private config file
+rather than onto its command line). Every flag can also be set as ``CONVSCOPE_<FLAG>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from train.errors import ConfigError
+
+DEFAULT_PORTS = {"mlflow": 5000, "tensorboard": 6006, "optuna-dashboard": 8080}
+HEALTH_PATHS = {"mlflow": "/health", "tensorboard": "/data/environment", "optuna-dashboard": "/api/studies"}
+AUTH_DEFAULT_PERMISSION = "READ"  # what a signed-in user without an explicit grant may do
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the MLflow server, TensorBoard or optuna-dashboard of a multi-machine stack",
+        description="Run one server of the multi-machine stack in the foreground, configured from the "
+        "environment: what the services of docker-compose.yml run, and the same server on any host "
+        "without Docker. `convscope serve SERVICE --check` is its health check.",
+    )
+    services = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
+    mlflow = _service(services, "mlflow", "MLflow tracking server with proxied artifacts "
+                      "(MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION)")
+    mlflow.add_argument("--auth", action=argparse.BooleanOptionalAction, default=False,
+                        help="MLflow's basic-auth app: sign-in required; the admin account comes from "
+                        "MLFLOW_AUTH_ADMIN_USERNAME and MLFLOW_AUTH_ADMIN_PASSWORD (default: off)")
+    mlflow.add_argument("--auth-database-uri", default="",
+                        help="where basic-auth keeps users and permissions (default: sqlite beside the artifacts)")
+    tensorboard = _service(services, "tensorboard", "TensorBoard keeping every logged image step")
+    tensorboard.add_argument("--logdir", default="runs/tensorboard", help="event folder (default: runs/tensorboard)")
+    _service(services, "optuna-dashboard", "optuna-dashboard on the study storage (CONVSCOPE_STORAGE)")
+    parser.set_defaults(handler=handle_serve)
+
+
+def _service(services: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = services.add_parser(name, help=help_text, description=help_text + ". Every flag can also be "
+                                 "set as CONVSCOPE_<FLAG>, e.g. CONVSCOPE_PORT.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORTS[name], help=f"default: {DEFAULT_PORTS[name]}")
+    parser.add_argument("--check", action="store_true",
+                        help="do not start: exit 0 if the server on --host/--port is healthy, else 1")
+    return parser
+
+
+def health_url(service: str, host: str, port: int) -> str:
+    """The URL a health check asks; a wildcard listen address is checked on loopback."""
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{reachable}:{port}{HEALTH_PATHS[service]}"
+
+
+def check(url: str, timeout: float = 5.0) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200, f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return False, f"HTTP {error.code}"
+    except (urllib.error.URLError, OSError) as error:
+        return False, str(getattr(error, "reason", error))
+
+
+def _required(environ: Mapping[str, str], name: str, what: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set: set it to {what}")
+    return value
+
+
+def mlflow_command(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The MLflow server's command line and the environment additions it needs."""
+    from tracking.servers import mlflow_server_command
+
+    backend = _required(environ, "MLFLOW_BACKEND_STORE_URI", "the tracking database, e.g. postgresql+psycopg2://…")
+    artifacts = _required(environ, "MLFLOW_ARTIFACTS_DESTINATION", "the folder or URI proxied artifacts go to")
+    extra_env: dict[str, str] = {}
+    app_name = None
+    if args.auth:
+        for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+            _required(environ, name, "the admin account of MLflow's basic-auth app (--auth)")
+        auth_db = args.auth_database_uri or _beside(artifacts, "basic_auth.db")
+        extra_env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(auth_db))
+        app_name = "basic-auth"
+    return mlflow_server_command(backend, args.host, args.port, artifacts_destination=artifacts,
+                                 app_name=app_name), extra_env
+
+
+def _beside(artifacts: str, filename: str) -> str:
+    if "://" in artifacts and not artifacts.startswith("file://"):
+        raise ConfigError("--auth-database-uri is needed when MLFLOW_ARTIFACTS_DESTINATION is not a local folder")
+    folder = Path(artifacts.removeprefix("file://")).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder.parent / filename}"
+
+
+def write_auth_config(database_uri: str) -> Path:
+    """A private basic-auth config (MLFLOW_AUTH_CONFIG_PATH). It holds no password: MLflow
+    reads the admin account from MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD."""
+    handle, path = tempfile.mkstemp(prefix="convscope-mlflow-auth-", suffix=".ini")
+    with os.fdopen(handle, "w") as config:
+        config.write(
+            "[mlflow]\n"
+            f"default_permission = {AUTH_DEFAULT_PERMISSION}\n"
+            f"database_uri = {database_uri}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+    return Path(path)
+
+
+def dashboard_command(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
+    from tracking.servers import optuna_dashboard_command
+
+    storage = _required(environ, "CONVSCOPE_STORAGE", "the study storage URL (postgresql+psycopg2://…)")
+    handle, path = tempfile.mkstemp(prefix="convscope-dashboard-", suffix=".toml")  # mode 0600
+    with os.fdopen(handle, "w") as config:
+        config.write(f"[optuna_dashboard]\nstorage = {json.dumps(storage)}\n")
+    return optuna_dashboard_command(None, args.host, args.port, config_file=path)
+
+
+def handle_serve(args: argparse.Namespace) -> int:
+    from tracking.servers import tensorboard_command
+
+    if args.check:
+        healthy, detail = check(health_url(args.service, args.host, args.port))
+        if not healthy:
+            print(f"convscope serve {args.service}: unhealthy: {detail}", file=sys.stderr)
+        return 0 if healthy else 1
+    environ = dict(os.environ)
+    if args.service == "mlflow":
+        cmd, extra_env = mlflow_command(args, environ)
+        environ.update(extra_env)
+    elif args.service == "tensorboard":
+        cmd = tensorboard_command(args.logdir, args.host, args.port)
+    else:
+        cmd = dashboard_command(args, environ)
+    print(f"convscope serve {args.service}: http://{args.host}:{args.port}", flush=True)
+    os.execvpe(cmd[0], cmd, environ)
+    return 1  # not reached: exec replaced this process

@@ -1,0 +1,107 @@
+"""Every ``convscope`` flag can also come from a ``CONVSCOPE_<FLAG>`` environment variable.
+
+``--study-name`` is ``CONVSCOPE_STUDY_NAME``, ``--storage`` is ``CONVSCOPE_STORAGE``,
+``--trials-per-gpu`` is ``CONVSCOPE_TRIALS_PER_GPU``. This is how containers and remote
+workers are configured (docker-compose.yml passes its settings this way), and how a
+secret such as a database password reaches a flag without showing up in ``ps``.
+
+Precedence: a flag on the command line, then its environment variable, then the
+``--config`` file, then the default. The environment's values are parsed exactly like
+flags (inserted right after the sub-command, so later command-line flags win), hence
+the same types, choices and error messages. Switches take ``1/true/yes/on`` or
+``0/false/no/off``; a repeatable flag (``--fix``) takes several values separated by
+newlines or ``;``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+
+PREFIX = "CONVSCOPE_"
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off", ""})
+SKIPPED = frozenset({"help", "handler"})
+
+
+class EnvFlagError(ValueError):
+    """An environment variable's value is not a valid setting for its flag."""
+
+
+def env_name(action: argparse.Action) -> str:
+    return PREFIX + action.dest.upper()
+
+
+def _long_flag(action: argparse.Action) -> str:
+    return next(s for s in action.option_strings if s.startswith("--"))
+
+
+def _switch(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    raise EnvFlagError(f"{name}={value!r}: use 1/true/yes/on or 0/false/no/off")
+
+
+def env_argv(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The flags of ``parser`` that ``environ`` sets, as command-line arguments.
+
+    Raises:
+        EnvFlagError: a switch variable holds something other than a yes/no word.
+    """
+    environ = os.environ if environ is None else environ
+    argv: list[str] = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in SKIPPED or not any(
+            s.startswith("--") for s in action.option_strings
+        ):
+            continue
+        name = env_name(action)
+        if name not in environ:
+            continue
+        value = environ[name]
+        flag = _long_flag(action)
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append(flag if _switch(name, value) else "--no-" + flag[2:])
+        elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            if _switch(name, value):
+                argv.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value.replace(";", "\n").splitlines():
+                if item.strip():
+                    argv += [flag, item.strip()]
+        elif action.nargs == 0:
+            continue  # other zero-argument actions (version, count) are command-line only
+        else:
+            argv += [flag, value]
+    return argv
+
+
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def with_env_flags(
+    parser: argparse.ArgumentParser, argv: Sequence[str], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """``argv`` with the sub-command's environment flags inserted after the sub-command name
+    (and after a nested sub-command's name, e.g. ``serve mlflow``)."""
+    argv = list(argv)
+    position, current = 0, parser
+    while position < len(argv):
+        commands = subcommand_parsers(current)
+        if not commands or argv[position] not in commands:
+            break
+        current = commands[argv[position]]
+        position += 1
+        inserted = env_argv(current, environ)
+        argv[position:position] = inserted
+        position += len(inserted)
+    return argv
+
