@@ -9,7 +9,8 @@ the server replaces this process (``exec``), so a container's stop signal reache
 endpoint on the same host and port; exit 0 when it answers 200, else 1.
 
 Secrets are only read from the environment, never from flags: MLflow's own
-``MLFLOW_BACKEND_STORE_URI``, ``MLFLOW_AUTH_ADMIN_USERNAME`` / ``MLFLOW_AUTH_ADMIN_PASSWORD``,
+``MLFLOW_BACKEND_STORE_URI``, ``MLFLOW_AUTH_ADMIN_USERNAME`` / ``MLFLOW_AUTH_ADMIN_PASSWORD``
+and ``MLFLOW_FLASK_SERVER_SECRET_KEY``,
 and ``CONVSCOPE_STORAGE`` for optuna-dashboard (written to a private config file
 rather than onto its command line). Every flag can also be set as ``CONVSCOPE_<FLAG>``.
 """
@@ -97,8 +98,14 @@ def mlflow_command(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
     extra_env: dict[str, str] = {}
     app_name = None
     if args.auth:
+        import importlib.util
+
+        if importlib.util.find_spec("flask_wtf") is None:
+            raise ConfigError("--auth needs MLflow's auth extra: pip install 'mlflow[auth]'")
         for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
             _required(environ, name, "the admin account of MLflow's basic-auth app (--auth)")
+        _required(environ, "MLFLOW_FLASK_SERVER_SECRET_KEY",
+                  "a long random string that signs sign-in forms (--auth; the same on every server)")
         auth_db = args.auth_database_uri or _beside(artifacts, "basic_auth.db")
         extra_env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(auth_db))
         app_name = "basic-auth"

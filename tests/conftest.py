@@ -40,3 +40,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture
+def new_database() -> Iterator:
+    """Call it for the SQLAlchemy URL of a new, empty PostgreSQL database (dropped after the
+    test); the test needs ``@needs_postgres`` from ``postgres_db``."""
+    from postgres_db import databases
+
+    with databases() as new:
+        yield new
+
+
+@pytest.fixture
+def fresh_db(new_database) -> str:
+    """The SQLAlchemy URL of one new, empty PostgreSQL database (see ``new_database``)."""
+    return new_database()

@@ -1,10 +1,7 @@
 """``convscope search`` on a real PostgreSQL: parallel workers and a worker killed mid-trial.
 
-Like Optuna's own storage tests, the server comes from an environment variable
-(``CONVSCOPE_TEST_POSTGRES_URL``, e.g. ``postgresql+psycopg2://postgres@127.0.0.1:5432/test``,
-which ``.ci/run`` sets); without it these tests skip. Each test creates its own
-database on that server (``convscope_<hex>``) and drops it afterwards, so runs never
-see each other's studies. MLflow is the embedded sqlite store of one runs dir that
+The server and the fresh database per test come from ``postgres_db`` (skipped
+without ``CONVSCOPE_TEST_POSTGRES_URL``). MLflow is the embedded sqlite store of one runs dir that
 all workers of a test share.
 """
 
@@ -15,9 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -25,54 +20,12 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-POSTGRES_URL = os.environ.get("CONVSCOPE_TEST_POSTGRES_URL", "")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not POSTGRES_URL,
-        reason="set CONVSCOPE_TEST_POSTGRES_URL to a PostgreSQL SQLAlchemy URL "
-        "(e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/test; .ci/run sets it) to run these",
-    ),
-]
+from postgres_db import connect, needs_postgres
+
+pytestmark = [pytest.mark.slow, needs_postgres]
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--preset", "tiny", "--image-size", "32", "--fix", "synthetic_size=400", "--fix", "probes_per_class=2",
         "--fix", "analysis_size=32", "--pruner", "none", "--no-tensorboard"]
-
-
-def _server_kwargs(url: str, database: str) -> dict:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    kwargs = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
-              "password": parsed.password, "dbname": database}
-    return {key: value for key, value in kwargs.items() if value is not None}
-
-
-def _admin(sql: str, *params: object) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(**_server_kwargs(POSTGRES_URL, "postgres"))
-    try:
-        connection.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params or None)
-    finally:
-        connection.close()
-
-
-@pytest.fixture
-def fresh_db() -> Iterator[str]:
-    """The SQLAlchemy URL of a new, empty database on the test server; dropped afterwards."""
-    from sqlalchemy.engine import make_url
-
-    name = f"convscope_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-               name)
-        _admin(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 class Worker:
@@ -220,11 +173,10 @@ def _wait_for_running_trial(url: str, name: str, worker: Worker, timeout: float)
     Plain SQL until the worker has created the schema and the study: opening an
     ``RDBStorage`` on an empty database creates the tables, racing the worker doing the same.
     """
-    import psycopg2
     from sqlalchemy.engine import make_url
 
     deadline = time.monotonic() + timeout
-    connection = psycopg2.connect(**_server_kwargs(url, make_url(url).database))
+    connection = connect(make_url(url).database)
     connection.autocommit = True
     try:
         while time.monotonic() < deadline:

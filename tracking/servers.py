@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TENSORBOARD_IMAGE_SAMPLES = 10000
@@ -120,8 +120,11 @@ def optuna_dashboard_command(
     return [*cmd, "--host", host, "--port", str(port)]
 
 
-def start_process_group(cmd: Sequence[str], log_path: str | Path) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` as the leader of a new session, stdout and stderr appended to ``log_path``."""
+def start_process_group(
+    cmd: Sequence[str], log_path: str | Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` as the leader of a new session, stdout and stderr appended to ``log_path``;
+    ``env`` replaces the environment when given."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:  # the child keeps its own descriptor
@@ -131,6 +134,7 @@ def start_process_group(cmd: Sequence[str], log_path: str | Path) -> subprocess.
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=None if env is None else dict(env),
         )
 
 

@@ -1,0 +1,146 @@
+"""``CONVSCOPE_<FLAG>`` environment variables: parsed like flags, beaten by the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+
+import search.cli
+from search.cli import build_parser
+from search.env_flags import PREFIX, EnvFlagError, env_argv, subcommand_parsers, with_env_flags
+from search.run_flags import run_overrides
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``CONVSCOPE_*`` setting (but the PostgreSQL test URL) or MLflow URI leaks in from outside."""
+    for name in list(os.environ):
+        if name.startswith(PREFIX) and name != "CONVSCOPE_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def parse(argv: list[str], environ: dict[str, str]) -> argparse.Namespace:
+    """``argv`` parsed the way ``convscope`` parses it, with ``environ`` as the environment."""
+    parser = build_parser()
+    return parser.parse_args(with_env_flags(parser, argv, environ))
+
+
+def test_env_values_reach_the_namespace_with_their_types() -> None:
+    args = parse(["search"], {"CONVSCOPE_STUDY_NAME": "pets", "CONVSCOPE_TRIALS": "7",
+                              "CONVSCOPE_TRIALS_PER_GPU": "2", "CONVSCOPE_STORAGE": "sqlite:///s.db",
+                              "CONVSCOPE_PRUNER": "hyperband"})
+    assert args.study_name == "pets" and args.storage == "sqlite:///s.db" and args.pruner == "hyperband"
+    assert args.trials == 7 and isinstance(args.trials, int)
+    assert args.trials_per_gpu == 2 and isinstance(args.trials_per_gpu, int)
+    untouched = parse(["search"], {})
+    assert (untouched.study_name, untouched.trials, untouched.trials_per_gpu) == ("convscope-study", 20, 0)
+
+
+def test_env_flags_go_right_after_the_sub_command_and_the_command_line_wins() -> None:
+    parser = build_parser()
+    env = {"CONVSCOPE_TRIALS": "7", "CONVSCOPE_STUDY_NAME": "from-env"}
+    argv = with_env_flags(parser, ["search", "--trials", "3"], env)
+    assert argv[0] == "search" and argv[-2:] == ["--trials", "3"]
+    assert sorted(argv[1:-2]) == sorted(["--trials", "7", "--study-name", "from-env"])
+    args = parser.parse_args(argv)
+    assert args.trials == 3 and args.study_name == "from-env"
+
+
+def test_env_flags_come_before_positional_arguments() -> None:
+    args = parse(["compare", "run1", "run2"], {"CONVSCOPE_TOP": "5"})
+    assert args.run_ids == ["run1", "run2"] and args.top == 5
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("1", True), ("YES", True), (" on ", True),
+     ("false", False), ("0", False), ("No", False), ("off", False)],
+)
+def test_boolean_optional_switch(value: str, expected: bool) -> None:
+    args = parse(["search"], {"CONVSCOPE_TENSORBOARD": value})
+    assert args.tensorboard is expected
+    assert parse(["search"], {}).tensorboard is None  # unset: the config's or preset's value
+    assert parse(["search", "--tensorboard"], {"CONVSCOPE_TENSORBOARD": "false"}).tensorboard is True
+
+
+def test_store_true_switch() -> None:
+    parser = build_parser()
+    assert parse(["search"], {"CONVSCOPE_QUIET": "yes"}).quiet is True
+    assert with_env_flags(parser, ["search"], {"CONVSCOPE_QUIET": "0"}) == ["search"]
+    assert parse(["search"], {"CONVSCOPE_QUIET": "0"}).quiet is False
+
+
+def test_repeatable_flag_splits_on_semicolons_and_newlines() -> None:
+    args = parse(["search", "--fix", "lr=0.1"], {"CONVSCOPE_FIX": "epochs=3;seed=1"})
+    assert args.fix == ["epochs=3", "seed=1", "lr=0.1"]
+    args = parse(["search"], {"CONVSCOPE_FIX": " epochs=3\n\n synthetic_size=300 ;\n"})
+    assert args.fix == ["epochs=3", "synthetic_size=300"]
+
+
+def test_env_beats_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "study.yaml"
+    config.write_text("epochs: 9\ndata: synthetic\n")
+    _, overrides, _ = run_overrides(parse(["search", "--config", str(config)], {}))
+    assert overrides["optim"]["epochs"] == 9
+    _, overrides, _ = run_overrides(parse(["search"], {"CONVSCOPE_CONFIG": str(config), "CONVSCOPE_EPOCHS": "4"}))
+    assert overrides["optim"]["epochs"] == 4 and overrides["data"]["data"] == "synthetic"
+
+
+def test_invalid_switch_value_raises_and_main_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(EnvFlagError, match="CONVSCOPE_QUIET"):
+        env_argv(subcommand_parsers(build_parser())["search"], {"CONVSCOPE_QUIET": "maybe"})
+    monkeypatch.setenv("CONVSCOPE_QUIET", "maybe")
+    assert search.cli.main(["search", "--init-only"]) == 2
+    err = capsys.readouterr().err
+    assert "CONVSCOPE_QUIET" in err and "maybe" in err and "true" in err
+
+
+def test_invalid_int_names_the_variable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CONVSCOPE_TRIALS", "abc")
+    monkeypatch.setenv("CONVSCOPE_TEST_SOMETHING", "1")  # test settings are not listed
+    with pytest.raises(SystemExit) as raised:
+        search.cli.main(["search", "--init-only"])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid int value: 'abc'" in err
+    note = err.splitlines()[-1]
+    assert "flags were also taken from the environment" in note and "CONVSCOPE_TRIALS" in note
+    assert "CONVSCOPE_TEST_SOMETHING" not in note
+
+
+def test_nested_serve_service_gets_its_env_flags() -> None:
+    parser = build_parser()
+    env = {"CONVSCOPE_PORT": "5001", "CONVSCOPE_HOST": "0.0.0.0", "CONVSCOPE_AUTH": "true",
+           "CONVSCOPE_LOGDIR": "/tb"}
+    argv = with_env_flags(parser, ["serve", "mlflow", "--check"], env)
+    assert argv[:2] == ["serve", "mlflow"] and argv[-1] == "--check" and "--logdir" not in argv
+    args = parser.parse_args(argv)
+    assert (args.service, args.port, args.host, args.auth, args.check) == ("mlflow", 5001, "0.0.0.0", True, True)
+    args = parse(["serve", "tensorboard", "--port", "7000"], env)  # no --auth there: ignored
+    assert (args.port, args.host, args.logdir) == (7000, "0.0.0.0", "/tb") and not hasattr(args, "auth")
+    assert parse(["serve", "mlflow"], {"CONVSCOPE_AUTH": "off"}).auth is False
+
+
+def test_variables_for_another_sub_command_are_ignored() -> None:
+    env = {"CONVSCOPE_LOGDIR": "/tb", "CONVSCOPE_AUTH": "true", "CONVSCOPE_MLFLOW_PORT": "1234"}
+    assert with_env_flags(build_parser(), ["search"], env) == ["search"]
+    args = parse(["serve", "optuna-dashboard"], {"CONVSCOPE_TRIALS": "abc", "CONVSCOPE_FIX": "x=1"})
+    assert args.port == 8080 and not hasattr(args, "trials")
+
+
+def test_help_handler_and_unknown_commands_are_not_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    env = {"CONVSCOPE_HELP": "1", "CONVSCOPE_HANDLER": "x", "CONVSCOPE_COMMAND": "train", "CONVSCOPE_SERVICE": "x"}
+    assert with_env_flags(parser, ["search"], env) == ["search"]
+    assert with_env_flags(parser, ["serve", "mlflow"], env) == ["serve", "mlflow"]
+    assert with_env_flags(parser, ["--help"], {"CONVSCOPE_TRIALS": "3"}) == ["--help"]
+    assert with_env_flags(parser, ["nosuch", "search"], {"CONVSCOPE_TRIALS": "3"}) == ["nosuch", "search"]
+    assert with_env_flags(parser, [], {"CONVSCOPE_TRIALS": "3"}) == []
+    monkeypatch.setenv("CONVSCOPE_STUDY_NAME", "from-os-environ")  # environ=None: os.environ
+    assert with_env_flags(parser, ["search"]) == ["search", "--study-name", "from-os-environ"]
