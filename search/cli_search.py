@@ -119,8 +119,9 @@ def check_worker(args: argparse.Namespace) -> int:
     from search.cli_serve import check
     from search.storage import resolve_storage
 
-    runs_dir = Path(args.runs_dir or "runs")
-    storage = resolve_storage(runs_dir, args.storage, args.heartbeat)
+    preset, overrides, _ = run_overrides(args)  # the runs folder and MLflow URI may come from --config
+    tracking = build_config(preset, overrides).tracking
+    storage = resolve_storage(Path(tracking.runs_dir), args.storage, args.heartbeat)
     problems = []
     try:
         if storage.kind == "rdb":
@@ -132,7 +133,7 @@ def check_worker(args: argparse.Namespace) -> int:
         store.get_study_id_from_name(args.study_name)
     except Exception as error:  # any storage failure is what this check reports
         problems.append(f"study {args.study_name!r} in {storage.display}: {type(error).__name__}: {error}")
-    uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith(("http://", "https://")):
         healthy, detail = check(uri.rstrip("/") + "/health")
         if not healthy:

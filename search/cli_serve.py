@@ -69,6 +69,8 @@ def _service(services: argparse._SubParsersAction, name: str, help_text: str) ->
 def health_url(service: str, host: str, port: int) -> str:
     """The URL a health check asks; a wildcard listen address is checked on loopback."""
     reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in reachable:
+        reachable = f"[{reachable}]"  # IPv6 literal
     return f"http://{reachable}:{port}{HEALTH_PATHS[service]}"
 
 
@@ -109,7 +111,8 @@ def mlflow_command(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
         auth_db = args.auth_database_uri or _beside(artifacts, "basic_auth.db")
         extra_env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(auth_db))
         app_name = "basic-auth"
-    return mlflow_server_command(backend, args.host, args.port, artifacts_destination=artifacts,
+    del backend  # MLflow reads MLFLOW_BACKEND_STORE_URI itself: its password stays off the command line
+    return mlflow_server_command(None, args.host, args.port, artifacts_destination=artifacts,
                                  app_name=app_name), extra_env
 
 
@@ -124,12 +127,14 @@ def _beside(artifacts: str, filename: str) -> str:
 def write_auth_config(database_uri: str) -> Path:
     """A private basic-auth config (MLFLOW_AUTH_CONFIG_PATH). It holds no password: MLflow
     reads the admin account from MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD."""
+    if "\n" in database_uri or "\r" in database_uri:
+        raise ConfigError("--auth-database-uri must be one line")
     handle, path = tempfile.mkstemp(prefix="convscope-mlflow-auth-", suffix=".ini")
     with os.fdopen(handle, "w") as config:
         config.write(
             "[mlflow]\n"
             f"default_permission = {AUTH_DEFAULT_PERMISSION}\n"
-            f"database_uri = {database_uri}\n"
+            f"database_uri = {database_uri.replace('%', '%%')}\n"  # configparser interpolates %
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         )
     return Path(path)
@@ -141,7 +146,7 @@ def dashboard_command(args: argparse.Namespace, environ: Mapping[str, str]) -> l
     storage = _required(environ, "CONVSCOPE_STORAGE", "the study storage URL (postgresql+psycopg2://…)")
     handle, path = tempfile.mkstemp(prefix="convscope-dashboard-", suffix=".toml")  # mode 0600
     with os.fdopen(handle, "w") as config:
-        config.write(f"[optuna_dashboard]\nstorage = {json.dumps(storage)}\n")
+        config.write(f"[optuna_dashboard]\nstorage = {json.dumps(storage, ensure_ascii=False)}\n")
     return optuna_dashboard_command(None, args.host, args.port, config_file=path)
 
 

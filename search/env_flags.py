@@ -10,18 +10,21 @@ Precedence: a flag on the command line, then its environment variable, then the
 flags (inserted right after the sub-command, so later command-line flags win), hence
 the same types, choices and error messages. Switches take ``1/true/yes/on`` or
 ``0/false/no/off``; a repeatable flag (``--fix``) takes several values separated by
-newlines or ``;``.
+newlines or ``;``; a flag of several values (``depth --widths``) takes them split like
+a shell would. An empty variable counts as unset, and a variable is ignored when the
+command line already has a flag it would be mutually exclusive with.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+import shlex
+from collections.abc import Collection, Mapping, Sequence
 
 PREFIX = "CONVSCOPE_"
 TRUE = frozenset({"1", "true", "yes", "on"})
-FALSE = frozenset({"0", "false", "no", "off", ""})
+FALSE = frozenset({"0", "false", "no", "off"})
 SKIPPED = frozenset({"help", "handler"})
 
 
@@ -46,8 +49,21 @@ def _switch(name: str, value: str) -> bool:
     raise EnvFlagError(f"{name}={value!r}: use 1/true/yes/on or 0/false/no/off")
 
 
-def env_argv(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The flags of ``parser`` that ``environ`` sets, as command-line arguments.
+def _excluded(parser: argparse.ArgumentParser, action: argparse.Action, given: Collection[str]) -> bool:
+    """Whether the command line holds a flag that ``action`` is mutually exclusive with."""
+    for group in parser._mutually_exclusive_groups:
+        if action in group._group_actions:
+            others = {s for a in group._group_actions if a is not action for s in a.option_strings}
+            if others & set(given):
+                return True
+    return False
+
+
+def env_argv(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None, given: Collection[str] = ()
+) -> list[str]:
+    """The flags of ``parser`` that ``environ`` sets, as command-line arguments; ``given`` are
+    the flags already on the command line.
 
     Raises:
         EnvFlagError: a switch variable holds something other than a yes/no word.
@@ -60,9 +76,9 @@ def env_argv(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None 
         ):
             continue
         name = env_name(action)
-        if name not in environ:
+        value = environ.get(name, "")
+        if not value.strip() or _excluded(parser, action, given):
             continue
-        value = environ[name]
         flag = _long_flag(action)
         if isinstance(action, argparse.BooleanOptionalAction):
             argv.append(flag if _switch(name, value) else "--no-" + flag[2:])
@@ -75,8 +91,10 @@ def env_argv(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None 
                     argv += [flag, item.strip()]
         elif action.nargs == 0:
             continue  # other zero-argument actions (version, count) are command-line only
+        elif action.nargs in ("+", "*") or isinstance(action.nargs, int) and action.nargs > 1:
+            argv += [flag, *shlex.split(value)]
         else:
-            argv += [flag, value]
+            argv.append(f"{flag}={value}")  # one token: a value may start with "-"
     return argv
 
 
@@ -100,7 +118,8 @@ def with_env_flags(
             break
         current = commands[argv[position]]
         position += 1
-        inserted = env_argv(current, environ)
+        given = [token.split("=", 1)[0] for token in argv[position:] if token.startswith("-")]
+        inserted = env_argv(current, environ, given)
         argv[position:position] = inserted
         position += len(inserted)
     return argv

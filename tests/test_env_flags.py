@@ -45,7 +45,7 @@ def test_env_flags_go_right_after_the_sub_command_and_the_command_line_wins() ->
     env = {"CONVSCOPE_TRIALS": "7", "CONVSCOPE_STUDY_NAME": "from-env"}
     argv = with_env_flags(parser, ["search", "--trials", "3"], env)
     assert argv[0] == "search" and argv[-2:] == ["--trials", "3"]
-    assert sorted(argv[1:-2]) == sorted(["--trials", "7", "--study-name", "from-env"])
+    assert sorted(argv[1:-2]) == sorted(["--trials=7", "--study-name=from-env"])
     args = parser.parse_args(argv)
     assert args.trials == 3 and args.study_name == "from-env"
 
@@ -143,4 +143,18 @@ def test_help_handler_and_unknown_commands_are_not_mapped(monkeypatch: pytest.Mo
     assert with_env_flags(parser, ["nosuch", "search"], {"CONVSCOPE_TRIALS": "3"}) == ["nosuch", "search"]
     assert with_env_flags(parser, [], {"CONVSCOPE_TRIALS": "3"}) == []
     monkeypatch.setenv("CONVSCOPE_STUDY_NAME", "from-os-environ")  # environ=None: os.environ
-    assert with_env_flags(parser, ["search"]) == ["search", "--study-name", "from-os-environ"]
+    assert with_env_flags(parser, ["search"]) == ["search", "--study-name=from-os-environ"]
+
+
+def test_values_that_look_like_flags_lists_and_empty_variables() -> None:
+    """A value may start with "-"; several values split like a shell; empty means unset."""
+    args = parse(["search"], {"CONVSCOPE_STUDY_NAME": "-odd", "CONVSCOPE_TRIALS": "", "CONVSCOPE_QUIET": ""})
+    assert (args.study_name, args.trials, args.quiet) == ("-odd", 20, False)
+    assert parse(["depth"], {"CONVSCOPE_WIDTHS": "16 32"}).widths == [16, 32]
+
+
+def test_an_env_flag_yields_to_a_mutually_exclusive_command_line_flag() -> None:
+    """``CONVSCOPE_STUDY`` must not break ``convscope depth --widths …`` (the two exclude each other)."""
+    args = parse(["depth", "--widths", "8", "16"], {"CONVSCOPE_STUDY": "pets"})
+    assert args.widths == [8, 16] and args.study is None
+    assert parse(["depth"], {"CONVSCOPE_STUDY": "pets"}).study == "pets"

@@ -84,7 +84,8 @@ def test_mlflow_command_from_the_environment(
     monkeypatch.setenv("CONVSCOPE_PORT", "5123")
     cmd, env = serve(exec_calls, "mlflow")
     assert "server" in cmd and "--serve-artifacts" in cmd and "--app-name" not in cmd
-    assert after(cmd, "--backend-store-uri") == mlflow_env["MLFLOW_BACKEND_STORE_URI"]
+    assert "--backend-store-uri" not in cmd, "the database URL (with its password) stays out of ps"
+    assert not any(mlflow_env["MLFLOW_BACKEND_STORE_URI"] in part for part in cmd)
     assert after(cmd, "--artifacts-destination") == mlflow_env["MLFLOW_ARTIFACTS_DESTINATION"]
     assert (after(cmd, "--host"), after(cmd, "--port")) == ("0.0.0.0", "5123")
     assert env["MLFLOW_BACKEND_STORE_URI"] == mlflow_env["MLFLOW_BACKEND_STORE_URI"]
@@ -320,3 +321,27 @@ def test_search_init_only_then_check(
     assert search.cli.main(["search", "--check"]) == 1
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # embedded: not checked
     assert search.cli.main(["search", "--check"]) == 0
+
+
+def test_check_finds_the_runs_folder_of_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--init-only`` and ``--check`` agree on where the study lives when ``--config`` says it."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "study.yaml"
+    config.write_text(f"tracking:\n  runs_dir: {tmp_path / 'elsewhere'}\n")
+    flags = ["search", "--config", str(config), "--study-name", "s"]
+    assert search.cli.main([*flags, "--init-only"]) == 0
+    assert (tmp_path / "elsewhere" / "optuna" / "journal.log").is_file()
+    assert search.cli.main([*flags, "--check"]) == 0
+
+
+def test_auth_database_uri_with_percent_escapes_reads_back_in_mlflow(
+    exec_calls: list[ExecCall], mlflow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A URL-encoded password (``%40``) must survive MLflow's configparser-based reader."""
+    from mlflow.server.auth.config import read_auth_config
+
+    auth_db = "postgresql+psycopg2://convscope:p%40ss@db:5432/mlflow_auth"
+    _, env = serve(exec_calls, "mlflow", "--auth", "--auth-database-uri", auth_db)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert read_auth_config().database_uri == auth_db
+    assert search.cli.main(["serve", "mlflow", "--auth", "--auth-database-uri", "sqlite:///a\nadmin_password = x"]) == 2

@@ -45,7 +45,7 @@ def _console_script(name: str) -> list[str]:
 
 
 def mlflow_server_command(
-    backend_store_uri: str,
+    backend_store_uri: str | None,
     host: str,
     port: int,
     *,
@@ -58,7 +58,8 @@ def mlflow_server_command(
     """Command line of an MLflow tracking server.
 
     Args:
-        backend_store_uri: e.g. ``sqlite:///runs/mlflow.db`` or a PostgreSQL URL.
+        backend_store_uri: e.g. ``sqlite:///runs/mlflow.db`` or a PostgreSQL URL; None leaves it to
+            ``MLFLOW_BACKEND_STORE_URI`` in the server's environment (keeps a password out of ``ps``).
         host, port: where to listen.
         artifacts_destination: where proxied artifacts are stored (``--artifacts-destination``,
             with ``--serve-artifacts``); clients then upload through the server.
@@ -76,12 +77,10 @@ def mlflow_server_command(
             "ui_only browses an existing store and takes no artifacts_destination; "
             "drop one of the two"
         )
-    cmd = _console_script("mlflow") + [
-        "ui" if ui_only else "server",
-        "--backend-store-uri", backend_store_uri,
-        "--host", host,
-        "--port", str(port),
-    ]
+    cmd = _console_script("mlflow") + ["ui" if ui_only else "server"]
+    if backend_store_uri is not None:
+        cmd += ["--backend-store-uri", backend_store_uri]
+    cmd += ["--host", host, "--port", str(port)]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     if app_name is not None:
