@@ -144,11 +144,11 @@ def check_worker(args: argparse.Namespace) -> int:
 
 
 def handle_search(args: argparse.Namespace) -> int:
+    if args.check:  # before the heavy imports: a health check runs every minute
+        return check_worker(args)
     from search.session import run_study
     from search.study import StudyStopped
 
-    if args.check:
-        return check_worker(args)
     settings = build_settings(args)
     if args.init_only:
         from search.study import create
