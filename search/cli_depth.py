@@ -179,6 +179,8 @@ def _spec(distribution: Any) -> Any:
 
 def handle_depth(args: argparse.Namespace) -> int:
     from search.depth import run_depth_study
+    from train.interrupts import sigterm_as_interrupt
 
-    run_depth_study(build_depth_settings(args))
+    with sigterm_as_interrupt():  # SIGTERM: the running fold and the parent end KILLED, as on Ctrl-C
+        run_depth_study(build_depth_settings(args))
     return 0

@@ -146,6 +146,13 @@ def check_worker(args: argparse.Namespace) -> int:
 def handle_search(args: argparse.Namespace) -> int:
     if args.check:  # before the heavy imports: a health check runs every minute
         return check_worker(args)
+    from train.interrupts import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # docker stop / kill: the running trials end KILLED, as on Ctrl-C
+        return _search(args)
+
+
+def _search(args: argparse.Namespace) -> int:
     from search.session import run_study
     from search.study import StudyStopped
 

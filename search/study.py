@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import warnings
 import zlib
@@ -26,7 +27,9 @@ from search.objective import Objective, StudySettings
 from search.space import make_sampler
 from search.storage import open_storage
 from tracking.base import RunStatus
+from train.interrupts import Terminated
 
+STOP_GRACE_SECONDS = 60  # how long interrupted workers get to close their runs (compose allows 2 min)
 FAILURE_STREAK = 3  # this many consecutive failures with the same error stop the study
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -158,9 +161,18 @@ def run_workers(settings: StudySettings, remaining: int, *, pruner: optuna.prune
     try:
         for process in processes:
             process.join()
+    except Terminated:
+        # SIGTERM reached this process only (a terminal's Ctrl-C reaches the whole group):
+        # pass it on as Ctrl-C so each worker ends its trial KILLED and flushes its run.
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGINT)
+        for process in processes:
+            process.join(timeout=STOP_GRACE_SECONDS)
+        raise
     except KeyboardInterrupt:
         for process in processes:
-            process.join(timeout=30)
+            process.join(timeout=STOP_GRACE_SECONDS)
         raise
     finally:
         for process in processes:

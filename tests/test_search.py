@@ -140,7 +140,13 @@ def test_search_usage_errors(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--fix" in done.stderr
 
 
-def test_ctrl_c_ends_trial_and_parent_killed_and_the_study_continues(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop, jobs", [("SIGINT", 1), ("SIGTERM", 1), ("SIGTERM", 2)],
+                         ids=["ctrl-c", "sigterm", "sigterm-2-workers"])
+def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
+    tmp_path: Path, stop: str, jobs: int
+) -> None:
+    """Ctrl-C, or SIGTERM to the main process only (``docker stop``, ``kill``): every running
+    trial's run and the parent end KILLED; SIGTERM is passed on to worker processes."""
     import signal
     import subprocess
     import sys
@@ -148,7 +154,7 @@ def test_ctrl_c_ends_trial_and_parent_killed_and_the_study_continues(tmp_path: P
 
     runs = tmp_path / "runs"
     slow = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=40", "--fix", "synthetic_size=2000",
-            "--pruner", "none", "--trials", "2"]
+            "--pruner", "none", "--trials", "2", "--jobs", str(jobs)]
     proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--runs-dir", str(runs), *slow],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
@@ -156,20 +162,23 @@ def test_ctrl_c_ends_trial_and_parent_killed_and_the_study_continues(tmp_path: P
         journal = runs / "optuna" / "journal.log"
         if journal.exists():
             trials = load(runs).trials
-            if trials and "mlflow_run_id" in trials[0].user_attrs:
+            if len(trials) >= jobs and all("mlflow_run_id" in t.user_attrs for t in trials[:jobs]):
                 break
         time.sleep(0.5)
     else:
         proc.kill()
         pytest.fail(proc.communicate()[0])
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, stop))
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
     client = mlflow_client(runs)
-    trial = load(runs).trials[0]
-    assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    trials = load(runs).trials
+    assert len(trials) == jobs, output
+    for trial in trials:
+        assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED", output
+        assert trial.state == TrialState.FAIL
     parents = client.search_runs(["1"], "tags.`convscope.kind` = 'study'")
     assert [p.info.status for p in parents] == ["KILLED"]
     again = run_study(settings_for(runs, "--trials", "1", "--pruner", "none"), echo=lambda line: None)
-    assert len(again.trials) == 2 and again.trials[1].state == TrialState.COMPLETE  # continued, numbering goes on
+    assert len(again.trials) == jobs + 1 and again.trials[-1].state == TrialState.COMPLETE  # numbering goes on

@@ -7,16 +7,13 @@ itself knows nothing about studies.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 from train.cliargs import add_config_arguments, load_config_file, merge, overrides_from_args
 from train.config import PRESETS, RunConfig, build_config, to_dict
 from train.errors import ConfigError
+from train.interrupts import sigterm_as_interrupt
 
 EXAMPLES = """examples:
   convscope train                                  # seed network on the built-in synthetic data
@@ -75,7 +72,7 @@ def handle_train(args: argparse.Namespace) -> int:
         return 0
     from train.run import run
 
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         result = run(config, progress=not args.quiet, resume=checkpoint, echo=_echo(args.quiet))
     summary = result.final
     print(
@@ -97,20 +94,6 @@ def _echo(quiet: bool):  # type: ignore[no-untyped-def]
             print(line, flush=True)
 
     return echo
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the run like Ctrl-C: KILLED, queues flushed, writers closed."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def add_ui_parser(subparsers: argparse._SubParsersAction) -> None:
