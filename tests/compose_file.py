@@ -37,6 +37,11 @@ def load(path: Path = COMPOSE_FILE) -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
+def example_env() -> dict[str, str]:
+    """The variables of .env.example, as a user's .env would set them."""
+    return dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", (REPO / ".env.example").read_text(), re.M))
+
+
 def variables(path: Path = COMPOSE_FILE) -> set[str]:
     """Every variable the file interpolates."""
     return {m.group("braced") or m.group("bare") for m in _VARIABLE.finditer(path.read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import compose_file
-from compose_file import COMPOSE_FILE, REMOTE_OVERLAY, REPO, MissingVariable
+from compose_file import COMPOSE_FILE, REMOTE_OVERLAY, REPO, MissingVariable, example_env
 from search.cli import build_parser
 from search.env_flags import with_env_flags
 
@@ -25,11 +25,6 @@ SECRETS = {"POSTGRES_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY"}
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return compose_file.load()
-
-
-def example_env() -> dict[str, str]:
-    """The variables of .env.example, as a user's .env would set them."""
-    return dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", (REPO / ".env.example").read_text(), re.M))
 
 
 def all_values(env: dict[str, str]) -> dict[str, str]:

@@ -48,12 +48,6 @@ TINY_STUDY = {  # the study definition (docker/search.yaml's role), small enough
 }
 
 
-def example_variables() -> dict[str, str]:
-    import re
-
-    return dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", (REPO / ".env.example").read_text(), re.M))
-
-
 def executable(argv: list[str]) -> list[str]:
     """``convscope …`` as installed beside this interpreter (what the image has on PATH)."""
     assert argv[0] == "convscope", argv
@@ -66,7 +60,7 @@ class Stack:
 
     def __init__(self, tmp: Path, new_database: Callable[[], str], **variables: str) -> None:
         self.tmp = tmp
-        self.variables = {**example_variables(), "POSTGRES_PASSWORD": "not-used-by-the-test-server",
+        self.variables = {**compose_file.example_env(), "POSTGRES_PASSWORD": "not-used-by-the-test-server",
                           "MLFLOW_ADMIN_PASSWORD": f"Stack-{uuid.uuid4().hex}",
                           "MLFLOW_SECRET_KEY": uuid.uuid4().hex, **variables}
         self.ports = {name: free_port() for name in ("mlflow", "tensorboard", "optuna-dashboard")}
