@@ -158,12 +158,14 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
     proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--runs-dir", str(runs), *slow],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until trial 0 is running and linked to its MLflow run
+    while time.monotonic() < deadline:  # until every worker's trial runs, linked to its MLflow run
         journal = runs / "optuna" / "journal.log"
-        if journal.exists():
-            trials = load(runs).trials
-            if len(trials) >= jobs and all("mlflow_run_id" in t.user_attrs for t in trials[:jobs]):
-                break
+        try:  # the journal file exists a moment before the study is written into it
+            trials = load(runs).trials if journal.exists() else []
+        except KeyError:
+            trials = []
+        if len(trials) >= jobs and all("mlflow_run_id" in t.user_attrs for t in trials[:jobs]):
+            break
         time.sleep(0.5)
     else:
         proc.kill()
