@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,14 @@ def open_storage(
         path = Path(storage.url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we rely on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _open_rdb(storage, on_dead_trial)
+
+
+def _open_rdb(
+    storage: StudyStorage, on_dead_trial: Callable[[optuna.Study, FrozenTrial], None] | None
+) -> BaseStorage:
     retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
     def stale_trial_callback(study: optuna.Study, trial: FrozenTrial) -> None:
