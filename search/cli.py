@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args = parser.parse_args(argv)
-    except SystemExit:
+    except SystemExit as stopped:
         names = sorted(name for name in os.environ if name.startswith(PREFIX) and "_TEST_" not in name)
-        if names:
+        if names and stopped.code not in (0, None):
             print(f"convscope: note: flags were also taken from the environment: {', '.join(names)}",
                   file=sys.stderr)
         raise

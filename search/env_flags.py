@@ -33,7 +33,8 @@ class EnvFlagError(ValueError):
 
 
 def env_name(action: argparse.Action) -> str:
-    return PREFIX + action.dest.upper()
+    """``--trials-per-gpu`` → ``CONVSCOPE_TRIALS_PER_GPU`` (named after the flag, not its dest)."""
+    return PREFIX + _long_flag(action)[2:].upper().replace("-", "_")
 
 
 def _long_flag(action: argparse.Action) -> str:

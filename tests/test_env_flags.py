@@ -158,3 +158,12 @@ def test_an_env_flag_yields_to_a_mutually_exclusive_command_line_flag() -> None:
     args = parse(["depth", "--widths", "8", "16"], {"CONVSCOPE_STUDY": "pets"})
     assert args.widths == [8, 16] and args.study is None
     assert parse(["depth"], {"CONVSCOPE_STUDY": "pets"}).study == "pets"
+
+
+def test_train_flags_are_named_after_the_flag_not_its_dest() -> None:
+    """``convscope train --depth`` (dest ``model::depth``) reads ``CONVSCOPE_DEPTH``."""
+    parser = build_parser()
+    argv = with_env_flags(parser, ["train"], {"CONVSCOPE_DEPTH": "3", "CONVSCOPE_DROPOUT": "0.25"})
+    assert sorted(argv[1:]) == ["--depth=3", "--dropout=0.25"]
+    args = parser.parse_args(argv)
+    assert (getattr(args, "model::depth"), getattr(args, "model::dropout")) == (3, 0.25)
