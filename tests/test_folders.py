@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import train.cache
 import train.data
 from train.batches import DeviceBatches, Normalizer, StreamingBatches, augment, make_batches
 from train.config import DataConfig
@@ -91,6 +92,28 @@ def test_changed_file_invalidates_the_cache(pets: Path, tmp_path: Path) -> None:
     index = [Path(i) for i in again.train.ids + again.val.ids].index(changed)
     images = torch.cat([again.train.images, again.val.images])
     assert images[index, 1].float().mean() > 200  # the new green pixels, not the cached red ones
+
+
+def test_cache_writes_leave_no_temporary_files(
+    pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Workers sharing a cache volume write through unique temp names; a failed write leaves nothing
+    behind and does not stop the run."""
+    load(pets, tmp_path)
+    written = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert len(written) == 1 and not written[0].endswith(".tmp")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        Path(str(args[1])).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train.cache, "save_file", disk_full)
+    for entry in (tmp_path / "cache").rglob("*.safetensors"):
+        entry.unlink()
+    splits = load(pets, tmp_path)  # training goes on without the cache
+    assert len(splits.train) + len(splits.val) == 20 and "not cached" in splits.description
+    assert "could not write the decode cache" in capsys.readouterr().err
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
 
 def test_class_folder_without_a_readable_image(tmp_path: Path) -> None:

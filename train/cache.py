@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,15 +72,21 @@ def load_entry(path: Path) -> DecodedFiles | None:
 
 def store_entry(path: Path, decoded: DecodedFiles) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(
-        {"images": decoded.images.contiguous(), "labels": decoded.labels, "splits": decoded.splits},
-        str(tmp),
-        metadata={
-            "format": CACHE_FORMAT,
-            "ids": json.dumps(decoded.ids),
-            "skipped": json.dumps(decoded.skipped),
-            "total": str(decoded.total),
-        },
-    )
-    os.replace(tmp, path)
+    # mkstemp, not the pid: workers in different containers share the volume and their pids.
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        save_file(
+            {"images": decoded.images.contiguous(), "labels": decoded.labels, "splits": decoded.splits},
+            str(tmp),
+            metadata={
+                "format": CACHE_FORMAT,
+                "ids": json.dumps(decoded.ids),
+                "skipped": json.dumps(decoded.skipped),
+                "total": str(decoded.total),
+            },
+        )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

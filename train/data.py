@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -166,6 +167,18 @@ def _generated(kind: str, count: int, image_size: int, seed: int) -> tuple[torch
     return make_scale_task(count, image_size, seed, int(kind.removeprefix("scale")))
 
 
+def _store_best_effort(cache_file: Path, entry: DecodedFiles) -> bool:
+    """Write the cache entry; a full or read-only cache directory costs a decode next time, not this run."""
+    try:
+        store_entry(cache_file, entry)
+    except OSError as error:
+        print(f"convscope: could not write the decode cache {cache_file} ({error.strerror or error}); "
+              "training goes on, the next run decodes again — free space there or set --cache-dir",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def _folder(config: DataConfig, image_size: int, seed: int, cache_dir: Path, progress: bool) -> Splits:
     root = Path(config.data).expanduser()
     layout = find_layout(root)
@@ -175,18 +188,21 @@ def _folder(config: DataConfig, image_size: int, seed: int, cache_dir: Path, pro
     streaming = needed > config.memory_fraction * available_memory()
     cache_file = entry_path(cache_dir, key, image_size)
     decoded_now = 0
+    cached = False
     entry = None if streaming else load_entry(cache_file)
     if entry is None:
         entry = _decode(files, labels, splits, image_size, keep=not streaming, progress=progress)
         decoded_now = entry.total
         if not streaming:
-            store_entry(cache_file, entry)
+            cached = _store_best_effort(cache_file, entry)
     _check_usable(root, layout, entry)
     if streaming:
         source = (f"streaming from the files: {needed / 2**30:.1f} GiB decoded would exceed "
                   f"{config.memory_fraction:.0%} of the available memory (--memory-fraction)")
+    elif decoded_now:
+        source = "decoded now, cached" if cached else "decoded now, not cached"
     else:
-        source = "decoded now, cached" if decoded_now else "from the decode cache"
+        source = "from the decode cache"
     kept = ImageSet(entry.labels, entry.ids, entry.images if not streaming else None, image_size)
     if layout.kind == "pre-split":
         if config.folds:
