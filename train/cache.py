@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
+
+from train.atomic import write_atomically
 
 CACHE_FORMAT = "convscope.decoded/1"
 DECODER_VERSION = "1"  # bump when train.images decodes differently: old entries stop matching
@@ -71,22 +71,13 @@ def load_entry(path: Path) -> DecodedFiles | None:
 
 
 def store_entry(path: Path, decoded: DecodedFiles) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp, not the pid: workers in different containers share the volume and their pids.
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        save_file(
-            {"images": decoded.images.contiguous(), "labels": decoded.labels, "splits": decoded.splits},
-            str(tmp),
-            metadata={
-                "format": CACHE_FORMAT,
-                "ids": json.dumps(decoded.ids),
-                "skipped": json.dumps(decoded.skipped),
-                "total": str(decoded.total),
-            },
-        )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: save_file(
+        {"images": decoded.images.contiguous(), "labels": decoded.labels, "splits": decoded.splits},
+        tmp,
+        metadata={
+            "format": CACHE_FORMAT,
+            "ids": json.dumps(decoded.ids),
+            "skipped": json.dumps(decoded.skipped),
+            "total": str(decoded.total),
+        },
+    ))

@@ -9,7 +9,6 @@ A checkpoint folder holds:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from train.atomic import write_atomically
 
 from train.config import RunConfig, from_dict, to_dict
 from train.errors import ConfigError
@@ -42,16 +43,16 @@ def save_model(directory: Path, model: nn.Module, config: RunConfig, extra: dict
     """Write the weights and the config JSON (atomically, so a kill never leaves half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    _atomic(directory / MODEL_FILE, lambda tmp: save_file(state, tmp, metadata={"epoch": str(epoch)}))
+    write_atomically(directory / MODEL_FILE, lambda tmp: save_file(state, tmp, metadata={"epoch": str(epoch)}))
     payload = {"config": to_dict(config), **extra, "epoch": epoch}
-    _atomic(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
+    write_atomically(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
 
 
 def save_checkpoint(
     directory: Path, model: nn.Module, config: RunConfig, extra: dict[str, Any], loop_state: dict[str, Any]
 ) -> None:
     save_model(directory, model, config, extra, int(loop_state["epoch"]))
-    _atomic(directory / STATE_FILE, lambda tmp: torch.save(loop_state, tmp))
+    write_atomically(directory / STATE_FILE, lambda tmp: torch.save(loop_state, tmp))
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:
@@ -68,9 +69,3 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     payload.pop("epoch", None)
     loop_state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     return Checkpoint(config, load_file(folder / MODEL_FILE), loop_state, payload)
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
