@@ -6,12 +6,14 @@ import argparse
 import json
 import tempfile
 import warnings
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from search.run_flags import add_run_flags, run_overrides
-from train.config import SECTIONS, RunConfig, build_config, from_dict, to_dict
+from train.config import RunConfig, build_config, from_dict, to_dict
 from train.errors import ConfigError
 
 EXAMPLES = """
@@ -102,17 +104,18 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
 
 
 def run_config(command: RunConfig, run_id: str) -> RunConfig:
-    """The RunConfig a finished run trained: its ``model/config.json`` artifact, else its params."""
+    """The RunConfig a run trained: its ``model/config.json`` artifact (a finished run), else its
+    ``config.yaml`` artifact (logged when the run starts)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from search.fixes import coerce_field
+    from tracking.mlflow_sink import CONFIG_ARTIFACT
     from tracking.stores import resolve_stores
 
     stores = resolve_stores(command.tracking.runs_dir, command.tracking.mlflow_uri)
     client = MlflowClient(stores.mlflow_uri)
     try:
-        run = client.get_run(run_id)
+        client.get_run(run_id)
     except MlflowException as error:
         raise ConfigError(f"--ablate {run_id}: no such run in {stores.mlflow_uri} "
                           f"({str(error).splitlines()[0]})") from None
@@ -120,18 +123,14 @@ def run_config(command: RunConfig, run_id: str) -> RunConfig:
         try:
             path = client.download_artifacts(run_id, "model/config.json", tmp)
             return from_dict(json.loads(Path(path).read_text())["config"])
-        except Exception:  # no model artifact (a run that did not finish): rebuild from the params
+        except Exception:  # no model artifact (a run that did not finish): the config it started with
             pass
-    overrides: dict[str, dict[str, Any]] = {}
-    for section, cls in SECTIONS.items():
-        for f in fields(cls):
-            value = run.data.params.get(f"{section}.{f.name}")
-            if value is not None and f.metadata.get("cli", True):
-                overrides.setdefault(section, {})[f.name] = coerce_field(f.name, value)
-    if "model" not in overrides:
-        raise ConfigError(f"--ablate {run_id}: the run has neither a model/config.json artifact nor model.* params; "
-                          "give a run made by convscope train or search")
-    return build_config(run.data.params.get("preset", "seed"), overrides)
+        try:
+            path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+        except Exception:
+            raise ConfigError(f"--ablate {run_id}: the run has neither a model/config.json nor a {CONFIG_ARTIFACT} "
+                              "artifact; give a run made by convscope train or search") from None
+        return from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
 
 def study_config(base: RunConfig, name: str, storage_url: str) -> tuple[RunConfig, tuple[int, ...], str]:

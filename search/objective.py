@@ -25,7 +25,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from search.space import SearchSpace, suggest
+from search.space import SearchSpace, config_keys, suggest
 from search.storage import StudyStorage
 from tracking.base import RunStatus
 from tracking.stores import Stores, open_tracker, resolve_stores
@@ -98,7 +98,6 @@ class Objective:
         trial.set_user_attr("tensorboard_dir", str(tb_dir))
         if "mlflow_artifact_uri" in links:
             trial.set_user_attr("activations", links["mlflow_artifact_uri"].rstrip("/") + "/activations")
-        tracker.log_params({"optuna.trial": trial.number, "optuna.study": settings.study_name})
 
         def on_epoch_end(epoch: int, metrics: Mapping[str, float]) -> None:
             trial.report(metrics[settings.metric], epoch)
@@ -107,7 +106,8 @@ class Objective:
 
         state, status = "FAIL", RunStatus.FAILED
         try:
-            result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=False, echo=lambda line: None)
+            result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=False, echo=lambda line: None,
+                             searched=config_keys(trial.params))
             value = result.final[settings.metric]
             state, status = "COMPLETE", RunStatus.FINISHED
             return value

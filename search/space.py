@@ -22,6 +22,7 @@ import difflib
 import math
 import typing
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
@@ -107,6 +108,20 @@ def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group= is "experimental"
         return optuna.samplers.TPESampler(group=True, multivariate=True, seed=seed)
+
+
+#: The config setting (``section.field``) each parameter name of ``suggest`` sets.
+_CONFIG_KEYS = {
+    "depth": "model.depth", "base_width": "model.base_width", "growth": "model.growth",
+    "dropout": "model.dropout", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
+    "batch_size": "optim.batch_size",
+}
+
+
+def config_keys(names: Iterable[str]) -> tuple[str, ...]:
+    """The config settings that ``suggest``'s parameters ``names`` set (``width_K`` → ``model.widths``)."""
+    keys = ["model.widths" if name.startswith("width_") else _CONFIG_KEYS[name] for name in names]
+    return tuple(dict.fromkeys(keys))
 
 
 def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfig) -> RunConfig:

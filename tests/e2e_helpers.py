@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
@@ -71,10 +72,16 @@ def check_mlflow_run(run: MlflowRun, tmp: Path, epochs: int = 2) -> None:
     assert info.info.status == "FINISHED"
     experiment = run.client.get_experiment(info.info.experiment_id)
     assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
-    assert info.data.params["model.depth"] == "5" and info.data.params["model.parameters"] == "409682"
+    params = info.data.params
+    assert params["model.depth"] == "5" and params["model.parameters"] == "409682"
+    assert params["model.widths"] == "16,32,64,128,256" and len(params) <= 15, sorted(params)
+    config = yaml.safe_load(run.download("config.yaml", tmp / "config").read_text())
+    assert config["model"]["depth"] == 5 and config["optim"]["epochs"] == epochs and "tracking" in config
+    assert info.data.tags["data.classes"] == "0:horizontal,1:vertical"
     assert "data.fingerprint" in info.data.tags and "torch.version" in info.data.tags
     for layer in CONV_LAYERS_SEED:
         assert run.image_steps(f"feature_maps/{layer}") == steps, layer
+        assert run.image_steps(f"all_channels/{layer}") == steps, layer
         assert run.metric_steps(f"act_mean/{layer}") == steps
         assert run.metric_steps(f"act_zero_fraction/{layer}") == steps
     assert run.image_steps("saliency") == steps
@@ -94,4 +101,4 @@ def check_mlflow_run(run: MlflowRun, tmp: Path, epochs: int = 2) -> None:
     pooled = load_file(folder / "analysis.safetensors")
     assert tuple(pooled["conv5"].shape) == (64, 256) and tuple(pooled["labels"].shape) == (64,)
     assert "model.safetensors" in run.artifact_names("model")
-    assert any(name.startswith("confusion_matrix") for name in run.artifact_names("figures"))
+    assert f"confusion_matrix_step{epochs:04d}.png" in run.artifact_names("figures")  # at the last epoch

@@ -367,3 +367,11 @@ def test_seed_like_net_end_to_end_shapes() -> None:
     images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
     grid = saliency_grid(images, capture.gradient, capture.gradcam, class_names=["cat", "dog"], targets=capture.targets)
     assert grid.shape[1] == 7 * (64 + SALIENCY_PAD) + SALIENCY_PAD
+
+
+def test_feature_map_grid_single_probe_1x1_compares_channels() -> None:
+    activation = torch.zeros(1, 4, 1, 1)
+    activation[0, 2] = 3.0
+    grid = feature_map_grid(activation, min_tile=16)
+    colours = {tuple(grid[y, x]) for y in range(grid.shape[0]) for x in range(grid.shape[1])}
+    assert len(colours) >= 2  # the strong channel stands out instead of every tile being the low end

@@ -77,6 +77,7 @@ def test_null_tracker_accepts_everything(tmp_path: Path) -> None:
     assert isinstance(tracker, Tracker)
     assert tracker.log_params({f"p{i:03d}": i for i in range(250)} | {"long": "x" * 7000}) is None
     assert tracker.set_tags({"preset": "seed", "trial": "7"}) is None
+    assert tracker.log_config({"model": {"depth": 5}}) is None
     for step, image in enumerate(IMAGES):
         assert tracker.log_metrics({"train/loss": 1.0 / (step + 1)}, step) is None
         assert tracker.log_image("feature_maps/conv1", image, step) is None
@@ -151,6 +152,17 @@ class TestTrackerContract:
             assert len(stored) == 252 and stored["p007"] == "7"
             assert stored["long"] == "x" * 6000  # MLflow's limit
 
+    @pytest.mark.parametrize("backend", backends_with("config"), indirect=True)
+    def test_config_kept_in_full(self, backend: Backend) -> None:
+        config = {"model": {"depth": 5, "widths": (16, 32)}, "optim": {"lr": 0.01, "note": "a|b"}}
+        tracker = backend.make("config")
+        tracker.log_config(config)
+        tracker.close()
+        assert backend.config(tracker) == {
+            "model.depth": "5", "model.widths": "16,32", "optim.lr": "0.01",
+            "optim.note": "a\\|b" if isinstance(backend, TensorBoardBackend) else "a|b",
+        }
+
     @pytest.mark.parametrize("backend", backends_with("tags"), indirect=True)
     def test_tags(self, backend: Backend) -> None:
         tracker = backend.make("tags")
@@ -166,6 +178,8 @@ class TestTrackerContract:
         tracker.log_metrics({"loss": 1.0}, 0)
         tracker.close(status)
         assert backend.status(tracker) == (MLFLOW_STATUS[status.value], status.value)
+        name = backend.run(tracker).info.run_name
+        assert name == f"status-{status.value}" + (" (pruned)" if status is RunStatus.PRUNED else "")
 
     @pytest.mark.parametrize("backend", backends_with("metrics"), indirect=True)
     def test_close_is_idempotent(self, backend: Backend) -> None:
@@ -248,7 +262,7 @@ class TestMlflowTracker:
         )
         assert {r.info.run_id for r in found} == {c.run_id for c in children}
         child = client.get_run(children[1].run_id)
-        assert child.data.tags["mlflow.runName"] == "trial-1"
+        assert child.data.tags["mlflow.runName"] == "trial-1 (pruned)"  # the runs table shows the name
         assert child.data.tags["trial"] == "1"
         assert "mlflow.parentRunId" not in client.get_run(parent.run_id).data.tags
 

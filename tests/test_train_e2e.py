@@ -51,7 +51,9 @@ def test_embedded_run_in_tensorboard_events(embedded_run: Path) -> None:
     assert [e.step for e in events.Scalars("val/accuracy")] == [1, 2]
     image = events.Images("feature_maps/conv5")[0]
     assert 0.5 <= image.width / image.height <= 2.0  # near-square, even for 256 1x1 maps
-    assert "confusion_matrix" in tags["images"]
+    assert [e.step for e in events.Images("confusion_matrix")] == [2]  # after training, not "before"
+    for layer in CONV_LAYERS_SEED:
+        assert [e.step for e in events.Images(f"all_channels/{layer}")] == [0, 1, 2]
 
 
 def test_tensorboard_server_serves_every_layer_every_epoch(embedded_run: Path) -> None:
@@ -130,8 +132,11 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     first = convscope("train", "--epochs", "1", "--runs-dir", str(runs), "--quiet", "--run-name", "r", *FAST)
     assert first.returncode == 0, first.stderr
     checkpoint = runs / "checkpoints" / "convscope" / "r"
+    channels = json.loads((checkpoint / "config.json").read_text())["visual_channels"]
+    assert set(channels) == set(CONV_LAYERS_SEED) and len(channels["conv3"]) == 7
     second = convscope("train", "--resume", str(checkpoint), "--epochs", "2", "--quiet")
     assert second.returncode == 0, second.stderr
+    assert json.loads((checkpoint / "config.json").read_text())["visual_channels"] == channels  # same columns
     run = only_run(f"sqlite:///{runs / 'mlflow.db'}")
     assert run.info.info.status == "FINISHED"
     assert run.metric_steps("val/accuracy") == [1, 2]

@@ -36,13 +36,14 @@ READERS = {
     "figures": "figures",
     "files": "file_text",
     "params": "params_text",
+    "config": "config",
     "tags": "tags_text",
     "status": "status",
 }
 _MLFLOW = frozenset(READERS)
 CAPABILITIES: dict[str, frozenset[str]] = {
     "null": frozenset(),  # keeps nothing; see test_null_tracker_accepts_everything
-    "tensorboard": frozenset({"metrics", "images", "figures", "params", "tags"}),
+    "tensorboard": frozenset({"metrics", "images", "figures", "params", "config", "tags"}),
     "mlflow-sqlite": _MLFLOW,
     "mlflow-http": _MLFLOW,
     "background-mlflow-sqlite": _MLFLOW,
@@ -96,6 +97,10 @@ class Backend:
     def tags_text(self, tracker: Tracker) -> str:
         raise self._lacks("tags")
 
+    def config(self, tracker: Tracker) -> dict[str, str]:
+        """The complete config as stored, flattened to ``section.field`` → text."""
+        raise self._lacks("the config")
+
     def figures(self, tracker: Tracker) -> dict[tuple[str, int], tuple[int, int]]:
         """(key, step) -> (height, width) of the stored figure image."""
         raise self._lacks("figures")
@@ -141,7 +146,12 @@ class TensorBoardBackend(Backend):
         return "\n".join(v.decode() for e in events for v in e.tensor_proto.string_val)
 
     def params_text(self, tracker: Tracker) -> str:
-        return self._text(tracker, "config")
+        return self._text(tracker, "params")
+
+    def config(self, tracker: Tracker) -> dict[str, str]:
+        """The ``config`` text table read back as ``section.field`` → value."""
+        rows = [line.split(" | ") for line in self._text(tracker, "config").splitlines()[2:]]
+        return {row[0].removeprefix("| "): row[1].removesuffix(" |") for row in rows}
 
     def tags_text(self, tracker: Tracker) -> str:
         return self._text(tracker, "tags")
@@ -198,6 +208,15 @@ class MlflowBackend(Backend):
 
     def tags_text(self, tracker: Tracker) -> str:
         return repr(self.run(tracker).data.tags)
+
+    def config(self, tracker: Tracker) -> dict[str, str]:
+        """The ``config.yaml`` artifact read back, flattened to ``section.field`` → str(value)."""
+        import yaml
+
+        local = self.client.download_artifacts(tracker.links()["mlflow_run_id"], "config.yaml")
+        loaded = yaml.safe_load(Path(local).read_text())
+        return {f"{section}.{key}": ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                for section, values in loaded.items() for key, value in values.items()}
 
     def figures(self, tracker: Tracker) -> dict[tuple[str, int], tuple[int, int]]:
         run_id = tracker.links()["mlflow_run_id"]

@@ -107,6 +107,10 @@ class BackgroundTracker:
         params = dict(params)
         self._enqueue("log_params", lambda: self.inner.log_params(params))
 
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        config = dict(config)
+        self._enqueue("log_config", lambda: self.inner.log_config(config))
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         tags = dict(tags)
         self._enqueue("set_tags", lambda: self.inner.set_tags(tags))

@@ -1,7 +1,7 @@
 """The one tracking contract every sink implements.
 
-A ``Tracker`` receives everything a run produces: params, tags, metrics, images,
-figures and files. Images are part of the protocol, so no caller ever reaches
+A ``Tracker`` receives everything a run produces: params, the complete config, tags,
+metrics, images, figures and files. Images are part of the protocol, so no caller ever reaches
 into a backend client. Whoever opens a tracker closes it, exactly once, with a
 ``RunStatus``; ``close`` must flush anything buffered and must not raise for a
 backend that already went away (the run's other sinks still need closing).
@@ -11,6 +11,10 @@ Conventions shared by all sinks:
 - ``key`` uses ``/`` to group (``feature_maps/conv3``); sinks keep it verbatim.
 - images are ``numpy.ndarray`` of shape (H, W, 3), dtype uint8.
 - figures are ``matplotlib.figure.Figure`` objects built without pyplot.
+- ``log_params`` takes the few settings people compare runs by (a tracking UI shows
+  them beside every chart); ``log_config`` takes the complete resolved config once,
+  as nested sections (``{"model": {"depth": 5, ...}, ...}``), kept in full
+  (MLflow: the ``config.yaml`` artifact; TensorBoard: the ``config`` text).
 - ``log_file`` copies a local file into the run's artifacts under
   ``artifact_path`` (a folder); sinks without an artifact store ignore it.
 """
@@ -42,6 +46,8 @@ class Tracker(Protocol):
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 
+    def log_config(self, config: Mapping[str, Any]) -> None: ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
@@ -63,6 +69,9 @@ class NullTracker:
     """Accepts everything and keeps nothing."""
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -96,6 +105,10 @@ class FanOut:
     def log_params(self, params: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             sink.log_params(params)
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.log_config(config)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for sink in self.sinks:

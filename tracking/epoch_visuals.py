@@ -7,7 +7,9 @@ saliency grid and the first layer's filters, computes the activation
 statistics, writes the probe activations as a safetensors artifact and sends
 everything to the sinks. Image keys:
 
-- ``feature_maps/<layer>`` — every channel of every block, probes as row blocks;
+- ``feature_maps/<layer>`` — the layer's overview (``tracking.overview``): a few probes ×
+  a fixed set of the layer's most active channels, drawn for a ~256-px thumbnail;
+- ``all_channels/<layer>`` — every channel of the first probe at full resolution;
 - ``saliency`` — per probe: input, gradient saliency, Grad-CAM of every block;
 - ``filters/<first layer>`` — the first conv layer's filters;
 - metrics ``act_mean/<layer>``, ``act_zero_fraction/<layer>``, ``act_hf_share/<layer>``;
@@ -26,13 +28,14 @@ from torch import nn
 from tracking.activations import save_analysis_activations, save_probe_activations
 from tracking.base import Tracker
 from tracking.capture import ProbeCapture, capture_pooled, capture_probes
+from tracking.overview import channel_budget, layer_overview, select_channels, select_rows
 from tracking.render import confusion_matrix_figure, feature_map_grid, filter_grid, saliency_grid
 from tracking.stats import activation_statistics
 
 ACTIVATIONS_ARTIFACT_PATH = "activations"
 # Smallest tile sides: small maps stay visible while the images stay cheap to encode every epoch
 # (PNG encoding in the sinks is most of the per-epoch cost; see benchmarks/visual_overhead.py).
-FEATURE_TILE_PX = 6
+ALL_CHANNELS_TILE_PX = 16
 SALIENCY_TILE_PX = 48
 
 
@@ -57,7 +60,10 @@ class EpochVisuals:
         *,
         first_conv: nn.Conv2d | None = None,
         keep_files: bool = True,
+        channels: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
+        """``channels``: each layer's overview channels from an earlier part of this run (a resumed
+        run keeps its columns); None chooses them from the first capture (see ``tracking.overview``)."""
         self.tracker = tracker
         self.layers = dict(layers)
         self.probes = probes
@@ -65,20 +71,30 @@ class EpochVisuals:
         self.artifact_dir = artifact_dir
         self.first_conv = first_conv
         self.keep_files = keep_files  # False: files are deleted once the sinks have copied them
+        self.channels: dict[str, tuple[int, ...]] | None = (
+            {layer: tuple(int(c) for c in chosen) for layer, chosen in channels.items()} if channels else None
+        )
+        self.rows = select_rows(probes.labels.tolist())
 
     def log(self, model: nn.Module, step: int) -> None:
         """Capture now; render and write on the tracker's worker (or inline if it has none)."""
         capture = capture_probes(model, self.layers, self.probes.inputs, self.probes.labels)
+        if self.channels is None or set(self.channels) != set(capture.activations):
+            self.channels = {
+                layer: select_channels(activation, channel_budget(*activation.shape[2:]))
+                for layer, activation in capture.activations.items()
+            }
         filters = self.first_conv.weight.detach().float().cpu().clone() if self.first_conv is not None else None
         self._run(lambda sink: self._render(sink, capture, filters, step))
 
     def log_final(
         self, model: nn.Module, analysis_batches: list[torch.Tensor], analysis_labels: torch.Tensor,
-        y_true: torch.Tensor, y_pred: torch.Tensor,
+        y_true: torch.Tensor, y_pred: torch.Tensor, *, step: int,
     ) -> None:
-        """Confusion matrix and the pooled activations of the analysis set, once at the end."""
+        """Confusion matrix (logged at ``step``, the last epoch) and the pooled activations of the
+        analysis set, once at the end."""
         pooled = capture_pooled(model, self.layers, analysis_batches)
-        self._run(lambda sink: self._render_final(sink, pooled, analysis_labels, y_true, y_pred))
+        self._run(lambda sink: self._render_final(sink, pooled, analysis_labels, y_true, y_pred, step))
 
     def _run(self, job: object) -> None:
         submit = getattr(self.tracker, "submit", None)
@@ -89,8 +105,13 @@ class EpochVisuals:
             job(self.tracker)  # type: ignore[operator]
 
     def _render(self, sink: Tracker, capture: ProbeCapture, filters: torch.Tensor | None, step: int) -> None:
+        assert self.channels is not None  # chosen in ``log`` before this job was queued
+        first = self.rows[0]
         for layer, activation in capture.activations.items():
-            sink.log_image(f"feature_maps/{layer}", feature_map_grid(activation, min_tile=FEATURE_TILE_PX), step)
+            overview = layer_overview(activation, self.probes.images, self.channels[layer], self.rows)
+            sink.log_image(f"feature_maps/{layer}", overview, step)
+            every_channel = feature_map_grid(activation[first : first + 1], min_tile=ALL_CHANNELS_TILE_PX)
+            sink.log_image(f"all_channels/{layer}", every_channel, step)
         sink.log_image(
             "saliency",
             saliency_grid(
@@ -114,9 +135,10 @@ class EpochVisuals:
 
     def _render_final(
         self, sink: Tracker, pooled: dict[str, torch.Tensor], labels: torch.Tensor,
-        y_true: torch.Tensor, y_pred: torch.Tensor,
+        y_true: torch.Tensor, y_pred: torch.Tensor, step: int,
     ) -> None:
-        sink.log_figure("confusion_matrix", confusion_matrix_figure(y_true.numpy(), y_pred.numpy(), self.class_names))
+        figure = confusion_matrix_figure(y_true.numpy(), y_pred.numpy(), self.class_names)
+        sink.log_figure("confusion_matrix", figure, step)
         files = save_analysis_activations(self.artifact_dir, pooled, labels=labels, class_names=self.class_names)
         self._ship(sink, files)
 

@@ -11,9 +11,13 @@ Contract (on top of ``tracking.base``):
 - Params are stringified, sent in chunks that respect MLflow's per-request limit
   and truncated to MLflow's value-length limit; on a resumed run a param that is
   already logged is skipped (MLflow refuses to change a param).
+- ``log_config`` writes the artifact ``config.yaml`` (sections in the given order, tuples
+  as lists; logging it again replaces it).
 - Each ``log_metrics`` call is exactly one ``log_batch`` request.
 - ``close`` maps FINISHED/FAILED/KILLED onto MLflow's statuses and PRUNED onto
-  FINISHED, always tags ``convscope.status`` with the ``RunStatus`` value, is
+  FINISHED, always tags ``convscope.status`` with the ``RunStatus`` value, appends
+  ``PRUNED_SUFFIX`` to a pruned run's name (MLflow's runs table shows the name but no
+  status of its own for "pruned"), is
   idempotent and only warns (``logging``) if the backend cannot be reached.
   Note that MLflow's HTTP client retries a dead server before giving up
   (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT``).
@@ -39,6 +43,8 @@ log = logging.getLogger(__name__)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 STATUS_TAG = "convscope.status"
+CONFIG_ARTIFACT = "config.yaml"
+PRUNED_SUFFIX = " (pruned)"
 
 _MLFLOW_STATUS = {
     RunStatus.FINISHED: "FINISHED",
@@ -53,6 +59,15 @@ _T = TypeVar("_T")
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _plain(value: Any) -> Any:
+    """Mappings as dicts and sequences as lists, recursively, for ``yaml.safe_dump``."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def figure_artifact_file(key: str, step: int | None = None) -> str:
@@ -208,6 +223,13 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=chunk, synchronous=True)
             self._logged_params.update((p.key, p.value) for p in chunk)
 
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """The complete config as the YAML artifact ``config.yaml``."""
+        import yaml
+
+        text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
+        self.client.log_text(self.run_id, text, CONFIG_ARTIFACT)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set run tags (stringified, chunked)."""
         items = [self._RunTag(key, str(value)) for key, value in tags.items()]
@@ -253,9 +275,18 @@ class MlflowTracker:
         status = RunStatus(status)
         try:
             self.client.set_tag(self.run_id, STATUS_TAG, status.value, synchronous=True)
+            if status is RunStatus.PRUNED:
+                self._mark_pruned_in_name()
             self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS[status])
         except Exception as error:  # the backend went away: the run's other sinks still close
             log.warning(
                 "could not close MLflow run %s as %s at %s: %s",
                 self.run_id, status.value, self.tracking_uri, error,
             )
+
+    def _mark_pruned_in_name(self) -> None:
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+        name = self.client.get_run(self.run_id).info.run_name or self.run_id
+        if not name.endswith(PRUNED_SUFFIX):
+            self.client.set_tag(self.run_id, MLFLOW_RUN_NAME, name + PRUNED_SUFFIX, synchronous=True)

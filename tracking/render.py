@@ -4,8 +4,7 @@ Every image function returns a ``numpy.ndarray`` of shape (H, W, 3), dtype
 uint8 (the ``Tracker.log_image`` convention); the confusion matrix is a
 ``matplotlib.figure.Figure`` built without pyplot (``Tracker.log_figure``).
 
-Design constraints (see DESIGN.md, "What users see"): MLflow shows each image
-as a card about 200 px wide, so grids are laid out near-square (long side /
+Design constraints: MLflow shows each image as a card about 200 px wide, so grids are laid out near-square (long side /
 short side ≤ 2), tiny maps are upscaled with nearest-neighbour, and no image is
 wider/taller than about :data:`MAX_GRID_SIDE` px unless the maps themselves
 force it. Everything here is cheap tensor/numpy work plus
@@ -138,7 +137,8 @@ def feature_map_grid(
     Each (probe, channel) map is min–max normalised on its own (a constant map
     renders as the colormap's low end). Exception: 1×1 maps, which are always
     constant, are normalised per channel across the probes instead, so the grid
-    shows which probes switch each channel on. Each probe's channels form one
+    shows which probes switch each channel on (with a single probe: across its
+    channels, so the grid shows which channels are on). Each probe's channels form one
     block (row-major, channel 0 top-left, thin dark gaps); blocks are stacked
     top to bottom in probe order, separated by white bands; when that would be
     too tall/wide (few channels, many probes) blocks also wrap into columns,
@@ -149,7 +149,7 @@ def feature_map_grid(
         raise ValueError(f"feature_map_grid needs (P, C, h, w) with P, C ≥ 1, got {tuple(activation.shape)}")
     p, c, h, w = (int(size) for size in activation.shape)
     values = torch.nan_to_num(activation.detach().float().cpu())
-    dims = (0, 2, 3) if h * w == 1 else (2, 3)
+    dims = ((0, 2, 3) if p > 1 else (1, 2, 3)) if h * w == 1 else (2, 3)
     low = values.amin(dim=dims, keepdim=True)
     span = values.amax(dim=dims, keepdim=True) - low
     unit = torch.where(span > 0, (values - low) / span.clamp_min(1e-30), torch.zeros_like(values))

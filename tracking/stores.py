@@ -45,6 +45,17 @@ class Stores:
         return self.artifact_location is not None
 
 
+def without_password(url: str) -> str:
+    """``url`` with the password of its user-info (``scheme://user:secret@host``) masked as ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def resolve_stores(runs_dir: str | Path, mlflow_uri: str = "") -> Stores:
     """Flag, then ``MLFLOW_TRACKING_URI``, then the embedded sqlite store under ``runs_dir``."""
     root = Path(runs_dir).expanduser().resolve()

@@ -1,7 +1,9 @@
 """TensorBoard sink: one event directory written with ``torch.utils.tensorboard.SummaryWriter``.
 
 Contract (on top of ``tracking.base``):
-- params → one ``config`` text entry per ``log_params`` call (a Markdown table);
+- params → one ``params`` text entry per ``log_params`` call (a Markdown table); the
+  complete config → one ``config`` text entry (``log_config``, flattened to
+  ``section.field`` rows);
   tags → one ``tags`` text entry per ``set_tags`` call.
 - metrics → one scalar per key at ``global_step=step``.
 - images → ``add_image(key, HWC uint8, global_step=step)``; figures are rendered with
@@ -38,6 +40,20 @@ def markdown_table(rows: Mapping[str, Any], header: tuple[str, str] = ("name", "
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
     lines += [f"| {cell(key)} | {cell(value)} |" for key, value in rows.items()]
     return "\n".join(lines)
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections → ``section.field`` keys; sequences as comma lists."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(str(item) for item in value)
+        else:
+            flat[name] = value
+    return flat
 
 
 def render_figure(figure: Figure) -> np.ndarray:
@@ -93,8 +109,12 @@ class TensorBoardTracker:
                 raise
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Write ``params`` as one Markdown table under the text tag ``config``."""
-        self.writer.add_text("config", markdown_table(params, ("param", "value")))
+        """Write ``params`` as one Markdown table under the text tag ``params``."""
+        self.writer.add_text("params", markdown_table(params, ("param", "value")))
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """Write the complete config as one Markdown table (``section.field`` rows) under ``config``."""
+        self.writer.add_text("config", markdown_table(_flat(config), ("setting", "value")))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Write ``tags`` as one Markdown table under the text tag ``tags``."""

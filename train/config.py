@@ -98,7 +98,7 @@ SECTIONS: dict[str, type] = {
 }
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The reference network of DESIGN.md: 409,682 parameters at 3x64x64, 2 classes.
+    # The reference network: 409,682 parameters at 3x64x64, 2 classes.
     "seed": {},
     # A small, fast network for smoke tests and quick looks.
     "tiny": {"model": {"depth": 3, "base_width": 8, "head_hidden": 32}},

@@ -1,8 +1,8 @@
 """The model family: N conv blocks named conv1 … convN, then a linear head.
 
 Each block is ``Conv2d → BatchNorm2d → ReLU → Dropout2d`` (optionally followed by
-a 2x2 max-pool). The ``seed`` preset reproduces the reference network of
-DESIGN.md exactly (409,682 parameters at 3x64x64 with two classes).
+a 2x2 max-pool). The ``seed`` preset reproduces the reference network exactly
+(409,682 parameters at 3x64x64 with two classes).
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ import torch
 
 from tracking.base import RunStatus, Tracker
 from tracking.epoch_visuals import EpochVisuals, Probes
-from tracking.stores import Stores, open_tracker, resolve_stores
+from tracking.stores import Stores, open_tracker, resolve_stores, without_password
 from train import provenance
 from train.batches import Batches, Normalizer, make_batches
 from train.checkpoint import Checkpoint, save_checkpoint, save_model
-from train.config import RunConfig, flatten
+from train.config import RunConfig, build_config, flatten, to_dict
 from train.data import Splits, load_data
 from train.images import decode_file
 from train.errors import ConfigError
@@ -146,8 +146,12 @@ def execute(
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    searched: tuple[str, ...] = (),
 ) -> RunResult:
-    """Train ``prepared`` and log everything to ``tracker`` (owned and closed by the caller)."""
+    """Train ``prepared`` and log everything to ``tracker`` (owned and closed by the caller).
+
+    ``searched``: config keys (``section.field``) a study varies; always logged as params.
+    """
     config, model, device, data = prepared.config, prepared.model, prepared.device, prepared.data
     experiment = config.tracking.experiment
     checkpoint_dir = prepared.stores.checkpoint_dir(experiment, prepared.run_name)
@@ -179,10 +183,11 @@ def execute(
     }
 
     if prepared.resume is None:
-        tracker.log_params(run_params(prepared))
-        tracker.set_tags(provenance.tags(device, data.fingerprint, config))
+        tracker.log_params(run_params(prepared, always=searched))
+        tracker.set_tags({**provenance.tags(device, data.fingerprint, config), **run_facts(prepared)})
         if prepared.skipped_csv is not None:
             tracker.log_file(prepared.skipped_csv, "data")
+    tracker.log_config(run_config(config))  # again on resume: --epochs may have changed
     keep_files = not config.tracking.mlflow
     artifact_dir = checkpoint_dir / "activations"  # files are removed once MLflow has them
     visuals = None
@@ -190,11 +195,14 @@ def execute(
         visuals = EpochVisuals(
             tracker, model.feature_layers(), prepared.probes, data.class_names, artifact_dir,
             first_conv=model.features[0].conv, keep_files=keep_files,
+            channels=prepared.resume.extra.get("visual_channels") if prepared.resume is not None else None,
         )
         if start_epoch == 0:
             visuals.log(model, step=0)
 
+    last_epoch = start_epoch
     for epoch in range(start_epoch + 1, config.optim.epochs + 1):
+        last_epoch = epoch
         lr = optimizer.param_groups[0]["lr"]
         fit = train_one_epoch(
             model, train_batches, optimizer, scheduler, device,
@@ -210,6 +218,7 @@ def execute(
         tracker.log_metrics(metrics, step=epoch)
         if visuals is not None:
             visuals.log(model, step=epoch)
+            extra["visual_channels"] = visuals.channels  # a resumed run keeps its overview columns
         improved = val.loss < best_loss
         best_loss, stale = (val.loss, 0) if improved else (best_loss, stale + 1)
         result.best_val_loss = best_loss
@@ -232,14 +241,15 @@ def execute(
             echo(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs (--patience)")
             break
 
-    _log_final(prepared, tracker, visuals, val_batches, checkpoint_dir)
+    _log_final(prepared, tracker, visuals, val_batches, checkpoint_dir, last_epoch)
     return result
 
 
 def _log_final(
     prepared: Prepared, tracker: Tracker, visuals: EpochVisuals | None, val_batches: Batches, checkpoint_dir: Path,
+    last_epoch: int,
 ) -> None:
-    """Confusion matrix, analysis-set activations and the final model."""
+    """Confusion matrix (at the last epoch's step), analysis-set activations and the final model."""
     config, model, data = prepared.config, prepared.model, prepared.data
     _, predictions = evaluate(model, val_batches, prepared.device, return_predictions=True, precision=prepared.precision)
     if visuals is not None:
@@ -252,7 +262,7 @@ def _log_final(
             for i in range(0, count, 256)
         ]
         assert predictions is not None
-        visuals.log_final(model, batches, data.val.labels[order], data.val.labels, predictions)
+        visuals.log_final(model, batches, data.val.labels[order], data.val.labels, predictions, step=last_epoch)
     final_dir = checkpoint_dir / "final"
     save_model(final_dir, model, config, {"class_names": list(data.class_names), "normalizer": prepared.normalizer.state()},
                epoch=-1)
@@ -260,22 +270,58 @@ def _log_final(
         tracker.log_file(path, "model")
 
 
-def run_params(prepared: Prepared) -> dict[str, Any]:
-    data = prepared.data
-    params: dict[str, Any] = flatten(prepared.config)
-    params.update({
-        "data.classes": ",".join(f"{i}:{name}" for i, name in enumerate(data.class_names)),
-        "data.train_images": len(data.train),
-        "data.val_images": len(data.val),
-        "data.files": data.total_files,
-        "data.skipped_files": len(data.skipped),
-        "data.in_memory": data.train.in_memory,
-        "model.parameters": count_parameters(prepared.model),
-        "optim.precision_resolved": prepared.precision,
-        "model.widths_resolved": ",".join(str(w) for w in prepared.config.model.channel_widths()),
-        "probes.ids": ",".join(prepared.probes.ids),
-    })
+#: Settings every run shows as MLflow params, beside those that differ from its preset.
+KEY_SETTINGS = (
+    "data.data", "model.image_size", "model.depth", "model.widths", "model.dropout",
+    "optim.epochs", "optim.batch_size", "optim.lr",
+)
+#: Settings that say where or how a run is stored rather than what it trained: never params.
+_NOT_COMPARED = ("tracking.", "data.cache_dir", "data.dataset_dir", "data.download", "model.in_channels",
+                 "model.num_classes")
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    """``flatten(config)`` with ``model.widths`` as the widths the blocks really have."""
+    flat = flatten(config)
+    flat["model.widths"] = ",".join(str(w) for w in config.model.channel_widths())
+    return flat
+
+
+def run_params(prepared: Prepared, always: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The few settings people compare runs by, logged as params (MLflow shows them beside every
+    chart, so a long list pushes the pictures out of view): the preset, ``KEY_SETTINGS``, the
+    ``always`` keys (e.g. what a study searches), every setting that differs from the preset, the
+    parameter count and the number of training images. The complete config is ``run_config``."""
+    config = prepared.config
+    flat, preset = _comparable(config), _comparable(build_config(config.preset))
+    params: dict[str, Any] = {"preset": config.preset}
+    params.update({key: flat[key] for key in (*KEY_SETTINGS, *always) if key in flat})
+    params.update({key: value for key, value in flat.items()
+                   if not key.startswith(_NOT_COMPARED) and preset.get(key) != value})
+    params["model.parameters"] = count_parameters(prepared.model)
+    params["data.train_images"] = len(prepared.data.train)
     return params
+
+
+def run_config(config: RunConfig) -> dict[str, Any]:
+    """The complete resolved config as sections (what ``--config`` reads back), no password in it."""
+    values = to_dict(config)
+    values["tracking"]["mlflow_uri"] = without_password(values["tracking"]["mlflow_uri"])
+    return values
+
+
+def run_facts(prepared: Prepared) -> dict[str, str]:
+    """What this run found rather than chose (the data, the resolved precision, the probes), as tags."""
+    data = prepared.data
+    return {
+        "data.classes": ",".join(f"{i}:{name}" for i, name in enumerate(data.class_names)),
+        "data.val_images": str(len(data.val)),
+        "data.files": str(data.total_files),
+        "data.skipped_files": str(len(data.skipped)),
+        "data.in_memory": str(data.train.in_memory),
+        "precision": prepared.precision,
+        "probes.ids": ",".join(prepared.probes.ids),
+    }
 
 
 def run(
