@@ -107,7 +107,7 @@ class Objective:
         state, status = "FAIL", RunStatus.FAILED
         try:
             result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=False, echo=lambda line: None,
-                             searched=config_keys(trial.params))
+                             compared=config_keys(trial.params))
             value = result.final[settings.metric]
             state, status = "COMPLETE", RunStatus.FINISHED
             return value

@@ -146,11 +146,11 @@ def execute(
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
-    searched: tuple[str, ...] = (),
+    compared: tuple[str, ...] = (),
 ) -> RunResult:
     """Train ``prepared`` and log everything to ``tracker`` (owned and closed by the caller).
 
-    ``searched``: config keys (``section.field``) a study varies; always logged as params.
+    ``compared``: config keys (``section.field``) a study varies; always logged as params.
     """
     config, model, device, data = prepared.config, prepared.model, prepared.device, prepared.data
     experiment = config.tracking.experiment
@@ -183,7 +183,7 @@ def execute(
     }
 
     if prepared.resume is None:
-        tracker.log_params(run_params(prepared, always=searched))
+        tracker.log_params(run_params(prepared, always=compared))
         tracker.set_tags({**provenance.tags(device, data.fingerprint, config), **run_facts(prepared)})
         if prepared.skipped_csv is not None:
             tracker.log_file(prepared.skipped_csv, "data")
