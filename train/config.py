@@ -2,7 +2,8 @@
 
 The CLI is generated from these classes (see ``train.cliargs``): every field is a
 flag, its comment is the help text. The fully resolved ``RunConfig`` is logged
-with every run, so a run can always be reproduced from its params.
+with every run (``config.yaml``, which ``--config`` reads back), so a run can
+always be reproduced.
 """
 
 from __future__ import annotations
