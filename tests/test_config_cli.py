@@ -87,3 +87,20 @@ def test_console_script_dry_run_prints_layer_table() -> None:
 def test_unknown_flag_is_a_usage_error() -> None:
     done = subprocess.run([sys.executable, "-m", "search.cli", "train", "--bogus"], capture_output=True, text=True)
     assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
+
+
+def test_logged_config_yaml_reads_back_as_the_same_config(tmp_path: Path) -> None:
+    """The ``config.yaml`` artifact is what ``--config`` reads; a tracking password never reaches it."""
+    import yaml
+
+    from tracking.mlflow_sink import _plain
+    from train.run import run_config
+
+    config = build_config("tiny", {"model": {"widths": (4, 8, 16), "dropout": 0.25}, "optim": {"lr": 0.002},
+                                   "tracking": {"mlflow_uri": "postgresql://me:s3cret@db/mlflow"}})
+    file = tmp_path / "config.yaml"
+    file.write_text(yaml.safe_dump(_plain(run_config(config)), sort_keys=False))
+    assert "s3cret" not in file.read_text()
+    again = resolve_config(parse("--config", str(file)))
+    assert again.model == config.model and again.optim == config.optim and again.data == config.data
+    assert again.tracking.mlflow_uri == "postgresql://me:***@db/mlflow"
