@@ -57,6 +57,9 @@ def test_six_trials_two_jobs_nested_runs_and_hparams(tmp_path: Path) -> None:
         names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "activations")}
         assert "epoch_0002.safetensors" in names and "analysis.safetensors" in names
         assert int(run.data.params["model.depth"]) == trial.params["depth"]
+        # every searched setting is a param, even where it equals the preset's value; the list stays short
+        assert {"model.base_width", "model.growth", "model.dropout"} <= set(run.data.params)
+        assert len(run.data.params) <= 15, sorted(run.data.params)
     (parent_id,) = parents
     parent = client.get_run(parent_id)
     assert parent.data.tags["convscope.kind"] == "study" and parent.info.status == "FINISHED"
@@ -83,6 +86,7 @@ def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path: Path) -> None:
     for trial in study.trials:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
         assert run.data.tags["optuna.state"] == "PRUNED" and run.data.tags["convscope.status"] == "pruned"
+        assert run.info.run_name.endswith(" (pruned)")
         assert client.get_metric_history(run.info.run_id, "val/accuracy")[0].step == 1  # stopped after epoch 1
 
 

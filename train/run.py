@@ -275,8 +275,9 @@ KEY_SETTINGS = (
     "data.data", "model.image_size", "model.depth", "model.widths", "model.dropout",
     "optim.epochs", "optim.batch_size", "optim.lr",
 )
-#: Settings that say where or how a run is stored rather than what it trained: never params.
-_NOT_COMPARED = ("tracking.", "data.cache_dir", "data.dataset_dir", "data.download", "model.in_channels",
+#: Settings that say where a run is stored or what it shows rather than what it trained: never params.
+_NOT_COMPARED = ("tracking.", "data.cache_dir", "data.dataset_dir", "data.download", "data.memory_fraction",
+                 "data.probes_per_class", "data.probe", "data.analysis_size", "model.in_channels",
                  "model.num_classes")
 
 
