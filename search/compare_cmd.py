@@ -93,5 +93,5 @@ def handle_compare(args: argparse.Namespace) -> int:
     for line in summary_lines(comparison):
         print(line)
     where = tracker.run_url or f"run {tracker.run_id} in {stores.mlflow_uri}"
-    print(f"report: {where} (artifacts report/report.md, report/*.csv)")
+    print(f"report: {where} (artifacts report/report.html, report/*.csv, report/*.png)")
     return 0

@@ -4,8 +4,9 @@ For every variant (depth 1 … N, or the trained network with one block removed 
 time) every fold is one ordinary training run (``train.run.prepare``/``execute``)
 on the same seeded stratified folds, tracked as an MLflow child run of one parent
 run. The parent gets the table, the accuracy-vs-depth figure with error bars and the
-one-standard-error recommendation (``search.depth_report``). With ``prune_folds``
-each variant is one Optuna trial reporting its per-fold accuracy (step = fold), and
+one-standard-error recommendation, together in ``depth/report.html``
+(``search.depth_report``). With ``prune_folds`` each variant is one Optuna trial
+reporting its per-fold accuracy (step = fold), and
 ``WilcoxonPruner`` stops a variant that is clearly worse than the best so far
 (with the default p = 0.1 that takes at least 4 folds).
 """
@@ -27,13 +28,14 @@ from search.depth_report import (
     Variant,
     accuracy_figure,
     recommend,
+    report_html,
     table_csv,
-    table_markdown,
     table_rows,
     table_text,
 )
 from search.objective import release_memory
 from tracking.base import RunStatus
+from tracking.html_report import figure_png
 from tracking.mlflow_sink import MlflowTracker
 from tracking.stores import Stores, first_open_lock, open_tracker
 from train.config import RunConfig, flatten
@@ -150,7 +152,9 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
     finally:
         if parent is not None:
             parent.close(status)
-    echo(f"report: {report_dir}" + (f" and the parent run {parent.run_url or parent.run_id}" if parent else ""))
+    echo(f"report: {report_dir / 'report.html'}" + (f" and the parent run {parent.run_url or parent.run_id} "
+                                                   "(artifacts depth/report.html, depth/depth_table.csv)"
+                                                   if parent else ""))
     return DepthReport(outcomes, recommended, best, sentence, report_dir,
                        parent.run_id if parent else None, parent.run_url if parent else None)
 
@@ -180,7 +184,8 @@ def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fol
     started = time.perf_counter()
     status = RunStatus.FAILED
     try:
-        result = execute(prepared, tracker, progress=False, echo=lambda line: None)
+        result = execute(prepared, tracker, progress=False, echo=lambda line: None,
+                         compared=("data.folds", "data.fold"))
         status = RunStatus.FINISHED
     except KeyboardInterrupt:
         status = RunStatus.KILLED
@@ -215,17 +220,25 @@ def _open_parent(settings: DepthSettings, stores: Stores) -> MlflowTracker:
 
 def _write_report(settings: DepthSettings, outcomes: list[Outcome], rec: Outcome, best: Outcome, sentence: str,
                   rows: list[dict[str, str]], report_dir: Path, parent: MlflowTracker | None) -> None:
+    """``report.html``, ``depth_table.csv``, ``recommendation.txt`` and ``accuracy_vs_depth.png`` into
+    ``report_dir``; with a parent run, the first three under its ``depth/`` artifacts, the figure as
+    ``figures/depth_accuracy_vs_depth.png``, the per-variant metrics and the recommendation tags."""
     report_dir.mkdir(parents=True, exist_ok=True)
     title = "Depth study" if settings.mode == "depth" else "Ablation: one conv block removed at a time"
+    figure = accuracy_figure(outcomes, rec, best, settings.mode, settings.folds)
+    png = figure_png(figure)
+    facts = [("study", settings.name), ("mode", settings.mode), ("folds", str(settings.folds)),
+             ("widths from", settings.source or "—"), ("fold pruning", "on" if settings.prune_folds else "off"),
+             *((("ablated run", settings.ablate_run),) if settings.ablate_run else ()),
+             *((("parent run", parent.run_id),) if parent is not None else ())]
     files = {
+        "report.html": report_html(f"{title}: {settings.name}", sentence, rows, png, facts),
         "depth_table.csv": table_csv(rows),
-        "depth_table.md": table_markdown(rows, f"{title}: {settings.name}", sentence),
         "recommendation.txt": sentence + "\n",
     }
     for name, text in files.items():
-        (report_dir / name).write_text(text)
-    figure = accuracy_figure(outcomes, rec, best, settings.mode, settings.folds)
-    figure.savefig(report_dir / "accuracy_vs_depth.png", dpi=120)
+        (report_dir / name).write_text(text, encoding="utf-8")
+    (report_dir / "accuracy_vs_depth.png").write_bytes(png)
     if parent is None:
         return
     try:

@@ -1,4 +1,4 @@
-"""What a depth study shows: the table (CSV, Markdown), accuracy vs depth with error bars, the sentence.
+"""What a depth study shows: the table (CSV), accuracy vs depth with error bars, the sentence, an HTML report.
 
 Contract:
 - ``Outcome`` holds one variant's per-fold validation accuracies (fold order); ``mean`` and
@@ -9,6 +9,8 @@ Contract:
   standard error (Breiman et al. 1984; Hastie et al., ESL §7.10).
 - ``accuracy_figure`` returns a ``matplotlib.figure.Figure`` that is not registered with
   pyplot (nothing to close).
+- ``report_html`` is one self-contained page (figure embedded, no external resources)
+  that MLflow's artifact viewer shows inline.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tracking import html_report
 from train.config import RunConfig
 
 if TYPE_CHECKING:
@@ -119,10 +122,27 @@ def table_csv(rows: Sequence[dict[str, str]]) -> str:
     return buffer.getvalue()
 
 
-def table_markdown(rows: Sequence[dict[str, str]], title: str, sentence: str) -> str:
-    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
-    return "\n".join([*lines, "", sentence, ""])
+def report_html(title: str, sentence: str, rows: Sequence[dict[str, str]], figure_png: bytes,
+                facts: Sequence[tuple[str, str]]) -> str:
+    """The self-contained HTML report (:mod:`tracking.html_report`): ``title``, the recommendation
+    ``sentence``, the accuracy figure (PNG bytes, embedded), the table of ``rows`` and ``facts``
+    (label, value) about the study's settings."""
+    return html_report.page(title, [
+        html_report.heading(1, title),
+        html_report.paragraph(sentence, "lead"),
+        html_report.figure(figure_png, "validation accuracy per variant, mean ± one standard error"),
+        html_report.heading(2, "Cross-validated validation accuracy"),
+        html_report.table(["variant", "blocks", "widths", "folds", "mean ± SE", "fold accuracies", "note"],
+                          [[row["variant"], row["blocks"], row["widths"], row["folds"],
+                            f"{row['mean_accuracy']}\u00a0±\u00a0{row['standard_error']}", row["fold_accuracies"],
+                            row["note"]] for row in rows]),
+        html_report.paragraph("One-standard-error rule: the recommendation is the variant with the fewest blocks "
+                              "whose mean is at least the best mean minus the best's standard error (sample "
+                              "standard deviation / √folds). A pruned variant ran fewer folds and is never "
+                              "recommended.", "muted"),
+        html_report.heading(2, "Settings"),
+        html_report.table(["setting", "value"], facts, row_headers=True),
+    ])
 
 
 def table_text(rows: Sequence[dict[str, str]]) -> str:

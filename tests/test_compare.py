@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import html
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from html_check import embedded_pngs, parse
 from tracking.activations import save_analysis_activations, save_probe_activations
 from tracking.cka import cka_matrix, flatten_probe_activations, linear_cka, pooled_activations
 from tracking.compare import NEAR_IDENTICAL_CKA, RunActivations, compare_runs, load_run_activations, stats_from_metrics
@@ -140,6 +142,19 @@ def test_compare_refuses_duplicate_ids_and_skips_pairs_without_shared_samples() 
     assert any("a vs b: no shared sample set" in line for line in summary_lines(c))
 
 
+def test_report_escapes_run_names(tmp_path: Path) -> None:
+    hostile = '<img src=x onerror="alert(1)"> & co'
+    probes = {"conv1": torch.rand(4, 2, 3, 3, generator=torch.Generator().manual_seed(0))}
+    ids = ("p0", "p1", "p2", "p3")
+    c = compare_runs([RunActivations("x", hostile, probes, probe_ids=ids),
+                      RunActivations("y", "plain", {"conv1": probes["conv1"] * 2}, probe_ids=ids)])
+    figures = comparison_figures(c)
+    report = write_report(c, tmp_path, figures)[0].read_text(encoding="utf-8")
+    assert len(embedded_pngs(report)) == len(figures) == 3  # the name's <img> is text, not an image
+    assert hostile not in report and html.escape(hostile) in report
+    assert any(hostile in t for t in parse(report).text)
+
+
 def test_compare_runs_report_and_summary(tmp_path: Path) -> None:
     _write_run(tmp_path / "a", 0)
     _write_run(tmp_path / "b", 1)
@@ -178,9 +193,15 @@ def test_compare_runs_report_and_summary(tmp_path: Path) -> None:
     assert [t.get_text() for t in heatmap_axes.get_xticklabels()] == ["conv1", "conv2", "conv3"]
     assert any(t.get_text() == "1.00" for t in heatmap_axes.texts)
     paths = write_report(c, tmp_path / "report", figures)
-    assert paths[0].name == "report.md" and all(path.is_file() for path in paths)
+    assert paths[0].name == "report.html" and all(path.is_file() for path in paths)
+    assert {path.name for path in paths if path.suffix == ".png"} == {f"{key}.png" for key in figures}
     report = paths[0].read_text(encoding="utf-8")
-    assert "![linear_probes](linear_probes.png)" in report and "| conv2 |" in report
+    embedded = embedded_pngs(report)  # self-contained: every figure inline, nothing linked
+    assert sorted(embedded) == sorted((tmp_path / "report" / f"{key}.png").read_bytes() for key in figures)
+    parsed = parse(report)
+    assert parsed.count("table") == 1 + 1 + 4 + 6 + 1  # runs, probes, within ×4, across ×6, statistics
+    assert '<th scope="row">conv2</th>' in report and '<td class="num">1.00</td>' in report
+    assert "Summary" in parsed.text and any("conv3 adds little" in t for t in parsed.text)
     with (tmp_path / "report" / "cka_within.csv").open(newline="") as handle:
         within = list(csv.DictReader(handle))
     assert len(within) == 4 * 9 and float(within[0]["cka"]) == pytest.approx(1.0)

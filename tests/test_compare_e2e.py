@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from e2e_helpers import convscope
+from html_check import embedded_pngs
 
 pytestmark = pytest.mark.slow
 SHORT = ["--preset", "tiny", "--image-size", "32", "--epochs", "1", "--synthetic-size", "400",
@@ -29,11 +30,14 @@ def check_report(client: MlflowClient, experiment: str, ids: list[str], stdout: 
     report = compares[0]
     assert set(report.data.tags["convscope.compared_runs"].split(",")) == set(ids)
     names = {Path(a.path).name for a in client.list_artifacts(report.info.run_id, "report")}
-    assert {"report.md", "cka_within.csv", "cka_across.csv", "linear_probes.csv"} <= names
+    assert {"report.html", "cka_within.csv", "cka_across.csv", "linear_probes.csv", "linear_probes.png"} <= names
     folder = Path(client.download_artifacts(report.info.run_id, "report", str(tmp)))
+    pngs = embedded_pngs((folder / "report.html").read_text(encoding="utf-8"))
+    assert len(pngs) == len([name for name in names if name.endswith(".png")])
+    assert (folder / "linear_probes.png").read_bytes() in pngs
     rows = list(csv.DictReader((folder / "linear_probes.csv").open()))
     assert {row["layer"] for row in rows} >= {"conv1", "conv2", "conv3"}
-    assert "report:" in stdout and "report/report.md" in stdout
+    assert "report:" in stdout and "report/report.html" in stdout
 
 
 def test_compare_two_runs_on_the_embedded_store(tmp_path: Path) -> None:

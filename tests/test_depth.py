@@ -14,18 +14,19 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Param
 from PIL import Image
 
 import search.depth
 from e2e_helpers import convscope
+from html_check import embedded_pngs, parse
 from search.cli import build_parser
 from search.cli_depth import build_depth_settings, run_config
 from search.depth import DepthSettings, ablation_variants, depth_variants, run_depth_study
 from search.depth_report import Outcome, Variant, one_standard_error, recommend
 from search.storage import open_storage, resolve_storage
+from tracking.mlflow_sink import MlflowTracker
 from tracking.stores import resolve_stores
-from train.config import DataConfig, build_config, flatten, to_dict
+from train.config import DataConfig, build_config, to_dict
 from train.data import load_data, stratified_folds
 from train.errors import ConfigError
 from train.synthetic import make_scale_task, pair_layout
@@ -168,9 +169,12 @@ def test_variants_and_settings_from_flags_study_and_run(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
     experiment = client.create_experiment("convscope")
     config = build_config("seed", {"model": {"depth": 3, "widths": (8, 16, 32), "image_size": 32}})
-    from_params = client.create_run(experiment).info.run_id
-    client.log_batch(from_params, params=[Param(k, str(v)) for k, v in flatten(config).items()])
-    assert run_config(build_config("seed", {"tracking": {"runs_dir": str(runs)}}), from_params).model == config.model
+    unfinished = client.create_run(experiment).info.run_id  # no model yet: the config.yaml it started with
+    MlflowTracker(f"sqlite:///{runs / 'mlflow.db'}", "convscope", run_id=unfinished).log_config(to_dict(config))
+    assert run_config(build_config("seed", {"tracking": {"runs_dir": str(runs)}}), unfinished).model == config.model
+    bare = client.create_run(experiment).info.run_id
+    with pytest.raises(ConfigError, match="neither a model/config.json nor a config.yaml"):
+        run_config(build_config("seed", {"tracking": {"runs_dir": str(runs)}}), bare)
     from_file = client.create_run(experiment).info.run_id
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps({"config": to_dict(config)}))
@@ -199,6 +203,13 @@ def test_prune_folds_stops_a_clearly_worse_depth(tmp_path: Path, monkeypatch: py
     assert report.recommended.variant.blocks == 1 and "depth 2: pruned after 4 folds" in "\n".join(lines)
     rows = list(csv.DictReader(io.StringIO((report.report_dir / "depth_table.csv").read_text())))
     assert [r["note"] for r in rows] == ["recommended, best", "pruned", ""]
+    assert f"report: {report.report_dir / 'report.html'}" in lines
+    page = (report.report_dir / "report.html").read_text(encoding="utf-8")
+    assert embedded_pngs(page) == [(report.report_dir / "accuracy_vs_depth.png").read_bytes()]
+    parsed = parse(page)
+    assert parsed.count("table") == 2 and parsed.count("tr") == (1 + 3) + (1 + 5)  # variants, settings
+    assert '<p class="lead">recommended depth: 1 — ' in page and "<td>pruned</td>" in page
+    assert '<td class="num">0.9160\u00a0±\u00a00.0051</td>' in page  # depth 1's mean ± SE, right-aligned
 
 
 # ---------------------------------------------------------------- end to end
@@ -231,8 +242,10 @@ def test_depth_recommends_the_known_depth_and_logs_the_report(depth_study: tuple
         (str(d), str(f)) for d in (1, 2, 3) for f in range(3)]
     assert {c.data.params["data.folds"] for c in children} == {"3"}
     artifacts = {a.path for path in ("figures", "depth") for a in client.list_artifacts(parent.info.run_id, path)}
-    assert {"figures/depth_accuracy_vs_depth.png", "depth/depth_table.csv", "depth/depth_table.md",
+    assert {"figures/depth_accuracy_vs_depth.png", "depth/depth_table.csv", "depth/report.html",
             "depth/recommendation.txt"} <= artifacts
+    page = Path(client.download_artifacts(parent.info.run_id, "depth/report.html", str(tmp_path))).read_text()
+    assert len(embedded_pngs(page)) == 1 and parent.info.run_id in page and "recommended depth: 2 — " in page
     table = Path(client.download_artifacts(parent.info.run_id, "depth/depth_table.csv", str(tmp_path)))
     rows = {int(r["blocks"]): r for r in csv.DictReader(table.open())}
     assert float(rows[1]["mean_accuracy"]) < 0.7 < 0.95 < min(float(rows[2]["mean_accuracy"]), float(rows[3]["mean_accuracy"]))

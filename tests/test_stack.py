@@ -249,7 +249,7 @@ def test_stack_two_workers_one_study_tracked_on_the_server(stack_factory: Callab
     reports = client.search_runs([experiment.experiment_id], "tags.`convscope.compared_runs` != ''")
     assert len(reports) == 1 and reports[0].info.status == "FINISHED"
     assert set(reports[0].data.tags["convscope.compared_runs"].split(",")) <= set(run_ids)
-    assert "report/report.md" in {a.path for a in client.list_artifacts(reports[0].info.run_id, "report")}
+    assert "report/report.html" in {a.path for a in client.list_artifacts(reports[0].info.run_id, "report")}
 
 
 def test_stack_with_basic_auth(stack_factory: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch) -> None:

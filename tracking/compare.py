@@ -16,7 +16,7 @@ with :func:`load_run_activations`. :func:`compare_runs` computes
 - the per-layer activation statistics, side by side.
 
 :mod:`tracking.compare_report` turns a :class:`Comparison` into figures, a
-Markdown report with CSVs, and plain words; the thresholds behind the words are
+self-contained HTML report with CSVs, and plain words; the thresholds behind the words are
 the module constants below.
 """
 

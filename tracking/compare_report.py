@@ -1,15 +1,17 @@
-"""A :class:`tracking.compare.Comparison` as figures, a Markdown report with CSVs, and plain words."""
+"""A :class:`tracking.compare.Comparison` as figures, a self-contained HTML report with CSVs, and plain words."""
 
 from __future__ import annotations
 
 import csv
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from tracking import html_report
 from tracking.compare import (
     ABOVE_CHANCE,
     FEW_SAMPLES,
@@ -32,7 +34,8 @@ def _slugs(c: Comparison) -> dict[str, str]:
 
 
 def _heatmap(result: CkaResult, title: str, ylabel: str, xlabel: str) -> Figure:
-    figure = Figure(figsize=(2.0 + 0.7 * len(result.cols), 1.4 + 0.6 * len(result.rows)), layout="constrained")
+    width = 2.0 + 0.7 * len(result.cols)
+    figure = Figure(figsize=(width, 1.4 + 0.6 * len(result.rows)), layout="constrained")
     axes = figure.add_subplot()
     image = axes.imshow(result.matrix, vmin=0.0, vmax=1.0, cmap="viridis")
     axes.set_xticks(range(len(result.cols)), result.cols, rotation=45 if len(result.cols) > 5 else 0)
@@ -40,7 +43,8 @@ def _heatmap(result: CkaResult, title: str, ylabel: str, xlabel: str) -> Figure:
     for (i, j), value in np.ndenumerate(result.matrix):
         axes.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
                   color="black" if value >= 0.6 else "white")
-    axes.set(title=f"{title}\n({result.source}, n = {result.n})", ylabel=ylabel, xlabel=xlabel)
+    wrapped = textwrap.fill(title, max(24, int(width * 11)))  # about 11 characters of 9-point text per inch
+    axes.set(title=f"{wrapped}\n({result.source}, n = {result.n})", ylabel=ylabel, xlabel=xlabel)
     axes.title.set_fontsize(9)
     figure.colorbar(image, ax=axes, label="linear CKA", shrink=0.8)
     return figure
@@ -79,18 +83,20 @@ def comparison_figures(c: Comparison) -> dict[str, Figure]:
         axes.legend(fontsize=8)
         figures["linear_probes"] = figure
     names = _stat_names(c)
-    if names:
-        figure = Figure(figsize=(3.6 * len(names), 3.4), layout="constrained")
+    if names:  # one full-width panel per statistic, stacked: readable at about 700 px
+        figure = Figure(figsize=(6.4, 1.0 + 1.9 * len(names)), layout="constrained")
         lists = []
-        for axes, stat in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
+        for axes, stat in zip(figure.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0], names):
             for run_id, stats in c.stats.items():
                 layers = [layer for layer in c.within[run_id].rows if layer in stats.get(stat, {})]
                 positions = [c.within[run_id].rows.index(layer) + 1 for layer in layers]
                 axes.plot(positions, [stats[stat][layer] for layer in layers], marker="o", label=c.names[run_id])
                 lists.append(c.within[run_id].rows)
             _layer_axis(axes, lists)
-            axes.set(title=stat, xlabel="layer", ylim=(-0.03, 1.03) if stat in STAT_ORDER[:2] else (None, None))
-        axes.legend(fontsize=8)
+            axes.set(ylabel=stat, ylim=(-0.03, 1.03) if stat in STAT_ORDER[:2] else (None, None))
+            axes.grid(alpha=0.3)
+        axes.set_xlabel("layer")
+        figure.legend(*axes.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
         figures["activation_stats"] = figure
     return figures
 
@@ -142,11 +148,6 @@ def _probe_sentence(curve: ProbeCurve) -> str:
     return text
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}",
-            *(f"| {' | '.join(str(cell) for cell in row)} |" for row in rows), ""]
-
-
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -156,26 +157,32 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
 
 
 def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure]) -> list[Path]:
-    """Write ``report.md`` (Markdown; the figures as ``<key>.png`` beside it), ``cka_within.csv``,
-    ``cka_across.csv`` and ``linear_probes.csv`` (long format, one row per layer / layer pair)
-    into ``folder`` (created). Returns the written paths, ``report.md`` first."""
+    """Write ``report.html`` (self-contained: every figure embedded, see :mod:`tracking.html_report`),
+    the figures as ``<key>.png``, and ``cka_within.csv``, ``cka_across.csv`` and ``linear_probes.csv``
+    (long format, one row per layer / layer pair) into ``folder`` (created).
+    Returns the written paths: ``report.html``, the three CSVs, then the PNGs."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pngs = {key: folder / f"{key}.png" for key in figures}
-    for key, figure in figures.items():
-        figure.savefig(pngs[key], dpi=110)
+    pngs = {key: html_report.figure_png(figure) for key, figure in figures.items()}
+    for key, png in pngs.items():
+        (folder / f"{key}.png").write_bytes(png)
     used: set[str] = set()
 
-    def image(key: str) -> list[str]:
+    def image(key: str, caption: str = "") -> list[str]:
         used.add(key)
-        return [f"![{key}]({key}.png)", ""] if key in figures else []
+        return [html_report.figure(pngs[key], key, caption)] if key in pngs else []
+
+    def matrix(res: CkaResult) -> str:
+        return html_report.table(["", *res.cols], [[la, *map(_fmt, row)] for la, row in zip(res.rows, res.matrix)],
+                                 row_headers=True)
 
     slugs, names = _slugs(c), c.names
-    md = ["# Activation comparison", "", *_table(
-        ["run", "run id", "probe epoch", "CKA on", "linear probes"],
-        [[names[r], f"`{r}`", c.epochs[r], f"{c.within[r].source} (n = {c.within[r].n})",
+    body = [html_report.heading(1, "Activation comparison"), html_report.table(
+        ["run", "probe epoch", "CKA on", "linear probes"],
+        [[html_report.lines(names[r], html_report.code(r)), "—" if c.epochs[r] is None else c.epochs[r],
+          f"{c.within[r].source} (n = {c.within[r].n})",
           f"{c.probes[r].n} samples, {c.probes[r].folds}-fold CV" if r in c.probes else "—"] for r in names])]
-    md += ["## Summary", "", *(f"- {line}" for line in summary_lines(c)), ""]
+    body += [html_report.heading(2, "Summary"), html_report.bullets(summary_lines(c))]
     within_rows = [[r, names[r], la, lb, f"{v:.6f}", res.source, res.n]
                    for r, res in c.within.items() for (i, j), v in np.ndenumerate(res.matrix)
                    for la, lb in [(res.rows[i], res.cols[j])]]
@@ -186,33 +193,34 @@ def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure]) -> 
                    "chance" if i == 0 else cv.layers[i - 1], f"{cv.chance:.6f}", cv.n, cv.folds]
                   for r, cv in c.probes.items() for i, layer in enumerate(cv.layers)]
     if c.probes:
-        md += ["## Linear probes", "", "Cross-validated accuracy of a standardised, L2-regularised logistic "
-               "regression on each layer's channel-pooled activations; gain is over the previous layer "
-               "(the first layer's over chance).", "", *image("linear_probes"),
-               *_table(["run", "layer", "accuracy", "± std", "gain", "over"],
-                       [[row[1], row[2], f"{float(row[3]):.3f}", f"{float(row[4]):.3f}", f"{float(row[5]):+.3f}",
-                         row[6]] for row in probe_rows])]
-    md += ["## CKA within runs", "", "Linear CKA (Kornblith et al., 2019): 1 = same representation up to "
-           "rotation and scale; a block of near-1 entries marks layers that add little. Rough on few samples.", ""]
+        body += [html_report.heading(2, "Linear probes"), html_report.paragraph(
+            "Cross-validated accuracy of a standardised, L2-regularised logistic regression on each layer's "
+            "channel-pooled activations; gain is over the previous layer (the first layer's over chance)."),
+            *image("linear_probes"),
+            html_report.table(["run", "layer", "accuracy", "± std", "gain", "over"],
+                              [[row[1], row[2], f"{float(row[3]):.3f}", f"{float(row[4]):.3f}",
+                                f"{float(row[5]):+.3f}", row[6]] for row in probe_rows])]
+    body += [html_report.heading(2, "CKA within runs"), html_report.paragraph(
+        "Linear CKA (Kornblith et al., 2019): 1 = same representation up to rotation and scale; a block of "
+        "near-1 entries marks layers that add little. Rough on few samples.")]
     for r, res in c.within.items():
-        md += [f"### {names[r]}", "", *image(f"cka_within_{slugs[r]}"),
-               *_table(["", *res.cols], [[la, *map(_fmt, row)] for la, row in zip(res.rows, res.matrix)])]
+        body += [html_report.heading(3, names[r]), *image(f"cka_within_{slugs[r]}"), matrix(res)]
     if c.across:
-        md += ["## CKA across runs", ""]
+        body += [html_report.heading(2, "CKA across runs")]
         for (a, b), res in c.across.items():
-            md += [f"### {names[a]} (rows) vs {names[b]} (columns)", "", *image(f"cka_across_{slugs[a]}_vs_{slugs[b]}"),
-                   *_table(["", *res.cols], [[la, *map(_fmt, row)] for la, row in zip(res.rows, res.matrix)])]
+            body += [html_report.heading(3, f"{names[a]} (rows) vs {names[b]} (columns)"),
+                     *image(f"cka_across_{slugs[a]}_vs_{slugs[b]}"), matrix(res)]
     if c.stats:
         stat_names = _stat_names(c)
-        md += ["## Activation statistics", "", *image("activation_stats"), *_table(
+        body += [html_report.heading(2, "Activation statistics"), *image("activation_stats"), html_report.table(
             ["run", "layer", *stat_names],
             [[names[r], layer, *(_fmt(st.get(s, {}).get(layer, float("nan"))) for s in stat_names)]
              for r, st in c.stats.items() for layer in c.within[r].rows])]
-    extra = [key for key in figures if key not in used]
+    extra = [key for key in pngs if key not in used]
     if extra:
-        md += ["## Other figures", "", *(line for key in extra for line in image(key))]
-    report = folder / "report.md"
-    report.write_text("\n".join(md), encoding="utf-8")
+        body += [html_report.heading(2, "Other figures"), *(part for key in extra for part in image(key, key))]
+    report = folder / "report.html"
+    report.write_text(html_report.page("Activation comparison", body), encoding="utf-8")
     return [report,
             _write_csv(folder / "cka_within.csv", ["run_id", "run", "layer_a", "layer_b", "cka", "source", "n"],
                        within_rows),
@@ -220,4 +228,4 @@ def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure]) -> 
                                                    "n"], across_rows),
             _write_csv(folder / "linear_probes.csv", ["run_id", "run", "layer", "accuracy_mean", "accuracy_std",
                                                       "gain", "gain_over", "chance", "n", "folds"], probe_rows),
-            *pngs.values()]
+            *(folder / f"{key}.png" for key in pngs)]
