@@ -185,7 +185,7 @@ def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fol
     status = RunStatus.FAILED
     try:
         result = execute(prepared, tracker, progress=False, echo=lambda line: None,
-                         compared=("data.folds", "data.fold"))
+                         compared=("folds", "fold"))
         status = RunStatus.FINISHED
     except KeyboardInterrupt:
         status = RunStatus.KILLED

@@ -84,8 +84,8 @@ class Objective:
         prepared = prepare(config, echo=lambda line: None, progress=False)
         stores = prepared.stores
         tb_dir = settings.study_tensorboard_dir() / f"trial-{trial.number:04d}"
-        tracker = open_tracker(
-            stores, config.tracking.experiment, name,
+        tracker = open_tracker(  # named shortly in MLflow: its runs table shows ~20 characters of a name
+            stores, config.tracking.experiment, f"trial-{trial.number:04d}",
             mlflow=config.tracking.mlflow, tensorboard=config.tracking.tensorboard,
             parent_run_id=settings.parent_run_id, tensorboard_dir=tb_dir,
             hparams={**trial.params, "trial": trial.number},

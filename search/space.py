@@ -110,18 +110,9 @@ def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
         return optuna.samplers.TPESampler(group=True, multivariate=True, seed=seed)
 
 
-#: The config setting (``section.field``) each parameter name of ``suggest`` sets.
-_CONFIG_KEYS = {
-    "depth": "model.depth", "base_width": "model.base_width", "growth": "model.growth",
-    "dropout": "model.dropout", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
-    "batch_size": "optim.batch_size",
-}
-
-
 def config_keys(names: Iterable[str]) -> tuple[str, ...]:
-    """The config settings that ``suggest``'s parameters ``names`` set (``width_K`` → ``model.widths``)."""
-    keys = ["model.widths" if name.startswith("width_") else _CONFIG_KEYS[name] for name in names]
-    return tuple(dict.fromkeys(keys))
+    """The settings (flag names) that ``suggest``'s parameters ``names`` set (``width_K`` → ``widths``)."""
+    return tuple(dict.fromkeys("widths" if name.startswith("width_") else name for name in names))
 
 
 def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfig) -> RunConfig:

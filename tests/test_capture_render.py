@@ -375,3 +375,14 @@ def test_feature_map_grid_single_probe_1x1_compares_channels() -> None:
     grid = feature_map_grid(activation, min_tile=16)
     colours = {tuple(grid[y, x]) for y in range(grid.shape[0]) for x in range(grid.shape[1])}
     assert len(colours) >= 2  # the strong channel stands out instead of every tile being the low end
+
+
+@pytest.mark.parametrize("c, h", [(16, 31), (64, 7), (128, 3), (256, 1)])
+def test_wide_layouts_for_chart_cards(c: int, h: int) -> None:
+    """``width_ratio`` lays grids out wide (MLflow keeps only wide thumbnails whole in a card)."""
+    grid = feature_map_grid(torch.rand(1, c, h, h), min_tile=16, width_ratio=2.5)
+    assert 1.7 <= grid.shape[1] / grid.shape[0] <= 3.6, grid.shape
+    square = feature_map_grid(torch.rand(1, c, h, h), min_tile=16)
+    assert square.shape[1] / square.shape[0] < grid.shape[1] / grid.shape[0]
+    filters = filter_grid(torch.rand(16, 3, 3, 3), width_ratio=2.5)
+    assert filters.shape[1] / filters.shape[0] >= 2.0

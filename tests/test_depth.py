@@ -238,9 +238,9 @@ def test_depth_recommends_the_known_depth_and_logs_the_report(depth_study: tuple
     assert parent.info.status == "FINISHED" and parent.data.tags["depth.recommended_blocks"] == "2"
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 9 and all(c.info.status == "FINISHED" for c in children)
-    assert sorted((c.data.params["model.depth"], c.data.params["data.fold"]) for c in children) == [
+    assert sorted((c.data.params["depth"], c.data.params["fold"]) for c in children) == [
         (str(d), str(f)) for d in (1, 2, 3) for f in range(3)]
-    assert {c.data.params["data.folds"] for c in children} == {"3"}
+    assert {c.data.params["folds"] for c in children} == {"3"}
     artifacts = {a.path for path in ("figures", "depth") for a in client.list_artifacts(parent.info.run_id, path)}
     assert {"figures/depth_accuracy_vs_depth.png", "depth/depth_table.csv", "depth/report.html",
             "depth/recommendation.txt"} <= artifacts
@@ -266,6 +266,6 @@ def test_ablate_removes_one_block_at_a_time_under_the_same_folds(depth_study: tu
     assert "recommended: " in done.stdout and "without conv3" in done.stdout
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`convscope.kind` = 'ablate-study'")
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(c.data.params["model.widths"] for c in children) == sorted(
+    assert sorted(c.data.params["widths"] for c in children) == sorted(
         w for w in ("16,32,64", "32,64", "16,64", "16,32") for _ in range(2))
-    assert {c.data.params["data.data"] for c in children} == {"synthetic-depth2"}
+    assert {c.data.params["data"] for c in children} == {"synthetic-depth2"}

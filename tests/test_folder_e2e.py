@@ -34,9 +34,9 @@ def test_bad_files_are_skipped_reported_and_logged(tmp_path: Path) -> None:
     assert line.startswith("skipped 3 of 28 files: ") and "skipped_files.csv" in line
     assert "1 empty file" in line and "1 not an image" in line and "1 unreadable" in line
     run = only_run(f"sqlite:///{runs / 'mlflow.db'}")
-    params = run.info.data.params
-    assert params["data.skipped_files"] == "3" and params["data.files"] == "28"
-    assert params["data.classes"] == "0:Cat,1:Dog"
+    tags = run.info.data.tags
+    assert tags["data.skipped_files"] == "3" and tags["data.files"] == "28"
+    assert tags["data.classes"] == "0:Cat,1:Dog"
     csv_file = run.download("data/skipped_files.csv", tmp_path / "dl")
     assert "cut.jpg,unreadable" in csv_file.read_text()
     meta = json.loads(run.download("activations/epoch_0001.json", tmp_path / "dl").read_text())

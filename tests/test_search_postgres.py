@@ -164,7 +164,7 @@ def test_killed_worker_trial_is_retried_by_another(fresh_db: str, tmp_path: Path
     assert killed_run.info.status == "KILLED" and killed_run.data.tags.get("convscope.status") == "killed"
     retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
     assert retry_run.info.run_id != killed_run.info.run_id and retry_run.info.status == "FINISHED"
-    assert int(retry_run.data.params["optim.epochs"]) == 1  # --fix applies to the run, the params are kept
+    assert int(retry_run.data.params["epochs"]) == 1  # --fix applies to the run, the params are kept
 
 
 def _wait_for_running_trial(url: str, name: str, worker: Worker, timeout: float) -> FrozenTrial:

@@ -179,7 +179,7 @@ class TestTrackerContract:
         tracker.close(status)
         assert backend.status(tracker) == (MLFLOW_STATUS[status.value], status.value)
         name = backend.run(tracker).info.run_name
-        assert name == f"status-{status.value}" + (" (pruned)" if status is RunStatus.PRUNED else "")
+        assert name == f"status-{status.value}" + ("" if status is RunStatus.FINISHED else f" ({status.value})")
 
     @pytest.mark.parametrize("backend", backends_with("metrics"), indirect=True)
     def test_close_is_idempotent(self, backend: Backend) -> None:
@@ -271,8 +271,10 @@ class TestMlflowTracker:
         first.log_params({"lr": 0.1, "depth": 5})
         first.log_metrics({"loss": 1.0}, 0)
         first.close(RunStatus.KILLED)
+        assert mlflow_backend.client.get_run(first.run_id).info.run_name == "resumable (killed)"
         resumed = MlflowTracker(mlflow_backend.uri, mlflow_backend.experiment, run_id=first.run_id)
-        assert mlflow_backend.client.get_run(first.run_id).info.status == "RUNNING"
+        again = mlflow_backend.client.get_run(first.run_id).info
+        assert again.status == "RUNNING" and again.run_name == "resumable"  # running again, no stale status
         with caplog.at_level(logging.WARNING, logger="tracking.mlflow_sink"):
             resumed.log_params({"lr": 0.1, "depth": 6, "epochs": 3})  # must not raise
         assert "depth" in caplog.text

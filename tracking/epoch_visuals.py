@@ -10,7 +10,7 @@ everything to the sinks. Image keys:
 - ``feature_maps/<layer>`` — the layer's overview (``tracking.overview``): a few probes ×
   a fixed set of the layer's most active channels, drawn for a ~256-px thumbnail;
 - ``all_channels/<layer>`` — every channel of the first probe at full resolution;
-- ``saliency`` — per probe: input, gradient saliency, Grad-CAM of every block;
+- ``saliency`` — for one probe per class: input, gradient saliency, Grad-CAM of every block;
 - ``filters/<first layer>`` — the first conv layer's filters;
 - metrics ``act_mean/<layer>``, ``act_zero_fraction/<layer>``, ``act_hf_share/<layer>``;
 - artifacts ``activations/epoch_NNNN.safetensors`` + ``.json``.
@@ -22,14 +22,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from tracking.activations import save_analysis_activations, save_probe_activations
 from tracking.base import Tracker
 from tracking.capture import ProbeCapture, capture_pooled, capture_probes
-from tracking.overview import channel_budget, layer_overview, select_channels, select_rows
-from tracking.render import confusion_matrix_figure, feature_map_grid, filter_grid, saliency_grid
+from tracking.overview import WIDTH_RATIO, channel_budget, layer_overview, select_channels, select_rows
+from tracking.render import confusion_matrix_figure, feature_map_grid, filter_grid, pad_to_width_ratio, saliency_grid
 from tracking.stats import activation_statistics
 
 ACTIVATIONS_ARTIFACT_PATH = "activations"
@@ -37,6 +38,7 @@ ACTIVATIONS_ARTIFACT_PATH = "activations"
 # (PNG encoding in the sinks is most of the per-epoch cost; see benchmarks/visual_overhead.py).
 ALL_CHANNELS_TILE_PX = 16
 SALIENCY_TILE_PX = 48
+SALIENCY_PROBES = 2  # one per class: a wide picture, whole in MLflow's fixed-height card
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class EpochVisuals:
             {layer: tuple(int(c) for c in chosen) for layer, chosen in channels.items()} if channels else None
         )
         self.rows = select_rows(probes.labels.tolist())
+        self.saliency_rows = select_rows(probes.labels.tolist(), SALIENCY_PROBES)
 
     def log(self, model: nn.Module, step: int) -> None:
         """Capture now; render and write on the tracker's worker (or inline if it has none)."""
@@ -106,22 +109,22 @@ class EpochVisuals:
 
     def _render(self, sink: Tracker, capture: ProbeCapture, filters: torch.Tensor | None, step: int) -> None:
         assert self.channels is not None  # chosen in ``log`` before this job was queued
+
+        def show(key: str, picture: np.ndarray) -> None:  # every picture wide: whole in MLflow's cards
+            sink.log_image(key, pad_to_width_ratio(picture, WIDTH_RATIO), step)
+
         first = self.rows[0]
         for layer, activation in capture.activations.items():
-            overview = layer_overview(activation, self.probes.images, self.channels[layer], self.rows)
-            sink.log_image(f"feature_maps/{layer}", overview, step)
-            every_channel = feature_map_grid(activation[first : first + 1], min_tile=ALL_CHANNELS_TILE_PX)
-            sink.log_image(f"all_channels/{layer}", every_channel, step)
-        sink.log_image(
-            "saliency",
-            saliency_grid(
-                self.probes.images, capture.gradient, capture.gradcam,
-                class_names=self.class_names, targets=capture.targets, min_tile=SALIENCY_TILE_PX,
-            ),
-            step,
-        )
+            show(f"feature_maps/{layer}", layer_overview(activation, self.probes.images, self.channels[layer], self.rows))
+            show(f"all_channels/{layer}", feature_map_grid(
+                activation[first : first + 1], min_tile=ALL_CHANNELS_TILE_PX, width_ratio=WIDTH_RATIO))
+        rows = torch.tensor(self.saliency_rows, dtype=torch.long)
+        show("saliency", saliency_grid(
+            self.probes.images[rows], capture.gradient[rows], {k: v[rows] for k, v in capture.gradcam.items()},
+            class_names=self.class_names, targets=capture.targets[rows], min_tile=SALIENCY_TILE_PX,
+        ))
         if filters is not None:
-            sink.log_image(f"filters/{next(iter(self.layers))}", filter_grid(filters), step)
+            show(f"filters/{next(iter(self.layers))}", filter_grid(filters, width_ratio=WIDTH_RATIO))
         sink.log_metrics(activation_statistics(capture.activations), step)
         files = save_probe_activations(
             self.artifact_dir,

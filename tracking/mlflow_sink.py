@@ -7,7 +7,8 @@ Contract (on top of ``tracking.base``):
   tagged ``mlflow.experimentKind=custom_model_development`` so MLflow 3's UI opens it
   in the classic-ML view.
 - ``run_id=None`` creates a run (tagged ``mlflow.runName`` and, if given,
-  ``mlflow.parentRunId``); ``run_id=...`` resumes that run (status back to RUNNING).
+  ``mlflow.parentRunId``); ``run_id=...`` resumes that run (status back to RUNNING, a
+  status suffix dropped from its name).
 - Params are stringified, sent in chunks that respect MLflow's per-request limit
   and truncated to MLflow's value-length limit; on a resumed run a param that is
   already logged is skipped (MLflow refuses to change a param).
@@ -15,9 +16,10 @@ Contract (on top of ``tracking.base``):
   as lists; logging it again replaces it).
 - Each ``log_metrics`` call is exactly one ``log_batch`` request.
 - ``close`` maps FINISHED/FAILED/KILLED onto MLflow's statuses and PRUNED onto
-  FINISHED, always tags ``convscope.status`` with the ``RunStatus`` value, appends
-  ``PRUNED_SUFFIX`` to a pruned run's name (MLflow's runs table shows the name but no
-  status of its own for "pruned"), is
+  FINISHED, always tags ``convscope.status`` with the ``RunStatus`` value, ends the name
+  of a run that did not finish in ``STATUS_SUFFIX`` (`` (pruned)``, `` (failed)``,
+  `` (killed)``: MLflow's runs table shows the name, a green tick for pruned runs too and
+  one red icon for failed and killed alike), is
   idempotent and only warns (``logging``) if the backend cannot be reached.
   Note that MLflow's HTTP client retries a dead server before giving up
   (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT``).
@@ -44,7 +46,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 STATUS_TAG = "convscope.status"
 CONFIG_ARTIFACT = "config.yaml"
-PRUNED_SUFFIX = " (pruned)"
+STATUS_SUFFIX = {status: f" ({status.value})" for status in (RunStatus.PRUNED, RunStatus.FAILED, RunStatus.KILLED)}
 
 _MLFLOW_STATUS = {
     RunStatus.FINISHED: "FINISHED",
@@ -59,6 +61,14 @@ _T = TypeVar("_T")
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _without_status(name: str) -> str:
+    """``name`` without a ``STATUS_SUFFIX`` it ends in."""
+    for suffix in STATUS_SUFFIX.values():
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _plain(value: Any) -> Any:
@@ -154,7 +164,7 @@ class MlflowTracker:
                 )
             self.experiment_id = run.info.experiment_id
             self._ensure_experiment_kind(self.client.get_experiment(self.experiment_id))
-            self.client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status="RUNNING", name=_without_status(run.info.run_name or run_id))
             self._logged_params = dict(run.data.params)
         self.run_id: str = run.info.run_id
         self.artifact_uri: str = run.info.artifact_uri
@@ -275,8 +285,7 @@ class MlflowTracker:
         status = RunStatus(status)
         try:
             self.client.set_tag(self.run_id, STATUS_TAG, status.value, synchronous=True)
-            if status is RunStatus.PRUNED:
-                self._mark_pruned_in_name()
+            self._name_status(status)
             self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS[status])
         except Exception as error:  # the backend went away: the run's other sinks still close
             log.warning(
@@ -284,9 +293,8 @@ class MlflowTracker:
                 self.run_id, status.value, self.tracking_uri, error,
             )
 
-    def _mark_pruned_in_name(self) -> None:
-        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-
-        name = self.client.get_run(self.run_id).info.run_name or self.run_id
-        if not name.endswith(PRUNED_SUFFIX):
-            self.client.set_tag(self.run_id, MLFLOW_RUN_NAME, name + PRUNED_SUFFIX, synchronous=True)
+    def _name_status(self, status: RunStatus) -> None:
+        current = self.client.get_run(self.run_id).info.run_name or self.run_id
+        wanted = _without_status(current) + STATUS_SUFFIX.get(status, "")
+        if wanted != current:
+            self.client.update_run(self.run_id, name=wanted)

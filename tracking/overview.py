@@ -1,9 +1,11 @@
 """Each conv layer as a picture a person reads at a glance: a few probes × a few fixed channels.
 
-MLflow shows a logged image as a ~256-px thumbnail (even in its full-screen view) and
-TensorBoard as a card of about that size, so this picture is drawn for that size:
+MLflow shows a logged image as a thumbnail whose longest side is 256 px (even in its
+full-screen view), centred in a square box below the run's params, inside a chart card
+of fixed height: only a *wide* picture (about 2.5 : 1, so ~100 px tall at 256 px wide)
+stays whole in the card. TensorBoard shows the same picture at full size. So:
 
-- one row per probe image (up to :data:`OVERVIEW_PROBES`, taken round-robin over the
+- one row per probe image (:data:`OVERVIEW_PROBES`, taken round-robin over the
   classes), the probe itself in the first column, so every row says what it is;
 - then a fixed set of channels of the layer, chosen once per run by
   :func:`select_channels` and kept in the same column every epoch, so a step slider
@@ -34,12 +36,14 @@ from torchvision.utils import make_grid
 
 from tracking.render import _font, _lut, _to_index, _upscale
 
+#: Width : height of every per-epoch picture: MLflow's 256-px-wide thumbnail is then ~100 px tall.
+WIDTH_RATIO = 2.5
 #: Probe rows shown per layer.
-OVERVIEW_PROBES = 8
+OVERVIEW_PROBES = 4
 #: Channel columns for maps larger than :data:`SMALL_MAP_SIDE`.
-MAP_CHANNELS = 7
+MAP_CHANNELS = 10
 #: Channel columns for maps of :data:`SMALL_MAP_SIDE` or smaller (channel strengths).
-STRENGTH_CHANNELS = 12
+STRENGTH_CHANNELS = 18
 #: Maps this small (in their shorter side) or smaller are shown as channel strengths.
 SMALL_MAP_SIDE = 3
 #: Smallest tile side (px) of a map and of the probe image.

@@ -79,8 +79,10 @@ def _column_options(n: int) -> list[int]:
     return sorted({math.ceil(n / rows) for rows in range(1, n + 1)})
 
 
-def _aspect(size: tuple[int, int]) -> float:
-    return max(size) / min(size)
+def _aspect(size: tuple[int, int], width_ratio: float = 1.0) -> float:
+    """How far a (height, width) is from ``width_ratio`` : 1, as a ratio ≥ 1 (1 = exactly that shape)."""
+    shape = size[1] / size[0] / width_ratio
+    return max(shape, 1.0 / shape)
 
 
 def _feature_pads(tile: int) -> tuple[int, int]:
@@ -89,7 +91,9 @@ def _feature_pads(tile: int) -> tuple[int, int]:
 
 
 @lru_cache(maxsize=256)
-def _feature_layout(p: int, c: int, h: int, w: int, min_tile: int, max_side: int) -> tuple[int, int, int]:
+def _feature_layout(
+    p: int, c: int, h: int, w: int, min_tile: int, max_side: int, width_ratio: float = 1.0
+) -> tuple[int, int, int]:
     """Choose (scale, channel columns, probe-block columns) for :func:`feature_map_grid`.
 
     Largest scale ≤ ceil(min_tile / min(h, w)) whose best layout fits
@@ -107,7 +111,7 @@ def _feature_layout(p: int, c: int, h: int, w: int, min_tile: int, max_side: int
             for cols in _column_options(c):
                 block = _grid_size(c, cols, tile_h, tile_w, pad)
                 size = _grid_size(p, probe_cols, block[0], block[1], sep)
-                candidates.append((_aspect(size), probe_cols, cols, size))
+                candidates.append((_aspect(size, width_ratio), probe_cols, cols, size))
         one_column = min((cand for cand in candidates if cand[1] == 1), key=lambda cand: cand[0])
         choice = one_column if one_column[0] <= _PREFERRED_ASPECT else min(candidates, key=lambda cand: cand[0])
         best = (scale, choice[2], choice[1])
@@ -122,6 +126,7 @@ def feature_map_grid(
     min_tile: int = 16,
     colormap: str = "viridis",
     max_side: int = MAX_GRID_SIDE,
+    width_ratio: float = 1.0,
 ) -> np.ndarray:
     """Every channel of every probe as one near-square colourised grid.
 
@@ -133,6 +138,7 @@ def feature_map_grid(
         colormap: a matplotlib colormap name.
         max_side: long-side budget in px (exceeded only when even unscaled
             maps do not fit).
+        width_ratio: the width : height the layout aims at (1 = near-square).
 
     Each (probe, channel) map is min–max normalised on its own (a constant map
     renders as the colormap's low end). Exception: 1×1 maps, which are always
@@ -153,24 +159,25 @@ def feature_map_grid(
     low = values.amin(dim=dims, keepdim=True)
     span = values.amax(dim=dims, keepdim=True) - low
     unit = torch.where(span > 0, (values - low) / span.clamp_min(1e-30), torch.zeros_like(values))
-    scale, cols, probe_cols = _feature_layout(p, c, h, w, int(min_tile), int(max_side))
+    scale, cols, probe_cols = _feature_layout(p, c, h, w, int(min_tile), int(max_side), float(width_ratio))
     pad, sep = _feature_pads(min(h, w) * scale)
     rgb = _upscale(_lut(colormap)[_to_index(unit)].permute(0, 1, 4, 2, 3).contiguous(), scale)  # (P, C, 3, H, W)
     blocks = torch.stack([make_grid(rgb[i], nrow=cols, padding=pad, pad_value=0) for i in range(p)])
     return _to_hwc(make_grid(blocks, nrow=probe_cols, padding=sep, pad_value=255))
 
 
-def filter_grid(weight: Tensor, *, tile: int = 24) -> np.ndarray:
+def filter_grid(weight: Tensor, *, tile: int = 24, width_ratio: float = 1.0) -> np.ndarray:
     """First-layer filters as a near-square grid of small images.
 
     Args:
         weight: conv weight (O, I, kh, kw). With I == 3 each filter is shown in
             RGB; otherwise as the grayscale mean over input channels.
         tile: minimum tile side in px (nearest-neighbour integer upscale).
+        width_ratio: the width : height of the layout (1: ceil(sqrt(O)) filters per row).
 
     Each filter is min–max normalised on its own over all its values (so
     colour balance within a filter is kept); constant filters render black.
-    Filters are laid out row-major, ceil(sqrt(O)) per row, on a gray background.
+    Filters are laid out row-major, ceil(sqrt(O · width_ratio)) per row, on a gray background.
     """
     if weight.dim() != 4:
         raise ValueError(f"filter_grid needs a conv weight (O, I, kh, kw), got shape {tuple(weight.shape)}")
@@ -182,7 +189,7 @@ def filter_grid(weight: Tensor, *, tile: int = 24) -> np.ndarray:
     unit = torch.where(span > 0, (values - low) / span.clamp_min(1e-30), torch.zeros_like(values))
     scale = max(1, math.ceil(tile / max(values.shape[2], values.shape[3])))
     pixels = _upscale((unit * 255.0).round().to(torch.uint8), scale)
-    nrow = math.ceil(math.sqrt(values.shape[0]))
+    nrow = min(values.shape[0], math.ceil(math.sqrt(values.shape[0] * width_ratio)))
     return _to_hwc(make_grid(pixels, nrow=nrow, padding=_FILTER_PAD, pad_value=128))
 
 
@@ -274,6 +281,16 @@ def saliency_grid(
             draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))
             draw.text((SALIENCY_PAD + 2, y + 1), text, fill=(255, 255, 255), font=font)
     return np.asarray(canvas).copy()
+
+
+def pad_to_width_ratio(image: np.ndarray, width_ratio: float, fill: int = 255) -> np.ndarray:
+    """``image`` (H, W, 3) padded on the right with ``fill`` until W ≥ ``width_ratio`` · H, so
+    every picture of a set shows at the same scale in a thumbnail of fixed width."""
+    height, width = image.shape[:2]
+    missing = math.ceil(width_ratio * height) - width
+    if missing <= 0:
+        return image
+    return np.pad(image, ((0, 0), (0, missing), (0, 0)), constant_values=fill)
 
 
 def _as_numpy(values: Sequence[int] | np.ndarray | Tensor) -> np.ndarray:

@@ -150,7 +150,7 @@ def execute(
 ) -> RunResult:
     """Train ``prepared`` and log everything to ``tracker`` (owned and closed by the caller).
 
-    ``compared``: config keys (``section.field``) a study varies; always logged as params.
+    ``compared``: settings (flag names such as ``depth``) a study varies; always logged as params.
     """
     config, model, device, data = prepared.config, prepared.model, prepared.device, prepared.data
     experiment = config.tracking.experiment
@@ -271,37 +271,34 @@ def _log_final(
 
 
 #: Settings every run shows as MLflow params, beside those that differ from its preset.
-KEY_SETTINGS = (
-    "data.data", "model.image_size", "model.depth", "model.widths", "model.dropout",
-    "optim.epochs", "optim.batch_size", "optim.lr",
-)
+KEY_SETTINGS = ("preset", "depth", "epochs")
 #: Settings that say where a run is stored or what it shows rather than what it trained: never params.
-_NOT_COMPARED = ("tracking.", "data.cache_dir", "data.dataset_dir", "data.download", "data.memory_fraction",
-                 "data.probes_per_class", "data.probe", "data.analysis_size", "model.in_channels",
-                 "model.num_classes")
+_NOT_COMPARED = {"runs_dir", "experiment", "run_name", "mlflow", "tensorboard", "mlflow_uri", "visuals",
+                 "cache_dir", "dataset_dir", "download", "memory_fraction", "probes_per_class", "probe",
+                 "analysis_size", "in_channels", "num_classes"}
 
 
-def _comparable(config: RunConfig) -> dict[str, Any]:
-    """``flatten(config)`` with ``model.widths`` as the widths the blocks really have."""
-    flat = flatten(config)
-    flat["model.widths"] = ",".join(str(w) for w in config.model.channel_widths())
-    return flat
+def _settings(config: RunConfig) -> dict[str, Any]:
+    """Every setting by its flag name (``depth``, ``lr``: field names are unique across sections)."""
+    return {key.rsplit(".", 1)[-1]: value for key, value in flatten(config).items()}
+
+
+def _shown(value: Any) -> Any:
+    """Floats to 4 significant digits (the exact value is in ``config.yaml``); everything else as is."""
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def run_params(prepared: Prepared, always: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The few settings people compare runs by, logged as params (MLflow shows them beside every
-    chart, so a long list pushes the pictures out of view): the preset, ``KEY_SETTINGS``, the
-    ``always`` keys (e.g. what a study searches), every setting that differs from the preset, the
-    parameter count and the number of training images. The complete config is ``run_config``."""
-    config = prepared.config
-    flat, preset = _comparable(config), _comparable(build_config(config.preset))
-    params: dict[str, Any] = {"preset": config.preset}
-    params.update({key: flat[key] for key in (*KEY_SETTINGS, *always) if key in flat})
-    params.update({key: value for key, value in flat.items()
-                   if not key.startswith(_NOT_COMPARED) and preset.get(key) != value})
-    params["model.parameters"] = count_parameters(prepared.model)
-    params["data.train_images"] = len(prepared.data.train)
-    return params
+    """The few settings people compare runs by, as MLflow params named like their flags: the
+    ``KEY_SETTINGS``, the ``always`` settings (what a study varies) and every setting that differs
+    from the preset. Kept short on purpose: MLflow lists a run's params above every image on its
+    chart cards, in a fixed-height card, so each line of params hides a line of the picture. The
+    complete config is ``run_config``; facts about the run are ``run_facts``."""
+    settings, preset = _settings(prepared.config), _settings(build_config(prepared.config.preset))
+    chosen = [key for key in (*KEY_SETTINGS, *always) if key in settings]
+    chosen += [key for key, value in settings.items()
+               if key not in _NOT_COMPARED and key not in chosen and preset.get(key) != value]
+    return {key: _shown(settings[key]) for key in chosen}
 
 
 def run_config(config: RunConfig) -> dict[str, Any]:
@@ -312,7 +309,8 @@ def run_config(config: RunConfig) -> dict[str, Any]:
 
 
 def run_facts(prepared: Prepared) -> dict[str, str]:
-    """What this run found rather than chose (the data, the resolved precision, the probes), as tags."""
+    """What this run found rather than chose (the data, the resolved precision and widths, the
+    parameter count, the probes), as tags."""
     data = prepared.data
     return {
         "data.classes": ",".join(f"{i}:{name}" for i, name in enumerate(data.class_names)),
@@ -322,6 +320,9 @@ def run_facts(prepared: Prepared) -> dict[str, str]:
         "data.in_memory": str(data.train.in_memory),
         "precision": prepared.precision,
         "probes.ids": ",".join(prepared.probes.ids),
+        "model.parameters": str(count_parameters(prepared.model)),
+        "model.widths": ",".join(str(w) for w in prepared.config.model.channel_widths()),
+        "data.train_images": str(len(data.train)),
     }
 
 
