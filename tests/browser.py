@@ -103,6 +103,17 @@ def ui_servers(runs_dir: Path, log_dir: Path) -> Iterator[UiServers]:
             stop_process_group(proc)
 
 
+def save_screenshot(target: Any, path: Path) -> Path:
+    """Screenshot a page or a locator into ``path`` as a 256-colour PNG (a few times smaller than
+    Playwright's, still sharp for text and pictures: these are committed as the README's)."""
+    import io
+
+    from PIL import Image
+
+    Image.open(io.BytesIO(target.screenshot())).convert("RGB").quantize(256).save(path, optimize=True)
+    return path
+
+
 def new_page(browser: Any) -> Any:
     """A page in a fresh browser context (empty localStorage: MLflow's default layout) at 1600×1000."""
     context = browser.new_context(viewport=VIEWPORT)

@@ -31,6 +31,7 @@ from browser import (
     new_page,
     open_artifact,
     open_model_metrics,
+    save_screenshot,
     step_slider_forward,
     tensorboard_drawn_images,
     tensorboard_image_tags,
@@ -42,9 +43,9 @@ from tracking.stores import resolve_stores
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
-DEPTH = 3
+DEPTH = 5  # the seed network: conv4 (3x3) and conv5 (1x1) are drawn as channel strengths
 LAYERS = [f"conv{k}" for k in range(1, DEPTH + 1)]
-TRAIN = ["--preset", "tiny", "--depth", str(DEPTH), "--epochs", str(EPOCHS), "--data", "synthetic",
+TRAIN = ["--preset", "seed", "--epochs", str(EPOCHS), "--data", "synthetic",
          "--synthetic-size", "1200", "--batch-size", "64", "--analysis-size", "64", "--seed", "1", "--quiet"]
 MIN_IMAGE_WIDTH = 180  # px: below this a feature-map tile is too small to read
 EXPERIMENT = "convscope"
@@ -152,14 +153,14 @@ def test_feature_map_cards_show_the_whole_image(
     for layer in LAYERS:
         key = f"feature_maps/{layer}"
         cards[key] = card = image_card(page, key)
-        card.screenshot(path=str(screenshots / f"mlflow_card_feature_maps_{layer}.png"))
+        save_screenshot(card, screenshots / f"mlflow_card_feature_maps_{layer}.png")
     image_card(page, "feature_maps/conv1")
-    page.screenshot(path=str(screenshots / "mlflow_model_metrics.png"))
+    save_screenshot(page, screenshots / "mlflow_model_metrics.png")
     card = image_card(page, "feature_maps/conv1")
     card.locator("[data-component-id=fullscreen_button_chartcard]").click()
     page.get_by_role("dialog").locator("img").first.wait_for()
     page.wait_for_timeout(500)
-    page.screenshot(path=str(screenshots / "mlflow_card_feature_maps_conv1_fullscreen.png"))
+    save_screenshot(page, screenshots / "mlflow_card_feature_maps_conv1_fullscreen.png")
     page.keyboard.press("Escape")
     failures = []
     for key in cards:  # every layer is measured before failing, so the message shows them all
@@ -201,7 +202,7 @@ def test_tensorboard_serves_every_feature_map_step(
     page = new_page(browser)
     page.goto(servers.tensorboard + "/#images&tagFilter=feature_maps")
     drawn = tensorboard_drawn_images(page, expected_count=len(expected))
-    page.screenshot(path=str(screenshots / "tensorboard_images.png"))
+    save_screenshot(page, screenshots / "tensorboard_images.png")
     shown = {tag for shown_run, tag in drawn if shown_run == run}
     assert expected <= shown, f"TensorBoard's Images tab draws {sorted(drawn)}{note}"
 
@@ -227,9 +228,36 @@ def test_compare_report_shows_its_figures_in_mlflow(
     assert "report.html" in names, f"report run has no report/report.html, only {names}{note}"
     page = new_page(browser)
     frame = open_artifact(page, servers.mlflow, trained.experiment_id, report_run, "report/report.html")
-    page.screenshot(path=str(screenshots / "mlflow_compare_report.png"))
+    save_screenshot(page, screenshots / "mlflow_compare_report.png")
     images = frame_images(frame)
     broken = [i for i in images if i["naturalWidth"] == 0 or i["width"] == 0]
     assert not broken, f"report figures that do not show: {broken}{note}"
     pngs = [n for n in names if n.endswith(".png")]
     assert len(images) >= max(1, len(pngs)), f"{len(images)} figures shown, {len(pngs)} PNGs logged: {pngs}{note}"
+
+
+def test_runs_table_tells_unfinished_runs_apart(
+    browser: Any, trained: Trained, servers: UiServers, screenshots: Path, record_property: Any
+) -> None:
+    """MLflow's runs table shows a green tick for pruned runs and one red icon for failed and killed
+    runs alike, so the run's name says how it ended — in full, not cut off by the name column."""
+    from tracking.base import RunStatus
+    from tracking.mlflow_sink import MlflowTracker
+
+    note = _note(screenshots, record_property)
+    uri = resolve_stores(trained.runs_dir).mlflow_uri
+    expected = {}
+    for number, status in enumerate(RunStatus, start=1):
+        MlflowTracker(uri, EXPERIMENT, f"trial-{number:04d}").close(status)
+        expected[f"trial-{number:04d}"] = f"trial-{number:04d}" + ("" if status is RunStatus.FINISHED
+                                                                  else f" ({status.value})")
+    page = new_page(browser)
+    page.goto(f"{servers.mlflow}/#/experiments/{trained.experiment_id}/runs?workflowType=machine_learning")
+    page.get_by_role("row").filter(has_text="trial-0001").first.wait_for()
+    page.wait_for_timeout(500)
+    save_screenshot(page, screenshots / "mlflow_runs_table.png")
+    for base, name in expected.items():
+        link = page.get_by_role("row").filter(has_text=base).first.locator("[col-id='attributes.`Run Name`'] a")
+        text, full, shown = link.evaluate("a => [a.textContent.trim(), a.scrollWidth, a.clientWidth]")
+        assert text == name, f"runs table shows {text!r} for {name!r}{note}"
+        assert full <= shown + 1, f"runs table cuts off {name!r} ({full} px of text in {shown} px){note}"
