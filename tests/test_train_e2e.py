@@ -50,7 +50,7 @@ def test_embedded_run_in_tensorboard_events(embedded_run: Path) -> None:
     assert [e.step for e in events.Images("saliency")] == [0, 1, 2]
     assert [e.step for e in events.Scalars("val/accuracy")] == [1, 2]
     image = events.Images("feature_maps/conv5")[0]
-    assert 0.5 <= image.width / image.height <= 2.0  # near-square, even for 256 1x1 maps
+    assert 2.4 <= image.width / image.height <= 2.8  # wide, as every picture, even for 256 1x1 maps
     assert [e.step for e in events.Images("confusion_matrix")] == [2]  # after training, not "before"
     for layer in CONV_LAYERS_SEED:
         assert [e.step for e in events.Images(f"all_channels/{layer}")] == [0, 1, 2]
