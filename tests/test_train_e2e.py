@@ -133,7 +133,7 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     checkpoint = runs / "checkpoints" / "convscope" / "r"
     channels = json.loads((checkpoint / "config.json").read_text())["visual_channels"]
-    assert set(channels) == set(CONV_LAYERS_SEED) and len(channels["conv3"]) == 7
+    assert set(channels) == set(CONV_LAYERS_SEED) and len(channels["conv3"]) == 10
     second = convscope("train", "--resume", str(checkpoint), "--epochs", "2", "--quiet")
     assert second.returncode == 0, second.stderr
     assert json.loads((checkpoint / "config.json").read_text())["visual_channels"] == channels  # same columns
