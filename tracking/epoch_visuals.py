@@ -63,13 +63,9 @@ class EpochVisuals:
         first_conv: nn.Conv2d | None = None,
         keep_files: bool = True,
         channels: Mapping[str, Sequence[int]] | None = None,
-        overlap: bool = True,
     ) -> None:
         """``channels``: each layer's overview channels from an earlier part of this run (a resumed
-        run keeps its columns); None chooses them from the first capture (see ``tracking.overview``).
-        ``overlap``: render and write while training goes on (on the tracker's worker); False waits
-        for them before returning (on a CPU that trains with every core, a writer thread beside
-        the training slows it more than the writing takes: ``benchmarks/visual_overhead.py``)."""
+        run keeps its columns); None chooses them from the first capture (see ``tracking.overview``)."""
         self.tracker = tracker
         self.layers = dict(layers)
         self.probes = probes
@@ -77,7 +73,6 @@ class EpochVisuals:
         self.artifact_dir = artifact_dir
         self.first_conv = first_conv
         self.keep_files = keep_files  # False: files are deleted once the sinks have copied them
-        self.overlap = overlap
         self.channels: dict[str, tuple[int, ...]] | None = (
             {layer: tuple(int(c) for c in chosen) for layer, chosen in channels.items()} if channels else None
         )
@@ -94,9 +89,6 @@ class EpochVisuals:
             }
         filters = self.first_conv.weight.detach().float().cpu().clone() if self.first_conv is not None else None
         self._run(lambda sink: self._render(sink, capture, filters, step))
-        flush = getattr(self.tracker, "flush", None)
-        if not self.overlap and flush is not None:
-            flush()
 
     def log_final(
         self, model: nn.Module, analysis_batches: list[torch.Tensor], analysis_labels: torch.Tensor,
