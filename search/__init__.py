@@ -1,1 +1,1 @@
-"""Hyperparameter search over conv depth, width and dropout (issue 4)."""
+"""Hyperparameter search over conv depth, width and dropout, the depth study and cross-run comparison."""
