@@ -20,7 +20,6 @@ import base64
 import html
 import io
 import re
-import struct
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -145,11 +144,16 @@ def figure_png(figure: Figure, dpi: int = FIGURE_DPI) -> bytes:
 
 
 def png_size(png: bytes) -> tuple[int, int]:
-    """(width, height) in pixels from a PNG's IHDR chunk; ValueError if ``png`` is no PNG."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
-        raise ValueError("not a PNG image")
-    width, height = struct.unpack(">II", png[16:24])
-    return width, height
+    """(width, height) in pixels of PNG bytes; ValueError if ``png`` is no PNG."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            if image.format == "PNG":
+                return image.size
+    except (UnidentifiedImageError, OSError):
+        pass
+    raise ValueError("not a PNG image")
 
 
 def data_uri(png: bytes) -> str:
