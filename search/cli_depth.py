@@ -21,7 +21,8 @@ examples:
   convscope depth --folds 5                                   # depth 1..5 of the seed network, synthetic data
   convscope depth --data ~/PetImages --widths 16 32 64 128 256 --epochs 8
   convscope depth --study pets --max-depth 6 --image-size 96  # widths, dropout, lr of a study's best trial
-  convscope depth --ablate 3f2c9a…                            # remove one block at a time from a trained run
+  convscope depth --ablate 3f2c9a…                            # bypass one block at a time in a trained run's network
+  convscope depth --ablate 3f2c9a… --ablate-last 2            # bypass its last block, then its last two together
   convscope depth --data synthetic-depth3 --image-size 32 --max-depth 4 --fix flip=false --fix crop_padding=0
 """
 
@@ -31,11 +32,13 @@ def add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
         "depth",
         help="how many conv blocks are enough: k-fold cross-validation per depth and the one-standard-error rule",
         description=(
-            "Train every depth 1 … --max-depth (or, with --ablate, a trained network with one conv block removed "
-            "at a time) on the same k stratified folds. Mean ± standard error of the validation accuracy per "
-            "depth; the recommendation is the shallowest depth within one standard error of the best. Every fold "
-            "is an MLflow child run of one parent run, which holds the table, the accuracy-vs-depth plot and the "
-            "recommendation."
+            "Train every depth 1 … --max-depth (or, with --ablate, a trained network with conv blocks bypassed) "
+            "on the same k stratified folds. Mean ± standard error of the validation accuracy per depth; the "
+            "recommendation is the shallowest depth within one standard error of the best, labelled a tie when "
+            "others are within it too. Nothing is recommended while a variant is still improving or the best "
+            "(in an ablation, the full network) did not learn: the output says what to rerun. Every fold is an "
+            "MLflow child run of one parent run, which holds the table, the accuracy-vs-depth plot and the "
+            "verdict."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -44,7 +47,10 @@ def add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
     which = what.add_mutually_exclusive_group()
     which.add_argument("--widths", type=int, nargs="+", metavar="W", help="per-block widths; depth d uses the first d")
     which.add_argument("--study", metavar="NAME", help="take widths, dropout and the rest from a study's best trial")
-    which.add_argument("--ablate", metavar="RUN_ID", help="remove one conv block at a time from this run's network")
+    which.add_argument("--ablate", metavar="RUN_ID", help="retrain this run's network with one conv block at a time "
+                       "bypassed (average pooling + a 1x1 conv to its width: every other block keeps its shapes)")
+    what.add_argument("--ablate-last", type=int, default=0, metavar="N", help="with --ablate: bypass the last "
+                      "block, then the last two, … the last N together, instead of one block at a time")
     what.add_argument("--max-depth", type=int, help="deepest network (default: the largest depth that fits, "
                       "or the number of --widths)")
     what.add_argument("--storage", default="", help="where --study lives (default: <runs-dir>/optuna/journal.log)")
@@ -78,6 +84,8 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
     if args.folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
     mode, source, widths = "depth", "the preset's base width x growth", tuple(args.widths or command.model.widths)
+    if args.ablate_last and not args.ablate:
+        raise ConfigError("--ablate-last needs --ablate RUN_ID (the trained run whose last blocks to bypass)")
     if args.ablate:
         if args.preset or args.max_depth:
             raise ConfigError("--ablate takes the network of the run: drop --preset and --max-depth")
@@ -87,7 +95,7 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
             merged.setdefault(section, {}).update(values)
         base = replace(apply_fixes(from_dict(merged), fixes), tracking=tracking)
         mode, source = "ablate", f"run {args.ablate}"
-        variants = ablation_variants(base)
+        variants = ablation_variants(base, args.ablate_last)
     else:
         base = replace(command, tracking=tracking)
         if args.study:

@@ -1,11 +1,12 @@
 """``convscope depth``: how many conv blocks are enough, answered by k-fold cross-validation.
 
-For every variant (depth 1 … N, or the trained network with one block removed at a
-time) every fold is one ordinary training run (``train.run.prepare``/``execute``)
+For every variant (depth 1 … N, or the trained network with blocks bypassed — one at a
+time, or the last 1 … n together) every fold is one ordinary training run (``train.run.prepare``/``execute``)
 on the same seeded stratified folds, tracked as an MLflow child run of one parent
 run. The parent gets the table, the accuracy-vs-depth figure with error bars and the
-one-standard-error recommendation, together in ``depth/report.html``
-(``search.depth_report``). With ``prune_folds`` each variant is one Optuna trial
+one-standard-error recommendation (or why there is none), together in ``depth/report.html``
+(``search.depth_report``, verdict from ``search.depth_verdict``), and every fold's numbers in
+``depth/results.json``. With ``prune_folds`` each variant is one Optuna trial
 reporting its per-fold accuracy (step = fold), and
 ``WilcoxonPruner`` stops a variant that is clearly worse than the best so far
 (with the default p = 0.1 that takes at least 4 folds).
@@ -14,6 +15,7 @@ reporting its per-fold accuracy (step = fold), and
 from __future__ import annotations
 
 import datetime
+import json
 import sys
 import time
 import warnings
@@ -23,16 +25,8 @@ from pathlib import Path
 
 import optuna
 
-from search.depth_report import (
-    Outcome,
-    Variant,
-    accuracy_figure,
-    recommend,
-    report_html,
-    table_csv,
-    table_rows,
-    table_text,
-)
+from search.depth_report import accuracy_figure, report_html, table_csv, table_rows, table_text
+from search.depth_verdict import Outcome, Variant, Verdict, drop, recommend
 from search.objective import release_memory
 from tracking.base import RunStatus
 from tracking.html_report import figure_png
@@ -50,7 +44,7 @@ class DepthSettings:
     name: str  # the parent run's name and the prefix of every fold run
     variants: tuple[Variant, ...]
     folds: int = 5
-    mode: str = "depth"  # depth (1 … N blocks) | ablate (one block removed at a time)
+    mode: str = "depth"  # depth (1 … N blocks) | ablate (blocks bypassed)
     prune_folds: bool = False
     source: str = ""  # where the widths came from, logged with the parent run
     ablate_run: str = ""
@@ -59,9 +53,7 @@ class DepthSettings:
 @dataclass
 class DepthReport:
     outcomes: list[Outcome]
-    recommended: Outcome
-    best: Outcome
-    sentence: str
+    verdict: Verdict
     report_dir: Path
     parent_run_id: str | None = None
     parent_url: str | None = None
@@ -84,18 +76,28 @@ def depth_variants(base: RunConfig, max_depth: int, widths: Sequence[int] = ()) 
     return tuple(variants)
 
 
-def ablation_variants(config: RunConfig) -> tuple[Variant, ...]:
-    """The trained network, then the same network without conv1, without conv2, …"""
+def ablation_variants(config: RunConfig, last: int = 0) -> tuple[Variant, ...]:
+    """The trained network, then the same network with conv1, conv2, … bypassed one at a time — or,
+    with ``last``, with its last 1, 2, … ``last`` blocks bypassed together. A bypassed block is a
+    :class:`train.model.Bypass`: every other block and the head keep their shapes."""
     widths = config.model.channel_widths()
-    if len(widths) < 2:
+    count = len(widths)
+    if config.model.bypass:
+        raise ConfigError("--ablate: the run already bypasses blocks; ablate a run of the full network")
+    if count < 2:
         raise ConfigError("--ablate: the run has a single conv block; there is no block to remove")
+    if not 0 <= last < count:
+        raise ConfigError(f"--ablate-last {last}: choose 1 … {count - 1} (the run has {count} blocks and one must stay)")
     full = replace(config, model=replace(config.model, widths=widths))
-    variants = [Variant(f"all {len(widths)} blocks", "full", full)]
-    for index in range(len(widths)):
-        kept = widths[:index] + widths[index + 1:]
-        model = replace(config.model, depth=len(kept), widths=kept)
+    variants = [Variant(f"all {count} blocks", "full", full)]
+    removals = [tuple(range(count - n + 1, count + 1)) for n in range(1, last + 1)] if last else \
+        [(index,) for index in range(1, count + 1)]
+    for blocks in removals:
+        model = replace(full.model, bypass=blocks)
         validate(model)
-        variants.append(Variant(f"without conv{index + 1}", f"without-conv{index + 1}", replace(config, model=model)))
+        name = f"conv{blocks[0]}" if len(blocks) == 1 else f"conv{blocks[0]}–conv{blocks[-1]}"
+        slug = f"conv{blocks[0]}" if len(blocks) == 1 else f"conv{blocks[0]}-{blocks[-1]}"
+        variants.append(Variant(f"without {name}", f"without-{slug}", replace(full, model=model)))
     return tuple(variants)
 
 
@@ -126,9 +128,7 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
             for fold in range(settings.folds):
                 prepared = first if first is not None else _prepare(settings, variant, fold)
                 first = None
-                accuracy, run_id = _fold_run(settings, prepared, variant, fold, parent, echo)
-                outcome.accuracies.append(accuracy)
-                outcome.run_ids.append(run_id)
+                accuracy = _fold_run(settings, prepared, variant, fold, parent, echo, outcome)
                 trial.report(accuracy, fold)
                 if fold < settings.folds - 1 and trial.should_prune():
                     outcome.pruned = True
@@ -139,12 +139,12 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             else:
                 study.tell(trial, outcome.mean)
-        recommended, best, sentence = recommend(outcomes, settings.mode)
-        rows = table_rows(outcomes, recommended, best)
+        verdict = recommend(outcomes, settings.mode)
+        rows = table_rows(outcomes, verdict, settings.mode)
         echo(table_text(rows))
-        echo(sentence)
+        echo(verdict.sentence)
         report_dir = stores.runs_dir / "depth" / settings.name
-        _write_report(settings, outcomes, recommended, best, sentence, rows, report_dir, parent)
+        _write_report(settings, outcomes, verdict, rows, report_dir, parent)
         status = RunStatus.FINISHED
     except KeyboardInterrupt:
         status = RunStatus.KILLED
@@ -155,8 +155,8 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
     echo(f"report: {report_dir / 'report.html'}" + (f" and the parent run {parent.run_url or parent.run_id} "
                                                    "(artifacts depth/report.html, depth/depth_table.csv)"
                                                    if parent else ""))
-    return DepthReport(outcomes, recommended, best, sentence, report_dir,
-                       parent.run_id if parent else None, parent.run_url if parent else None)
+    return DepthReport(outcomes, verdict, report_dir, parent.run_id if parent else None,
+                       parent.run_url if parent else None)
 
 
 def _prepare(settings: DepthSettings, variant: Variant, fold: int) -> Prepared:
@@ -170,8 +170,8 @@ def _prepare(settings: DepthSettings, variant: Variant, fold: int) -> Prepared:
 
 
 def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fold: int,
-              parent: MlflowTracker | None, echo: Callable[[str], None]) -> tuple[float, str]:
-    """Train one fold quietly as a child run; its final validation accuracy and MLflow run id."""
+              parent: MlflowTracker | None, echo: Callable[[str], None], outcome: Outcome) -> float:
+    """Train one fold quietly as a child run, add its results to ``outcome``; its final validation accuracy."""
     tracking = prepared.config.tracking
     tracker = open_tracker(
         prepared.stores, tracking.experiment, prepared.run_name,
@@ -194,9 +194,15 @@ def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fol
         tracker.close(status)
         release_memory()
     accuracy = float(result.final["val/accuracy"])
-    echo(f"{variant.label:<16} fold {fold + 1}/{settings.folds}: val accuracy {accuracy:.4f} "
+    labels = prepared.data.val.labels
+    outcome.accuracies.append(accuracy)
+    outcome.run_ids.append(tracker.links().get("mlflow_run_id", ""))
+    outcome.curves.append([float(epoch["val/accuracy"]) for epoch in result.history])
+    outcome.images.append(len(labels))
+    outcome.chance = float(labels.bincount().max()) / max(len(labels), 1)
+    echo(f"{variant.label:<20} fold {fold + 1}/{settings.folds}: val accuracy {accuracy:.4f} "
          f"({time.perf_counter() - started:.1f} s)")
-    return accuracy, tracker.links().get("mlflow_run_id", "")
+    return accuracy
 
 
 def _open_parent(settings: DepthSettings, stores: Stores) -> MlflowTracker:
@@ -218,13 +224,34 @@ def _open_parent(settings: DepthSettings, stores: Stores) -> MlflowTracker:
     return parent
 
 
-def _write_report(settings: DepthSettings, outcomes: list[Outcome], rec: Outcome, best: Outcome, sentence: str,
-                  rows: list[dict[str, str]], report_dir: Path, parent: MlflowTracker | None) -> None:
-    """``report.html``, ``depth_table.csv``, ``recommendation.txt`` and ``accuracy_vs_depth.png`` into
-    ``report_dir``; with a parent run, the first three under its ``depth/`` artifacts, the figure as
-    ``figures/depth_accuracy_vs_depth.png``, the per-variant metrics and the recommendation tags."""
+def results_json(settings: DepthSettings, outcomes: Sequence[Outcome], verdict: Verdict) -> str:
+    """Every variant's per-fold numbers and the verdict, for other commands (``convscope explain``) to read."""
+    full = outcomes[0] if settings.mode == "ablate" else None
+    variants = []
+    for o in outcomes:
+        lost, error = drop(full, o) if full is not None and o is not full else (None, None)
+        variants.append({
+            "label": o.variant.label, "blocks": o.variant.blocks, "bypass": list(o.variant.config.model.bypass),
+            "widths": list(o.variant.widths), "accuracies": o.accuracies, "curves": o.curves, "images": o.images,
+            "chance": o.chance, "run_ids": o.run_ids, "pruned": o.pruned, "mean": o.mean,
+            "standard_error": o.standard_error, "drop": lost, "drop_standard_error": error,
+            "recommended": o is verdict.recommended, "best": o is verdict.best, "tied": o in verdict.tied,
+        })
+    return json.dumps({"name": settings.name, "mode": settings.mode, "folds": settings.folds,
+                       "ablated_run": settings.ablate_run, "data": outcomes[0].variant.config.data.data,
+                       "image_size": outcomes[0].variant.config.model.image_size,
+                       "sentence": verdict.sentence, "problems": verdict.problems, "variants": variants}, indent=1)
+
+
+def _write_report(settings: DepthSettings, outcomes: list[Outcome], verdict: Verdict, rows: list[dict[str, str]],
+                  report_dir: Path, parent: MlflowTracker | None) -> None:
+    """``report.html``, ``depth_table.csv``, ``results.json``, ``recommendation.txt`` and
+    ``accuracy_vs_depth.png`` into ``report_dir``; with a parent run, all but the figure under its
+    ``depth/`` artifacts, the figure as ``figures/depth_accuracy_vs_depth.png``, the per-variant
+    metrics and the recommendation tags."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    title = "Depth study" if settings.mode == "depth" else "Ablation: one conv block removed at a time"
+    title = "Depth study" if settings.mode == "depth" else "Ablation: conv blocks bypassed"
+    rec, best = verdict.recommended, verdict.best
     figure = accuracy_figure(outcomes, rec, best, settings.mode, settings.folds)
     png = figure_png(figure)
     facts = [("study", settings.name), ("mode", settings.mode), ("folds", str(settings.folds)),
@@ -232,9 +259,10 @@ def _write_report(settings: DepthSettings, outcomes: list[Outcome], rec: Outcome
              *((("ablated run", settings.ablate_run),) if settings.ablate_run else ()),
              *((("parent run", parent.run_id),) if parent is not None else ())]
     files = {
-        "report.html": report_html(f"{title}: {settings.name}", sentence, rows, png, facts),
+        "report.html": report_html(f"{title}: {settings.name}", verdict, rows, png, facts),
         "depth_table.csv": table_csv(rows),
-        "recommendation.txt": sentence + "\n",
+        "results.json": results_json(settings, outcomes, verdict),
+        "recommendation.txt": verdict.sentence + "\n",
     }
     for name, text in files.items():
         (report_dir / name).write_text(text, encoding="utf-8")
@@ -248,7 +276,9 @@ def _write_report(settings: DepthSettings, outcomes: list[Outcome], rec: Outcome
         for step, outcome in enumerate(outcomes):
             parent.log_metrics({"cv/mean_accuracy": outcome.mean, "cv/standard_error": outcome.standard_error},
                                step=outcome.variant.blocks if settings.mode == "depth" else step)
-        parent.set_tags({"depth.recommended": rec.variant.label, "depth.recommended_blocks": str(rec.variant.blocks),
-                         "depth.best": best.variant.label, "depth.recommendation": sentence})
+        parent.set_tags({"depth.recommended": rec.variant.label if rec else "none",
+                         "depth.recommended_blocks": str(rec.variant.blocks) if rec else "none",
+                         "depth.best": best.variant.label if best else "none",
+                         "depth.recommendation": verdict.sentence[:5000]})
     except Exception as error:  # the numbers stay in the child runs and the report folder
         print(f"could not log the depth report to MLflow: {error}", file=sys.stderr)

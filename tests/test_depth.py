@@ -22,7 +22,7 @@ from html_check import embedded_pngs, parse
 from search.cli import build_parser
 from search.cli_depth import build_depth_settings, run_config
 from search.depth import DepthSettings, ablation_variants, depth_variants, run_depth_study
-from search.depth_report import Outcome, Variant, one_standard_error, recommend
+from search.depth_verdict import Outcome, Variant, drop, one_standard_error, recommend
 from search.storage import open_storage, resolve_storage
 from tracking.mlflow_sink import MlflowTracker
 from tracking.stores import resolve_stores
@@ -126,18 +126,64 @@ def test_one_standard_error_rule_on_hand_made_numbers() -> None:
     assert one_standard_error([0.95, 1.0, 1.0], [0.01, 0.0, 0.0], [1, 2, 3]) == (1, 1)  # a tie goes to fewer blocks
     assert one_standard_error([0.9, 0.8], [0.05, 0.0], [1, 2]) == (0, 0)
     assert one_standard_error([0.8, 0.9, 0.89], [0.0, 0.02, 0.0], [5, 4, 4]) == (1, 1)  # equal blocks: higher mean
-    base = build_config("tiny")
 
-    def outcome(depth: int, accuracies: list[float], pruned: bool = False) -> Outcome:
-        config = replace(base, model=replace(base.model, depth=depth))
-        return Outcome(Variant(f"depth {depth}", f"d{depth}", config), list(accuracies), pruned=pruned)
 
+def _outcome(depth: int, accuracies: list[float], *, pruned: bool = False, rising: float = 0.0, epochs: int = 8,
+             bypass: tuple[int, ...] = (), images: int = 400) -> Outcome:
+    """A made-up variant: every fold's curve is flat at its final accuracy except the last epoch,
+    which rose by ``rising``."""
+    base = build_config("tiny", {"model": {"depth": depth, "bypass": bypass}})
+    curves = [[a - rising] * (epochs - 1) + [a] for a in accuracies]
+    label = f"without conv{bypass[0]}" if bypass else f"depth {depth}"
+    return Outcome(Variant(label, label.replace(" ", "-"), base), list(accuracies), pruned=pruned,
+                   curves=curves, images=[images] * len(accuracies), chance=0.5)
+
+
+def test_one_standard_error_rule_and_ties() -> None:
     # SE of depth 3: stdev(0.94, 0.90, 0.93) / sqrt(3) = 0.012; depth 4 was pruned despite its 0.99
-    outcomes = [outcome(1, [0.7, 0.72, 0.71]), outcome(2, [0.90, 0.93, 0.92]), outcome(3, [0.94, 0.90, 0.93]),
-                outcome(4, [0.99, 0.5], pruned=True)]
-    rec, best, sentence = recommend(outcomes, "depth")
-    assert (rec.variant.blocks, best.variant.blocks) == (2, 3)
-    assert sentence.startswith("recommended depth: 2 — within one standard error of the best (depth 3")
+    outcomes = [_outcome(1, [0.7, 0.72, 0.71]), _outcome(2, [0.90, 0.93, 0.92]), _outcome(3, [0.94, 0.90, 0.93]),
+                _outcome(4, [0.99, 0.5], pruned=True)]
+    verdict = recommend(outcomes, "depth")
+    assert (verdict.recommended.variant.blocks, verdict.best.variant.blocks) == (2, 3) and not verdict.problems
+    assert verdict.sentence.startswith("recommended depth: 2 — a tie: depths 2 and 3 are within one standard error "
+                                       "of the best (depth 3, 0.923 ± 0.012)"), verdict.sentence
+    alone = recommend([_outcome(1, [0.5, 0.52, 0.49]), _outcome(2, [0.99, 1.0, 0.98])], "depth")
+    assert alone.sentence.startswith("recommended depth: 2 — the best (0.990 ± 0.006); no shallower depth")
+    assert [o.variant.blocks for o in alone.tied] == [2]
+    saturated = recommend([_outcome(d, [1.0, 1.0, 1.0]) for d in (2, 3, 4)], "depth")
+    assert saturated.recommended.variant.blocks == 2 and "a tie: depths 2, 3 and 4" in saturated.sentence
+
+
+def test_no_recommendation_while_a_depth_is_still_improving_or_nothing_learned() -> None:
+    under = recommend([_outcome(2, [0.5, 0.52, 0.5], epochs=3), _outcome(3, [0.78, 0.74, 0.8], rising=0.2, epochs=3),
+                       _outcome(4, [0.97, 0.95, 0.99], epochs=3)], "depth")
+    assert under.recommended is None and under.best.variant.blocks == 4
+    assert under.sentence == ("no recommendation: depth 3 was still improving at epoch 3 (depth 3 +0.200 over the "
+                              "last 1 epoch) — rerun with --epochs 12"), under.sentence
+    chance = recommend([_outcome(d, [0.5, 0.53, 0.49]) for d in (1, 2)], "depth")
+    assert chance.recommended is None and chance.sentence.startswith(
+        "no recommendation: the best variant, depth 1, did not learn (0.507 on 1200 validation images, "
+        "chance 0.500) — try more epochs"), chance.sentence
+    assert recommend([_outcome(d, [1.0, 1.0]) for d in (1, 2)], "depth").recommended.variant.blocks == 1
+    short = recommend([_outcome(d, [1.0, 1.0], epochs=1) for d in (1, 2)], "depth")
+    assert short.recommended is None and "one epoch shows no learning curve — rerun with --epochs 12" in short.sentence
+
+
+def test_ablation_names_the_layer_drops_are_paired_and_ties_are_labelled() -> None:
+    full = _outcome(3, [0.95, 0.97, 0.96])
+    variants = [full, _outcome(3, [0.60, 0.62, 0.58], bypass=(1,)), _outcome(3, [0.94, 0.97, 0.95], bypass=(2,)),
+                _outcome(3, [0.95, 0.96, 0.96], bypass=(3,))]
+    assert drop(full, variants[1]) == pytest.approx((0.36, 0.01), abs=1e-9)
+    verdict = recommend(variants, "ablate")
+    assert verdict.recommended is variants[3]  # conv3 is the widest block of the three: fewest parameters left
+    assert verdict.sentence.startswith("recommended: without conv3 (2 blocks, ") and "a tie: " in verdict.sentence
+    assert "without conv1" not in verdict.sentence.split("a tie: ")[1].split(" are within")[0]
+    needed = recommend([full, variants[1]], "ablate")
+    assert needed.sentence.startswith("recommended: keep all 3 blocks — removing any block costs more than one "
+                                      "standard error (accuracy lost, paired over folds: without conv1 +0.360 ± 0.010)")
+    at_chance = [_outcome(3, [0.5, 0.51, 0.5]), _outcome(3, [0.5, 0.5, 0.49], bypass=(3,))]
+    nothing = recommend(at_chance, "ablate")
+    assert nothing.recommended is None and "depth 3 did not learn" in nothing.sentence
 
 
 # ---------------------------------------------------------------- variants and settings
@@ -149,9 +195,18 @@ def test_variants_and_settings_from_flags_study_and_run(tmp_path: Path) -> None:
     assert depth_variants(base, 2)[1].widths == (16, 32)
     with pytest.raises(ConfigError, match="--max-depth 5: choose 1 … 4"):
         depth_variants(base, 5)
-    ablated = ablation_variants(build_config("seed", {"model": {"depth": 3, "widths": (8, 16, 32)}}))
-    assert [(v.label, v.widths) for v in ablated] == [("all 3 blocks", (8, 16, 32)), ("without conv1", (16, 32)),
-                                                      ("without conv2", (8, 32)), ("without conv3", (8, 16))]
+    three = build_config("seed", {"model": {"depth": 3, "widths": (8, 16, 32)}})
+    ablated = ablation_variants(three)
+    assert [(v.label, v.widths_text, v.blocks) for v in ablated] == [
+        ("all 3 blocks", "8,16,32", 3), ("without conv1", "-,16,32", 2), ("without conv2", "8,-,32", 2),
+        ("without conv3", "8,16,-", 2)]
+    assert all(v.widths == (8, 16, 32) for v in ablated)  # every other block keeps its width
+    last = ablation_variants(three, 2)
+    assert [(v.label, v.slug, v.config.model.bypass) for v in last] == [
+        ("all 3 blocks", "full", ()), ("without conv3", "without-conv3", (3,)),
+        ("without conv2–conv3", "without-conv2-3", (2, 3))]
+    with pytest.raises(ConfigError, match="--ablate-last 3: choose 1 … 2"):
+        ablation_variants(three, 3)
 
     runs = tmp_path / "runs"
     study = optuna.create_study(study_name="s", storage=open_storage(resolve_storage(runs)), direction="maximize")
@@ -181,7 +236,9 @@ def test_variants_and_settings_from_flags_study_and_run(tmp_path: Path) -> None:
     client.log_artifact(from_file, str(tmp_path / "model" / "config.json"), "model")
     settings = build_depth_settings(build_parser().parse_args([*flags, "--ablate", from_file, "--epochs", "1"]))
     assert settings.mode == "ablate" and len(settings.variants) == 4
-    assert settings.variants[0].config.optim.epochs == 1 and settings.variants[2].widths == (8, 32)
+    assert settings.variants[0].config.optim.epochs == 1 and settings.variants[2].config.model.bypass == (2,)
+    with pytest.raises(ConfigError, match="--ablate-last needs --ablate"):
+        build_depth_settings(build_parser().parse_args([*flags, "--ablate-last", "2"]))
     with pytest.raises(ConfigError, match="no such run"):
         build_depth_settings(build_parser().parse_args([*flags, "--ablate", "0" * 32]))
 
@@ -195,12 +252,19 @@ def test_prune_folds_stops_a_clearly_worse_depth(tmp_path: Path, monkeypatch: py
         stores = resolve_stores(tmp_path)
 
     monkeypatch.setattr(search.depth, "_prepare", lambda settings, variant, fold: FakePrepared())
-    monkeypatch.setattr(search.depth, "_fold_run", lambda settings, prepared, variant, fold, parent, echo:
-                        (made_up[variant.blocks][fold], ""))
+    def fake_fold_run(settings: DepthSettings, prepared: object, variant: Variant, fold: int, parent: object,
+                      echo: object, outcome: Outcome) -> float:
+        accuracy = made_up[variant.blocks][fold]
+        outcome.accuracies.append(accuracy)
+        outcome.curves.append([accuracy] * 4)
+        outcome.images.append(200)
+        return accuracy
+
+    monkeypatch.setattr(search.depth, "_fold_run", fake_fold_run)
     lines: list[str] = []
     report = run_depth_study(DepthSettings("p", depth_variants(base, 3), folds=5, prune_folds=True), echo=lines.append)
     assert [len(o.accuracies) for o in report.outcomes] == [5, 4, 5] and report.outcomes[1].pruned
-    assert report.recommended.variant.blocks == 1 and "depth 2: pruned after 4 folds" in "\n".join(lines)
+    assert report.verdict.recommended.variant.blocks == 1 and "depth 2: pruned after 4 folds" in "\n".join(lines)
     rows = list(csv.DictReader(io.StringIO((report.report_dir / "depth_table.csv").read_text())))
     assert [r["note"] for r in rows] == ["recommended, best", "pruned", ""]
     assert f"report: {report.report_dir / 'report.html'}" in lines

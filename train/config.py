@@ -28,6 +28,7 @@ class ModelConfig:
     batch_norm: bool = True  # BatchNorm2d after every conv (convs then have no bias)
     pool: str = "none"  # after every block: none | max (2x2 max-pool)
     head_hidden: int = 64  # width of the hidden linear layer of the head; 0 drops it
+    bypass: tuple[int, ...] = ()  # blocks (1-based) replaced by a linear shape adapter (ablation): average pooling to the block's output size, then a 1x1 conv to its width
     image_size: int = 64  # input height and width in pixels
     in_channels: int = field(default=3, metadata={"cli": False})  # input colour channels (set from the data)
     num_classes: int = field(default=2, metadata={"cli": False})  # output classes (set from the data)

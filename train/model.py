@@ -2,7 +2,9 @@
 
 Each block is ``Conv2d → BatchNorm2d → ReLU → Dropout2d`` (optionally followed by
 a 2x2 max-pool). The ``seed`` preset reproduces the reference network exactly
-(409,682 parameters at 3x64x64 with two classes).
+(409,682 parameters at 3x64x64 with two classes). A block listed in ``bypass`` is
+replaced by a :class:`Bypass` — the ablation of that block that leaves every other
+block, and the head, exactly as they were.
 """
 
 from __future__ import annotations
@@ -46,6 +48,24 @@ class ConvBlock(nn.Module):
         return x
 
 
+class Bypass(nn.Module):
+    """What stands in for a removed block: average pooling to the block's output size, then a
+    1x1 convolution to its width (none when the width already matches). Linear, with no 3x3
+    receptive field of its own, so it removes what the block computed while every later
+    block and the head see tensors of the shape they had."""
+
+    def __init__(self, in_channels: int, out_channels: int, side: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(side)
+        self.project = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels \
+            else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
+        x = self.project(x)
+        return x
+
+
 class ConvNet(nn.Module):
     """``features`` (conv1 … convN) → ``head`` (Flatten → Linear → Linear)."""
 
@@ -56,8 +76,10 @@ class ConvNet(nn.Module):
         widths = config.channel_widths()
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
         in_channels = config.in_channels
-        for index, width in enumerate(widths, start=1):
-            blocks[f"conv{index}"] = ConvBlock(in_channels, width, config)
+        for index, (width, side) in enumerate(zip(widths, spatial_sizes(config)), start=1):
+            bypassed = index in config.bypass
+            blocks[f"conv{index}"] = Bypass(in_channels, width, side) if bypassed else ConvBlock(in_channels, width,
+                                                                                                  config)
             in_channels = width
         self.features = nn.Sequential(blocks)
         side = spatial_sizes(config)[-1]
@@ -74,8 +96,13 @@ class ConvNet(nn.Module):
         return self.head(self.features(x))
 
     def feature_layers(self) -> dict[str, nn.Module]:
-        """Layer name → the module whose output is that block's post-ReLU activation."""
-        return {name: block.act for name, block in self.features.named_children()}
+        """Layer name → the module whose output is that block's post-ReLU activation (bypassed blocks have none)."""
+        return {name: block.act for name, block in self.features.named_children() if isinstance(block, ConvBlock)}
+
+    def first_conv(self) -> nn.Conv2d | None:
+        """conv1's convolution, whose filters see the image and are worth drawing; None when bypassed."""
+        first = self.features[0]
+        return first.conv if isinstance(first, ConvBlock) else None
 
 
 def spatial_sizes(config: ModelConfig, depth: int | None = None) -> list[int]:
@@ -108,6 +135,12 @@ def validate(config: ModelConfig) -> None:
         raise ConfigError(
             f"--widths lists {len(config.widths)} widths but --depth is {config.depth}: give one width per block"
         )
+    if any(not 1 <= block <= config.depth for block in config.bypass) or len(set(config.bypass)) < len(config.bypass):
+        raise ConfigError(f"--bypass {' '.join(map(str, config.bypass))}: give distinct blocks from 1 to "
+                          f"{config.depth} (--depth)")
+    if len(config.bypass) >= config.depth:
+        raise ConfigError(f"--bypass {' '.join(map(str, config.bypass))}: at least one of the {config.depth} "
+                          "blocks must stay")
     if any(width < 1 for width in config.channel_widths()):
         raise ConfigError(f"--widths must all be positive (got {config.channel_widths()})")
     if not 0.0 <= config.dropout < 1.0:
@@ -155,7 +188,8 @@ def layer_table(model: ConvNet) -> str:
     with torch.no_grad():
         for name, block in model.features.named_children():
             x = block(x)
-            rows.append((name, "x".join(str(d) for d in x.shape[1:]), f"{count_parameters(block):,}"))
+            label = f"{name} (bypassed)" if isinstance(block, Bypass) else name
+            rows.append((label, "x".join(str(d) for d in x.shape[1:]), f"{count_parameters(block):,}"))
         for index, layer in enumerate(model.head):
             x = layer(x)
             label = f"head.{index} {type(layer).__name__}"

@@ -1,0 +1,161 @@
+"""What a depth study or an ablation concludes — or why it concludes nothing.
+
+Contract:
+- ``Outcome`` holds one variant's per-fold results (fold order): final validation accuracy,
+  the validation-accuracy curve, the validation images and the chance level. ``mean`` and
+  ``standard_error`` (sample standard deviation / √folds; 0 for a single fold) are over the
+  folds that ran. A pruned variant ran fewer folds and is never recommended.
+- ``one_standard_error`` is the rule: the best is the highest mean; the recommendation is the
+  variant with the fewest blocks whose mean is at least the best mean minus the best's
+  standard error (Breiman et al. 1984; Hastie et al., ESL §7.10). Every variant within that
+  band is *tied* with the best, and a recommendation out of a tie says so.
+- ``recommend`` first checks the training behind the verdict (:mod:`tracking.verdicts`): every
+  variant that ran must have stopped improving, and the best variant (the full network, in an
+  ablation) must have learned. Otherwise it recommends nothing and says what to run.
+- ``drop`` is the paired per-fold accuracy lost by a variant against the full network:
+  mean ± standard error over the folds both ran.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from tracking.verdicts import Training, pooled, problems
+from train.config import RunConfig
+from train.model import build_model, count_parameters
+
+TOLERANCE = 1e-9  # accuracies are ratios of counts: equal means must compare equal
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str  # "depth 3", "all 5 blocks", "without conv2", "without conv4–conv5"
+    slug: str  # in run names: d3, full, without-conv2, without-conv4-5
+    config: RunConfig
+
+    @property
+    def blocks(self) -> int:
+        """Conv blocks that compute something (bypassed ones don't count)."""
+        return self.config.model.depth - len(self.config.model.bypass)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return self.config.model.channel_widths()
+
+    @property
+    def widths_text(self) -> str:
+        """Per-block widths, a bypassed block as ``-``."""
+        return ",".join("-" if i in self.config.model.bypass else str(w) for i, w in enumerate(self.widths, 1))
+
+    @cached_property
+    def parameters(self) -> int:
+        return count_parameters(build_model(self.config.model))
+
+
+@dataclass
+class Outcome:
+    variant: Variant
+    accuracies: list[float] = field(default_factory=list)  # final validation accuracy per fold, in fold order
+    run_ids: list[str] = field(default_factory=list)
+    pruned: bool = False
+    curves: list[list[float]] = field(default_factory=list)  # validation accuracy per epoch, per fold
+    images: list[int] = field(default_factory=list)  # validation images per fold
+    chance: float = 0.5  # the majority class's share of the validation images
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies) if self.accuracies else math.nan
+
+    @property
+    def standard_error(self) -> float:
+        return _standard_error(self.accuracies)
+
+    @property
+    def training(self) -> Training:
+        """The folds pooled, for the checks of :mod:`tracking.verdicts`."""
+        curves = self.curves or [[a] for a in self.accuracies]
+        images = self.images or [0] * len(curves)
+        return pooled(self.variant.label, curves, images, self.chance)
+
+
+@dataclass
+class Verdict:
+    recommended: Outcome | None  # None: the evidence does not support a recommendation
+    best: Outcome | None
+    sentence: str
+    problems: list[str] = field(default_factory=list)  # why nothing is recommended
+    tied: list[Outcome] = field(default_factory=list)  # within one standard error of the best
+
+
+def _standard_error(values: Sequence[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def drop(full: Outcome, variant: Outcome) -> tuple[float, float]:
+    """(mean, standard error) of ``full − variant`` accuracy, paired by fold; NaN without common folds."""
+    pairs = [a - b for a, b in zip(full.accuracies, variant.accuracies)]
+    return (statistics.fmean(pairs), _standard_error(pairs)) if pairs else (math.nan, math.nan)
+
+
+def one_standard_error(means: Sequence[float], errors: Sequence[float], blocks: Sequence[int]) -> tuple[int, int]:
+    """(recommended, best) indices: the fewest blocks within one standard error of the best mean.
+
+    Ties for the best go to fewer blocks, then to the earlier index; among equally small
+    candidates the higher mean wins. Raises ValueError for no candidates.
+    """
+    if not means:
+        raise ValueError("the one-standard-error rule needs at least one result")
+    order = range(len(means))
+    best = max(order, key=lambda i: (means[i], -blocks[i], -i))
+    threshold = means[best] - errors[best] - TOLERANCE
+    recommended = min((i for i in order if means[i] >= threshold), key=lambda i: (blocks[i], -means[i], i))
+    return recommended, best
+
+
+def recommend(outcomes: Sequence[Outcome], mode: str) -> Verdict:
+    """The verdict among the outcomes that were not pruned (``outcomes[0]`` is the full network in
+    ``ablate`` mode); see the module docstring."""
+    done = [o for o in outcomes if not o.pruned and o.accuracies]
+    if not done:
+        return Verdict(None, None, "no recommendation: no variant finished a fold")
+    best = max(done, key=lambda o: (o.mean, -o.variant.blocks))
+    anchor = outcomes[0].training if mode == "ablate" else replace(best.training, label=f"the best variant, {best.variant.label},")
+    missing = problems([o.training for o in done], needs_learning=[anchor])
+    if missing:
+        return Verdict(None, best, "no recommendation: " + "; ".join(missing), missing)
+    threshold = best.mean - best.standard_error - TOLERANCE
+    tied = sorted((o for o in done if o.mean >= threshold), key=lambda o: (o.variant.blocks, o.variant.parameters))
+    rec = tied[0]
+    score = f"{best.mean:.3f} ± {best.standard_error:.3f}"
+    if mode == "depth":
+        text = f"recommended depth: {rec.variant.blocks} — "
+        if len(tied) > 1:
+            text += (f"a tie: depths {_and([str(o.variant.blocks) for o in tied])} are within one standard error of "
+                     f"the best (depth {best.variant.blocks}, {score}); the one-standard-error rule picks the shallowest")
+        else:
+            text += f"the best ({score}); no shallower depth is within one standard error"
+        return Verdict(rec, best, text, tied=tied)
+    full = outcomes[0]
+    if rec is full:
+        drops = ", ".join(f"{o.variant.label} {m:+.3f} ± {se:.3f}" for o in done[1:] for m, se in [drop(full, o)])
+        text = (f"recommended: keep all {full.variant.blocks} blocks — removing any block costs more than one standard "
+                f"error (accuracy lost, paired over folds: {drops})")
+        return Verdict(rec, best, text, tied=tied)
+    text = f"recommended: {rec.variant.label} ({rec.variant.blocks} blocks, {rec.variant.parameters:,} parameters) — "
+    if len(tied) > 1:
+        text += (f"a tie: {_and([o.variant.label for o in tied])} are within one standard error of the best "
+                 f"({best.variant.label}, {score}); the one-standard-error rule picks the simplest (fewest blocks, "
+                 "then fewest parameters)")
+    else:
+        text += f"the best ({score})"
+    lost, error = drop(full, rec)
+    text += f"; removing it costs {lost:+.3f} ± {error:.3f} accuracy (paired over folds)"
+    return Verdict(rec, best, text, tied=tied)
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

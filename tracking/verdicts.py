@@ -1,0 +1,136 @@
+"""Whether the runs behind a verdict learned, and whether differences are ties.
+
+A verdict ("depth 2 is enough", "conv5 adds little") rests on runs that
+
+- **learned**: their validation accuracy beats chance (the majority class's share) by at
+  least ``MIN_ABOVE_CHANCE`` and significantly — a one-sided binomial test on the pooled
+  validation images, p below ``SIGNIFICANCE``;
+- **stopped improving**: over the last ``window(epochs)`` epochs (a quarter of them, at least
+  one) validation accuracy rose by no more than the noise — ``max(MIN_GAIN, 2 × the binomial
+  standard deviation of a difference of two accuracies on those images)``. One epoch cannot
+  show a curve, so it never counts as converged.
+
+:class:`Training` holds what these checks need from one run, or from the folds of one
+variant pooled (:func:`pooled`). :func:`problems` says in plain words what is missing and
+what to run; an empty list means a verdict may be drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy.stats import binomtest
+
+#: Accuracy must beat chance by at least this much to count as learned.
+MIN_ABOVE_CHANCE = 0.05
+#: One-sided binomial p-value below which accuracy is significantly above chance.
+SIGNIFICANCE = 0.01
+#: A rise in validation accuracy smaller than this is flat, however many images there are.
+MIN_GAIN = 0.01
+
+
+@dataclass(frozen=True)
+class Training:
+    """One run's (or one variant's pooled) validation record.
+
+    ``curve``: validation accuracy after every epoch (mean over folds when pooled);
+    ``images``: validation images behind each point (summed over folds when pooled)."""
+
+    label: str
+    curve: tuple[float, ...]
+    images: int
+    chance: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.curve[-1] if self.curve else math.nan
+
+    @property
+    def epochs(self) -> int:
+        return len(self.curve)
+
+
+def pooled(label: str, curves: Sequence[Sequence[float]], images: Sequence[int], chance: float) -> Training:
+    """The folds of one variant as one record: the mean curve over the folds' common epochs."""
+    length = min((len(curve) for curve in curves), default=0)
+    mean = tuple(sum(curve[e] for curve in curves) / len(curves) for e in range(length))
+    return Training(label, mean, int(sum(images)), chance)
+
+
+def window(epochs: int) -> int:
+    """Epochs at the end of a curve over which it must be flat: a quarter, at least one."""
+    return max(1, round(epochs / 4))
+
+
+def learned(run: Training) -> bool:
+    """Above chance by ``MIN_ABOVE_CHANCE`` and significantly (one-sided binomial test)."""
+    if not run.curve or run.images < 1 or not math.isfinite(run.accuracy):
+        return False
+    if run.accuracy - run.chance < MIN_ABOVE_CHANCE:
+        return False
+    correct = round(run.accuracy * run.images)
+    return binomtest(correct, run.images, run.chance, alternative="greater").pvalue < SIGNIFICANCE
+
+
+def noise_of_gain(run: Training) -> float:
+    """The rise in accuracy that still counts as flat for this run (see the module docstring)."""
+    p = min(max(run.accuracy, 0.0), 1.0) if math.isfinite(run.accuracy) else 0.5
+    return max(MIN_GAIN, 2.0 * math.sqrt(2.0 * p * (1.0 - p) / max(run.images, 1)))
+
+
+def late_gain(run: Training) -> float:
+    """Accuracy at the last epoch minus the best accuracy before the final window."""
+    if run.epochs < 2:
+        return math.nan
+    return run.accuracy - max(run.curve[: run.epochs - window(run.epochs)])
+
+
+def still_improving(run: Training) -> bool:
+    """True when the curve is too short to judge or still rose beyond the noise at the end."""
+    gain = late_gain(run)
+    return math.isnan(gain) or gain > noise_of_gain(run)
+
+
+def more_epochs(epochs: int) -> int:
+    """The ``--epochs`` to suggest when a curve was still rising after ``epochs``."""
+    return max(2 * epochs, 12)
+
+
+def problems(runs: Sequence[Training], *, needs_learning: Sequence[Training] = ()) -> list[str]:
+    """Plain reasons no verdict should be drawn from ``runs``; empty when one may.
+
+    Every run in ``runs`` must have stopped improving; every run in ``needs_learning``
+    (some of ``runs``, typically the best one or the reference network) must also have
+    learned. A run that sits at chance with a flat curve is a legitimate result (a network
+    too shallow for the task), so learning is only demanded where the verdict needs it.
+    """
+    found: list[str] = []
+    rising = [run for run in runs if still_improving(run)]
+    short = [run for run in rising if run.epochs < 2]
+    if short:
+        found.append(f"{_names(short)} trained for {_epochs(short[0].epochs)}: one epoch shows no learning curve "
+                     f"— rerun with --epochs {more_epochs(short[0].epochs)}")
+    rising = [run for run in rising if run.epochs >= 2]
+    if rising:
+        epochs = max(run.epochs for run in rising)
+        gains = ", ".join(f"{run.label} +{late_gain(run):.3f}" for run in rising)
+        verb = "was" if len(rising) == 1 else "were"
+        found.append(f"{_names(rising)} {verb} still improving at epoch {epochs} ({gains} over the last "
+                     f"{_epochs(window(epochs))}) — rerun with --epochs {more_epochs(epochs)}")
+    failed = [run for run in needs_learning if not learned(run)]
+    if failed:
+        scores = "; ".join((f"{run.label} " if len(failed) > 1 else "") + f"{run.accuracy:.3f} on {run.images} "
+                           f"validation images, chance {run.chance:.3f}" for run in failed)
+        found.append(f"{_names(failed)} did not learn ({scores}) — try more epochs, more data or another --lr")
+    return found
+
+
+def _names(runs: Sequence[Training]) -> str:
+    labels = [run.label for run in runs]
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch" + ("" if count == 1 else "s")
