@@ -6,13 +6,14 @@ features — here the channel-pooled (N, C) activations of the analysis set — 
 scored by stratified k-fold cross-validation. Its accuracy, compared with
 :func:`chance_accuracy` and with the previous layer's, tells whether a layer
 adds class information a linear read-out can use; :func:`probe_curve` does
-that for every layer of a run.
+that for every layer of a run, with the uncertainty of each gain: every layer is scored
+on the same folds, so a gain's standard error is that of the paired per-fold differences.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -56,14 +57,14 @@ def probe_folds(labels: np.ndarray | Tensor, folds: int = 5) -> int:
     return int(min(folds, counts.min()))
 
 
-def linear_probe_accuracy(
+def fold_accuracies(
     features: np.ndarray | Tensor,
     labels: np.ndarray | Tensor,
     *,
     folds: int = 5,
     seed: int = 0,
-) -> tuple[float, float]:
-    """Cross-validated accuracy of a linear probe on ``features``.
+) -> np.ndarray:
+    """Per-fold test accuracies of a linear probe on ``features``.
 
     Args:
         features: (N, C) array or tensor, one row per sample.
@@ -73,7 +74,7 @@ def linear_probe_accuracy(
         seed: seed of the fold shuffle (the probe itself is deterministic).
 
     Returns:
-        (mean, std) of the per-fold test accuracies (std with ddof=0).
+        (folds,) accuracies, in fold order (the same folds for the same labels and seed).
         Raises ValueError for mismatched shapes, non-finite features or labels
         that cannot be stratified.
     """
@@ -88,13 +89,27 @@ def linear_probe_accuracy(
         ("scale", StandardScaler()),
         ("logreg", LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER)),
     ])
-    scores = cross_val_score(probe, x, y, cv=splitter, scoring="accuracy")
+    return np.asarray(cross_val_score(probe, x, y, cv=splitter, scoring="accuracy"), dtype=np.float64)
+
+
+def linear_probe_accuracy(
+    features: np.ndarray | Tensor, labels: np.ndarray | Tensor, *, folds: int = 5, seed: int = 0,
+) -> tuple[float, float]:
+    """(mean, std with ddof=0) of :func:`fold_accuracies`."""
+    scores = fold_accuracies(features, labels, folds=folds, seed=seed)
     return float(scores.mean()), float(scores.std())
+
+
+def _standard_error(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
 
 
 @dataclass
 class ProbeCurve:
-    """Linear-probe accuracy per layer; ``gain[i] = mean[i] - mean[i-1]``, ``gain[0] = mean[0] - chance``."""
+    """Linear-probe accuracy per layer; ``gain[i] = mean[i] - mean[i-1]``, ``gain[0] = mean[0] - chance``.
+
+    ``gain_se[i]``: standard error of the gain over the folds, paired by fold (for the first
+    layer, of its accuracy: chance is fixed)."""
 
     layers: list[str]
     mean: np.ndarray  # (L,) cross-validated accuracy
@@ -103,15 +118,20 @@ class ProbeCurve:
     chance: float
     n: int  # samples
     folds: int  # folds actually used
+    gain_se: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) standard error of each gain
 
 
 def probe_curve(
     features: Mapping[str, np.ndarray | Tensor], labels: np.ndarray | Tensor, *, folds: int = 5, seed: int = 0,
 ) -> ProbeCurve:
-    """:func:`linear_probe_accuracy` of every layer (layer → (N, C), in order) on the same folds."""
+    """:func:`fold_accuracies` of every layer (layer → (N, C), in order) on the same folds."""
     if not features:
         raise ValueError("probe_curve needs at least one layer")
-    scores = np.array([linear_probe_accuracy(x, labels, folds=folds, seed=seed) for x in features.values()])
+    scores = np.stack([fold_accuracies(x, labels, folds=folds, seed=seed) for x in features.values()])  # (L, F)
     chance = chance_accuracy(labels)
-    gain = np.diff(scores[:, 0], prepend=chance)
-    return ProbeCurve(list(features), scores[:, 0], scores[:, 1], gain, chance, len(labels), probe_folds(labels, folds))
+    mean = scores.mean(axis=1)
+    gain = np.diff(mean, prepend=chance)
+    paired = np.diff(scores, axis=0, prepend=scores[:1] * 0 + chance)  # first row: accuracy − chance per fold
+    gain_se = np.array([_standard_error(row) for row in paired])
+    return ProbeCurve(list(features), mean, scores.std(axis=1), gain, chance, len(labels),
+                      probe_folds(labels, folds), gain_se)
