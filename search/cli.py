@@ -11,6 +11,7 @@ import os
 import sys
 
 from search.cli_depth import add_depth_parser
+from search.cli_explain import add_explain_parser
 from search.cli_search import add_search_parser
 from search.cli_serve import add_serve_parser
 from search.env_flags import PREFIX, EnvFlagError, with_env_flags
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parser(subparsers)
     add_compare_parser(subparsers)
     add_depth_parser(subparsers)
+    add_explain_parser(subparsers)
     add_ui_parser(subparsers)
     add_serve_parser(subparsers)
     return parser

@@ -52,8 +52,10 @@ def study_run_ids(runs_dir: Path, study_name: str, storage: str, top: int) -> li
 
 def handle_compare(args: argparse.Namespace) -> int:
     from tracking.compare import compare_runs, load_run_activations
-    from tracking.compare_report import comparison_figures, summary_lines, write_report
-    from tracking.fetch import fetch_run
+    from tracking.compare_report import comparison_figures, probe_map_sizes, summary_lines, write_report
+    from tracking.fetch import fetch_run, run_record
+    from tracking.probes import chance_accuracy
+    from tracking.verdicts import Training
     from tracking.mlflow_sink import MlflowTracker
     from tracking.stores import first_open_lock, resolve_stores
 
@@ -74,9 +76,13 @@ def handle_compare(args: argparse.Namespace) -> int:
                 raise ConfigError(str(error)) from None
             runs.append(dataclasses.replace(loaded, stats=fetched.stats))
         comparison = compare_runs(runs, folds=args.folds)
+        for run in runs:
+            record = run_record(stores.mlflow_uri, run.run_id)
+            chance = chance_accuracy(run.labels) if run.labels is not None else 0.5
+            comparison.training[run.run_id] = Training(run.name, record.curve, record.val_images, chance)
         figures = comparison_figures(comparison)
         report_dir = Path(tmp) / "report"
-        files = write_report(comparison, report_dir, figures)
+        files = write_report(comparison, report_dir, figures, map_sizes=probe_map_sizes(runs))
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         with first_open_lock(stores):
             tracker = MlflowTracker(

@@ -88,7 +88,8 @@ def check_mlflow_run(run: MlflowRun, tmp: Path, epochs: int = 2) -> None:
         assert run.metric_steps(f"act_zero_fraction/{layer}") == steps
     assert run.image_steps("saliency") == steps
     assert run.image_steps("filters/conv1") == steps
-    assert run.metric_steps("act_hf_share/conv1") == steps
+    assert run.metric_steps("act_noise/conv3") == steps  # 7×7 maps, the smallest that get the measure
+    assert run.metric_steps("act_noise/conv4") == []  # 3×3: not available
     assert run.metric_steps("val/accuracy") == steps[1:]
     assert run.metric_steps("train/loss") == steps[1:]
     names = run.artifact_names("activations")

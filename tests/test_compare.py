@@ -15,6 +15,7 @@ from tracking.activations import save_analysis_activations, save_probe_activatio
 from tracking.cka import cka_matrix, flatten_probe_activations, linear_cka, pooled_activations
 from tracking.compare import NEAR_IDENTICAL_CKA, RunActivations, compare_runs, load_run_activations, stats_from_metrics
 from tracking.compare_report import comparison_figures, summary_lines, write_report
+from tracking.verdicts import Training
 from tracking.probes import chance_accuracy, linear_probe_accuracy, probe_folds
 
 
@@ -124,8 +125,9 @@ def test_load_picks_the_last_epoch_and_names_an_empty_folder(tmp_path: Path) -> 
     assert run.probes["conv1"].min() >= 30  # epoch 3's, not epoch 1's
     assert run.analysis is not None and "labels" not in run.analysis and run.labels is not None
     assert run.stats is not None and set(run.stats["act_zero_fraction"]) == {"conv1", "conv2", "conv3"}
-    given = load_run_activations("id-a", "a", tmp_path / "a", metrics={"act_hf_share/conv1": 0.3, "loss": 1.0})
-    assert given.stats == {"act_hf_share": {"conv1": 0.3}} == stats_from_metrics({"act_hf_share/conv1": 0.3})
+    assert set(run.stats["act_noise"]) == {"conv1"}  # 8×8; the 4×4 layers are too small
+    given = load_run_activations("id-a", "a", tmp_path / "a", metrics={"act_noise/conv1": 0.3, "loss": 1.0})
+    assert given.stats == {"act_noise": {"conv1": 0.3}} == stats_from_metrics({"act_noise/conv1": 0.3})
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty"):
         load_run_activations("x", "x", tmp_path / "empty")
@@ -179,7 +181,14 @@ def test_compare_runs_report_and_summary(tmp_path: Path) -> None:
     assert curve.mean[1] > curve.mean[0] + 0.1 and abs(curve.gain[2]) < 0.02
     assert curve.gain[0] == pytest.approx(curve.mean[0] - 0.5)
 
+    assert summary_lines(c)[:2] == ["run a: no verdicts: its validation accuracy history is unknown"] * 2
+    learned = Training("run", (0.6, 0.9, 0.95, 0.95), 400, 0.5)
+    c.training = {run_id: learned for run_id in c.names}
+    c.training["id-a2"] = Training("run a", (0.5, 0.51, 0.5), 400, 0.5)  # sat at chance: nothing to conclude
     lines = summary_lines(c)
+    assert "run a: no verdicts: run a did not learn (0.500 on 400 validation images, chance 0.500) — try more " \
+        "epochs, more data or another --lr" in lines
+    assert not any(line.startswith("run a vs run a:") for line in lines)  # the pair with it gets no verdict either
     assert any("run b: conv2 and conv3 are near-identical" in line and "conv3 adds little" in line for line in lines)
     assert not any("conv1 and conv2 are near-identical" in line for line in lines)
     assert not any(line.startswith("run c: conv") for line in lines)  # 6 probe images: no CKA claims

@@ -158,8 +158,8 @@ def test_no_recommendation_while_a_depth_is_still_improving_or_nothing_learned()
     under = recommend([_outcome(2, [0.5, 0.52, 0.5], epochs=3), _outcome(3, [0.78, 0.74, 0.8], rising=0.2, epochs=3),
                        _outcome(4, [0.97, 0.95, 0.99], epochs=3)], "depth")
     assert under.recommended is None and under.best.variant.blocks == 4
-    assert under.sentence == ("no recommendation: depth 3 was still improving at epoch 3 (depth 3 +0.200 over the "
-                              "last 1 epoch) — rerun with --epochs 12"), under.sentence
+    assert under.sentence == ("no recommendation: depth 3 was still improving at epoch 3 (+0.200 over the last 1 "
+                              "epoch) — rerun with --epochs 12"), under.sentence
     chance = recommend([_outcome(d, [0.5, 0.53, 0.49]) for d in (1, 2)], "depth")
     assert chance.recommended is None and chance.sentence.startswith(
         "no recommendation: the best variant, depth 1, did not learn (0.507 on 1200 validation images, "

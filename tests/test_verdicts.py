@@ -37,7 +37,7 @@ def test_problems_say_what_is_missing_and_what_to_run() -> None:
     done = Training("depth 4", (0.9, 0.99, 0.99), 160, 0.5)
     assert problems([done]) == []
     (line,) = problems([rising, done], needs_learning=[done])
-    assert line == "depth 3 was still improving at epoch 3 (depth 3 +0.200 over the last 1 epoch) — rerun with --epochs 12"
+    assert line == "depth 3 was still improving at epoch 3 (+0.200 over the last 1 epoch) — rerun with --epochs 12"
     chance = Training("run", (0.5, 0.5, 0.51), 500, 0.5)
     (line,) = problems([chance], needs_learning=[chance])
     assert line.startswith("run did not learn (0.510 on 500 validation images, chance 0.500)")

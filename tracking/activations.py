@@ -28,15 +28,20 @@ Pooled activations over an analysis set, one pair per run (``kind = "analysis"``
     analysis.json            {"format": "convscope.activations/1",
                               "kind": "analysis",
                               "layers": [...], "shapes": {layer: [N, C]},
-                              "n": N, "class_names": [...]}
+                              "n": N, "class_names": [...],
+                              "data_fingerprint": str,         # the data set (``Splits.fingerprint``)
+                              "sample_ids_sha256": str}        # hex SHA-256 of the N sample ids, in row order
 
 ``labels`` is therefore a reserved name: no layer may be called that in an
-analysis artifact. :func:`load_activations` returns the tensors (in the JSON's
+analysis artifact. ``data_fingerprint`` and ``sample_ids_sha256`` are written
+when the caller passes the sample ids (older artifacts lack them); two analysis
+artifacts with equal values of both hold the same samples in the same rows. :func:`load_activations` returns the tensors (in the JSON's
 layer order; for analysis artifacts followed by ``"labels"``) and the JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -111,17 +116,25 @@ def save_probe_activations(
     return _write_pair(directory, f"epoch_{int(step):04d}", tensors, meta)
 
 
+def sample_ids_sha256(sample_ids: Sequence[str]) -> str:
+    """Hex SHA-256 of ``sample_ids`` in order (JSON-encoded, so no two id lists collide by joining)."""
+    return hashlib.sha256(json.dumps([str(i) for i in sample_ids]).encode("utf-8")).hexdigest()
+
+
 def save_analysis_activations(
     directory: Path,
     pooled: Mapping[str, Tensor],
     *,
     labels: Sequence[int] | Tensor,
     class_names: Sequence[str],
+    sample_ids: Sequence[str] | None = None,
+    data_fingerprint: str = "",
 ) -> tuple[Path, Path]:
     """Write ``analysis.safetensors`` and ``analysis.json`` into ``directory`` (created if needed).
 
     ``pooled`` maps layer → (N, C) (``capture.capture_pooled``); ``labels`` has
-    N class indices. Returns (safetensors path, json path).
+    N class indices; ``sample_ids`` (optional) the N samples' ids, stored as a hash
+    beside ``data_fingerprint``. Returns (safetensors path, json path).
     """
     _check_layers(pooled, 2, "pooled (N, C)")
     if "labels" in pooled:
@@ -130,6 +143,8 @@ def save_analysis_activations(
     counts = {int(tensor.shape[0]) for tensor in pooled.values()} | {int(label_tensor.shape[0])}
     if len(counts) != 1:
         raise ValueError(f"layers and labels disagree on the number of samples: {sorted(counts)}")
+    if sample_ids is not None and len(sample_ids) != int(label_tensor.shape[0]):
+        raise ValueError(f"{int(label_tensor.shape[0])} samples but {len(sample_ids)} sample_ids; pass one per sample")
     tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in pooled.items()}
     meta = {
         "format": FORMAT,
@@ -139,6 +154,9 @@ def save_analysis_activations(
         "n": int(label_tensor.shape[0]),
         "class_names": [str(name) for name in class_names],
     }
+    if sample_ids is not None:
+        meta["data_fingerprint"] = str(data_fingerprint)
+        meta["sample_ids_sha256"] = sample_ids_sha256(sample_ids)
     tensors["labels"] = label_tensor
     return _write_pair(directory, "analysis", tensors, meta)
 

@@ -8,9 +8,11 @@ with :func:`load_run_activations`. :func:`compare_runs` computes
   analysis activations (N samples, channel means) when the run has them, else on
   the flattened last-epoch probe activations (P samples, C·h·w features);
 - across-run CKA for every pair of runs on a sample set both share: the analysis
-  set when both have one with identical labels (runs of one study share the seed,
-  hence the set; the format stores no sample ids, so equal labels are the check),
-  else the probes when their probe ids are equal; else the pair is skipped (a note);
+  set when both hold the same samples in the same rows (equal data fingerprint and
+  sample-id hash; runs that share the data seed — ``--data-seed``, else ``--seed`` —
+  share the set; for older artifacts without those fields, equal labels are the
+  check), else the probes when their probe ids are equal; else the pair is skipped
+  (a note);
 - per-layer linear-probe accuracy on the analysis set (:mod:`tracking.probes`)
   with the gain over the previous layer (the first layer's gain is over chance);
 - the per-layer activation statistics, side by side.
@@ -36,6 +38,7 @@ from tracking.activations import load_activations
 from tracking.cka import cka_matrix, flatten_probe_activations, pooled_activations
 from tracking.probes import ProbeCurve, probe_curve
 from tracking.stats import activation_statistics
+from tracking.verdicts import Training
 
 #: Adjacent layers with CKA at or above this are "near-identical": the later one adds little.
 NEAR_IDENTICAL_CKA = 0.95
@@ -48,7 +51,7 @@ MOSTLY_ZERO = 0.9
 #: CKA on fewer samples than this gets a caveat (it is biased towards 1 for wide layers).
 FEW_SAMPLES = 50
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)$")
-STAT_ORDER = ("act_zero_fraction", "act_hf_share", "act_mean")  # the first two are shares in [0, 1]
+STAT_ORDER = ("act_zero_fraction", "act_noise", "act_mean")  # a share in [0, 1]; ≥ 0 with 1 = noise-like; a mean
 
 
 @dataclass
@@ -65,6 +68,7 @@ class RunActivations:
     stats: dict[str, dict[str, float]] | None = None
     probe_ids: tuple[str, ...] = ()  # row i of every probe tensor ↔ probe_ids[i]
     epoch: int | None = None  # step of the probe file
+    analysis_key: str = ""  # data fingerprint and sample-id hash of the analysis set; empty for older artifacts
 
 
 def stats_from_metrics(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
@@ -94,13 +98,15 @@ def load_run_activations(
                          "pass the folder a run's 'activations' artifacts were downloaded to")
     epoch, path = max(epochs)
     probes, meta = load_activations(path)
-    analysis, labels = None, None
+    analysis, labels, analysis_key = None, None, ""
     if (folder / "analysis.json").is_file():
-        analysis, _ = load_activations(folder / "analysis.json")
+        analysis, analysis_meta = load_activations(folder / "analysis.json")
         labels = analysis.pop("labels")
+        if analysis_meta.get("sample_ids_sha256"):
+            analysis_key = f"{analysis_meta.get('data_fingerprint', '')}/{analysis_meta['sample_ids_sha256']}"
     stats = stats_from_metrics(metrics) if metrics is not None else stats_from_metrics(activation_statistics(probes))
     return RunActivations(run_id, name, probes, analysis, labels, stats or None,
-                          tuple(str(i) for i in meta.get("probe_ids", [])), epoch)
+                          tuple(str(i) for i in meta.get("probe_ids", [])), epoch, analysis_key)
 
 
 @dataclass
@@ -125,6 +131,7 @@ class Comparison:
     probes: dict[str, ProbeCurve] = field(default_factory=dict)
     stats: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    training: dict[str, Training] = field(default_factory=dict)  # validation records: no verdict on a run without
 
 
 def _representations(run: RunActivations) -> tuple[dict[str, np.ndarray], str]:
@@ -136,6 +143,16 @@ def _representations(run: RunActivations) -> tuple[dict[str, np.ndarray], str]:
 def _cka(a: dict[str, np.ndarray], b: dict[str, np.ndarray], source: str) -> CkaResult:
     n = next(iter(a.values())).shape[0]
     return CkaResult(list(a), list(b), cka_matrix(a, a if b is a else b), source, n)
+
+
+def _same_analysis_set(a: RunActivations, b: RunActivations) -> bool:
+    """Whether both runs' analysis activations hold the same samples in the same rows: by their
+    sample keys when both have one, else (older artifacts) by equal labels."""
+    if not (a.analysis and b.analysis and a.labels is not None and b.labels is not None):
+        return False
+    if a.analysis_key and b.analysis_key:
+        return a.analysis_key == b.analysis_key
+    return torch.equal(a.labels.cpu(), b.labels.cpu())
 
 
 def compare_runs(runs: Sequence[RunActivations], *, folds: int = 5, seed: int = 0) -> Comparison:
@@ -160,16 +177,15 @@ def compare_runs(runs: Sequence[RunActivations], *, folds: int = 5, seed: int = 
         if run.stats:
             c.stats[run.run_id] = run.stats
     for a, b in combinations(runs, 2):
-        if a.analysis and b.analysis and a.labels is not None and b.labels is not None \
-                and torch.equal(a.labels.cpu(), b.labels.cpu()):
+        if _same_analysis_set(a, b):
             c.across[(a.run_id, b.run_id)] = _cka(pooled_activations(a.analysis), pooled_activations(b.analysis),
                                                   "analysis")
         elif a.probe_ids and a.probe_ids == b.probe_ids:
             c.across[(a.run_id, b.run_id)] = _cka(flatten_probe_activations(a.probes),
                                                   flatten_probe_activations(b.probes), "probes")
         else:
-            c.notes.append(f"{a.name} vs {b.name}: no shared sample set (analysis labels and probe ids differ); "
-                           "across-run CKA skipped")
+            c.notes.append(f"{a.name} vs {b.name}: no shared sample set (analysis samples and probe ids differ; "
+                           "runs trained with the same --data-seed share them); across-run CKA skipped")
     few = [c.names[r] for r, res in c.within.items() if res.n < FEW_SAMPLES]
     few += [f"{c.names[a]} vs {c.names[b]}" for (a, b), res in c.across.items() if res.n < FEW_SAMPLES]
     if few:

@@ -20,9 +20,15 @@ from tracking.compare import (
     NEAR_IDENTICAL_CKA,
     CkaResult,
     Comparison,
+    RunActivations,
     STAT_ORDER,
 )
 from tracking.probes import ProbeCurve
+from tracking.verdicts import problems
+from tracking.stats import noise_not_available
+
+#: run id → layer → (h, w) of its probe maps, for saying why ``act_noise`` is missing.
+MapSizes = Mapping[str, Mapping[str, tuple[int, int]]]
 
 
 def _slugs(c: Comparison) -> dict[str, str]:
@@ -53,6 +59,20 @@ def _heatmap(result: CkaResult, title: str, ylabel: str, xlabel: str) -> Figure:
 def _stat_names(c: Comparison) -> list[str]:
     present = {stat for stats in c.stats.values() for stat in stats}
     return [stat for stat in STAT_ORDER if stat in present] + sorted(present - set(STAT_ORDER))
+
+
+def probe_map_sizes(runs: Sequence[RunActivations]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Run id → layer → (h, w) of the run's (P, C, h, w) probe activations (for :func:`write_report`)."""
+    return {run.run_id: {layer: (int(t.shape[-2]), int(t.shape[-1])) for layer, t in run.probes.items() if t.dim() >= 3}
+            for run in runs}
+
+
+def _stat_cell(stat: str, value: float | None, size: tuple[int, int] | None) -> str:
+    """A table cell: the value, or why it is missing (``n/a (3×3)`` for ``act_noise`` on small maps)."""
+    if value is not None:
+        return _fmt(value)
+    reason = noise_not_available(*size) if stat == "act_noise" and size is not None else None
+    return reason or "n/a"
 
 
 def _layer_axis(axes: object, layer_lists: list[list[str]]) -> None:
@@ -93,7 +113,10 @@ def comparison_figures(c: Comparison) -> dict[str, Figure]:
                 axes.plot(positions, [stats[stat][layer] for layer in layers], marker="o", label=c.names[run_id])
                 lists.append(c.within[run_id].rows)
             _layer_axis(axes, lists)
-            axes.set(ylabel=stat, ylim=(-0.03, 1.03) if stat in STAT_ORDER[:2] else (None, None))
+            axes.set(ylabel=stat, ylim=(-0.03, 1.03) if stat == "act_zero_fraction" else (None, None))
+            if stat == "act_noise":  # the shuffled-pixel null
+                axes.axhline(1.0, linestyle=":", color="grey")
+                axes.set_ylim(-0.03, max(1.1, axes.get_ylim()[1]))
             axes.grid(alpha=0.3)
         axes.set_xlabel("layer")
         figure.legend(*axes.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
@@ -106,10 +129,19 @@ def _fmt(value: float) -> str:
 
 
 def summary_lines(c: Comparison) -> list[str]:
-    """A few plain-language findings (thresholds: the module constants), then the notes."""
+    """A few plain-language findings (thresholds: the module constants), then the notes. A run whose
+    validation record (``c.training``) is missing, or shows it did not learn or was still improving,
+    gets one line saying so and no findings: what an unfinished network computes says nothing about
+    which of its layers are useful."""
     lines: list[str] = []
     for run_id, result in c.within.items():
         name, m = c.names[run_id], result.matrix
+        record = c.training.get(run_id)
+        trouble = problems([record], needs_learning=[record]) if record is not None else \
+            ["its validation accuracy history is unknown"]
+        if trouble:
+            lines.append(f"{name}: no verdicts: " + "; ".join(trouble))
+            continue
         for i in range(len(result.rows) - 1 if result.n >= FEW_SAMPLES else 0):
             if m[i, i + 1] >= NEAR_IDENTICAL_CKA:
                 a, b = result.rows[i], result.rows[i + 1]
@@ -122,6 +154,8 @@ def summary_lines(c: Comparison) -> list[str]:
         if silent:
             lines.append(f"{name}: mostly silent on the probes (share of zeros): {', '.join(silent)}")
     for (a, b), result in c.across.items():
+        if any(line.startswith(f"{c.names[r]}: no verdicts: ") for r in (a, b) for line in lines):
+            continue
         same = [(result.matrix[result.rows.index(layer), result.cols.index(layer)], layer)
                 for layer in result.rows if layer in result.cols]
         if same and result.n >= FEW_SAMPLES:
@@ -156,10 +190,13 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
     return path
 
 
-def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure]) -> list[Path]:
+def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure], *,
+                 map_sizes: MapSizes | None = None) -> list[Path]:
     """Write ``report.html`` (self-contained: every figure embedded, see :mod:`tracking.html_report`),
     the figures as ``<key>.png``, and ``cka_within.csv``, ``cka_across.csv`` and ``linear_probes.csv``
-    (long format, one row per layer / layer pair) into ``folder`` (created).
+    (long format, one row per layer / layer pair) into ``folder`` (created). ``map_sizes``
+    (:func:`probe_map_sizes`) lets the statistics table say ``n/a (3×3)`` where maps are too small
+    for ``act_noise``; without it a missing value reads ``n/a``.
     Returns the written paths: ``report.html``, the three CSVs, then the PNGs."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -214,7 +251,8 @@ def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure]) -> 
         stat_names = _stat_names(c)
         body += [html_report.heading(2, "Activation statistics"), *image("activation_stats"), html_report.table(
             ["run", "layer", *stat_names],
-            [[names[r], layer, *(_fmt(st.get(s, {}).get(layer, float("nan"))) for s in stat_names)]
+            [[names[r], layer, *(_stat_cell(s, st.get(s, {}).get(layer), (map_sizes or {}).get(r, {}).get(layer))
+                                 for s in stat_names)]
              for r, st in c.stats.items() for layer in c.within[r].rows])]
     extra = [key for key in pngs if key not in used]
     if extra:

@@ -12,7 +12,7 @@ everything to the sinks. Image keys:
 - ``all_channels/<layer>`` — every channel of the first probe at full resolution;
 - ``saliency`` — for one probe per class: input, gradient saliency, Grad-CAM of every block;
 - ``filters/<first layer>`` — the first conv layer's filters;
-- metrics ``act_mean/<layer>``, ``act_zero_fraction/<layer>``, ``act_hf_share/<layer>``;
+- metrics ``act_mean/<layer>``, ``act_zero_fraction/<layer>``, ``act_noise/<layer>`` (maps of 7×7 and up);
 - artifacts ``activations/epoch_NNNN.safetensors`` + ``.json``.
 """
 
@@ -93,11 +93,14 @@ class EpochVisuals:
     def log_final(
         self, model: nn.Module, analysis_batches: list[torch.Tensor], analysis_labels: torch.Tensor,
         y_true: torch.Tensor, y_pred: torch.Tensor, *, step: int,
+        analysis_ids: Sequence[str] | None = None, data_fingerprint: str = "",
     ) -> None:
         """Confusion matrix (logged at ``step``, the last epoch) and the pooled activations of the
-        analysis set, once at the end."""
+        analysis set, once at the end. ``analysis_ids`` (one per analysis image) and the data's
+        ``data_fingerprint`` identify the samples, so runs can be compared on them exactly."""
         pooled = capture_pooled(model, self.layers, analysis_batches)
-        self._run(lambda sink: self._render_final(sink, pooled, analysis_labels, y_true, y_pred, step))
+        samples = (tuple(analysis_ids), data_fingerprint) if analysis_ids is not None else None
+        self._run(lambda sink: self._render_final(sink, pooled, analysis_labels, y_true, y_pred, step, samples))
 
     def _run(self, job: object) -> None:
         submit = getattr(self.tracker, "submit", None)
@@ -138,11 +141,13 @@ class EpochVisuals:
 
     def _render_final(
         self, sink: Tracker, pooled: dict[str, torch.Tensor], labels: torch.Tensor,
-        y_true: torch.Tensor, y_pred: torch.Tensor, step: int,
+        y_true: torch.Tensor, y_pred: torch.Tensor, step: int, samples: tuple[tuple[str, ...], str] | None,
     ) -> None:
         figure = confusion_matrix_figure(y_true.numpy(), y_pred.numpy(), self.class_names)
         sink.log_figure("confusion_matrix", figure, step)
-        files = save_analysis_activations(self.artifact_dir, pooled, labels=labels, class_names=self.class_names)
+        ids, fingerprint = samples if samples is not None else (None, "")
+        files = save_analysis_activations(self.artifact_dir, pooled, labels=labels, class_names=self.class_names,
+                                          sample_ids=ids, data_fingerprint=fingerprint)
         self._ship(sink, files)
 
     def _ship(self, sink: Tracker, files: Sequence[Path]) -> None:

@@ -298,3 +298,16 @@ class MlflowTracker:
         wanted = _without_status(current) + STATUS_SUFFIX.get(status, "")
         if wanted != current:
             self.client.update_run(self.run_id, name=wanted)
+
+
+def attach_to_run(tracking_uri: str, run_id: str, files: Sequence[Path], artifact_path: str,
+                  tags: Mapping[str, str]) -> None:
+    """Add ``files`` under ``artifact_path`` and set ``tags`` on an existing run, leaving its status,
+    name and times as they are (a report about a finished run lives with that run)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value), synchronous=True)

@@ -4,72 +4,98 @@
 post-ReLU) into flat metrics ready for ``Tracker.log_metrics``:
 
 ``act_mean/{layer}``
-    Mean activation over probes, channels and positions.
+    Mean activation over all probes, channels and positions of the layer.
 ``act_zero_fraction/{layer}``
-    Fraction of exactly-zero activations (post-ReLU: units that are off). A
-    value near 1 means most of the layer is dead/silent on these probes.
-``act_hf_share/{layer}``
-    Spatial high-frequency ("noise") energy share, in [0, 1]. For every
-    (probe, channel) map: subtract the map's mean, take the 2-D FFT, and
-    compare the energy |F|² at normalised radial frequency
-    ``sqrt(fy² + fx²) > HF_CUTOFF`` (0.25 cycles/pixel, ``torch.fft.fftfreq``
-    units) with all non-DC energy. The layer value is total HF energy / total
-    non-DC energy summed over all of the layer's maps, so strong maps weigh
-    more. ≈0: smooth, blob-like maps; ≈1: pixel-to-pixel alternation
-    (checkerboard, salt-and-pepper). This is the number behind "the last layers
-    look noisy".
+    Fraction of the layer's activations that are exactly zero (post-ReLU: units
+    that are off), so a value near 1 means a mostly silent layer.
+``act_noise/{layer}``
+    Roughness of each (probe, channel) map — the sum of squared differences of
+    horizontally and vertically adjacent pixels — divided by its exact
+    expectation when the map's pixels are shuffled uniformly at random (the
+    null, computed in closed form rather than by sampling shuffles; the ratio is
+    Geary's C), averaged over the layer's maps weighted by their variance
+    energy, so ≈1 means noise-like, ≈0 smooth or structured and >1 alternating
+    (checkerboard); computed only for maps of at least ``MIN_NOISE_SIDE`` ×
+    ``MIN_NOISE_SIDE`` (7×7) and leaving out constant maps and maps with fewer
+    than two non-zero positions (a lone spot is a detection, not noise), so the
+    key is absent for smaller maps or when no map remains.
 
-    Caveats: the frequency grid depends on the map size. On a 3×3 map the
-    non-DC frequencies are ±1/3 cycles/pixel, all above the cutoff, so any
-    non-constant 3×3 map scores exactly 1 — that says nothing about noise,
-    only that the map is tiny. Small maps (≲7×7) quantise the share coarsely.
-    The FFT treats each map as periodic, so a smooth but non-periodic map (a
-    ramp) leaks a few percent into HF through the wrap-around edge. The key is
-    omitted (undefined, never 0) for 1×1 maps and for layers whose maps have no
-    non-DC energy (all constant).
+:data:`METRIC_DESCRIPTIONS` holds one sentence per statistic for UIs and
+reports; :func:`noise_not_available` says why ``act_noise`` is missing for a
+map size.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-#: Radial frequency (cycles/pixel) above which energy counts as "high frequency".
-HF_CUTOFF = 0.25
+#: Maps smaller than this in either side get no ``act_noise``: too few neighbours to tell noise from structure.
+MIN_NOISE_SIDE = 7
+#: A map whose variance energy is below this share of its mean-square energy counts as constant.
+_FLAT = 1e-8
+
+#: Statistic (the metric name before ``/<layer>``) → one sentence saying what the number means.
+METRIC_DESCRIPTIONS: dict[str, str] = {
+    "act_mean": "Mean activation of the layer over the probe images, channels and positions.",
+    "act_zero_fraction": "Fraction of the layer's probe activations that are exactly zero (ReLU off); "
+                         "near 1 means a mostly silent layer.",
+    "act_noise": "Roughness of the layer's feature maps relative to the same maps with their pixels shuffled "
+                 "(Geary's C, weighted by map energy): about 1 is noise-like, near 0 smooth or structured; "
+                 f"only for maps of at least {MIN_NOISE_SIDE}×{MIN_NOISE_SIDE}, leaving out maps with fewer "
+                 "than two active positions.",
+}
 
 
-def _hf_share(activation: Tensor) -> float | None:
-    """HF energy / non-DC energy over all (probe, channel) maps; None when undefined."""
+def noise_not_available(h: int, w: int) -> str | None:
+    """``"n/a (h×w)"`` when ``act_noise`` is not computed for h×w maps (a side below
+    :data:`MIN_NOISE_SIDE`), else None — text for reports."""
+    return f"n/a ({h}×{w})" if min(h, w) < MIN_NOISE_SIDE else None
+
+
+def _noise(activation: Tensor) -> float | None:
+    """Energy-weighted Geary's C of the (…, h, w) maps; None when not available.
+
+    For one map x with n = h·w positions and m = h(w−1) + (h−1)w horizontally or
+    vertically adjacent pairs (no wrap-around), D = Σ_adjacent (x_i − x_j)² and
+    S = Σ (x_i − x̄)². Shuffling the pixels uniformly at random gives
+    E[D] = 2·m·S / (n − 1) exactly, so C = D / E[D] = (n − 1)·D / (2·m·S) is
+    the roughness relative to the map's own pixels shuffled, with no sampling.
+    Maps with fewer than two non-zero positions or constant maps are left out;
+    the rest are averaged with weights S, which is (n − 1)·ΣD / (2·m·ΣS).
+    """
     h, w = int(activation.shape[-2]), int(activation.shape[-1])
-    if h * w <= 1:
+    if noise_not_available(h, w):
         return None
-    maps = activation.double()
-    maps = maps - maps.mean(dim=(-2, -1), keepdim=True)
-    energy = torch.fft.fft2(maps).abs().square().sum(dim=tuple(range(maps.dim() - 2)))  # (h, w)
-    fy = torch.fft.fftfreq(h, dtype=torch.float64)
-    fx = torch.fft.fftfreq(w, dtype=torch.float64)
-    radius = torch.sqrt(fy[:, None].square() + fx[None, :].square())
-    non_dc = float(energy[radius > 0].sum())
-    total = float(activation.double().square().sum())
-    # Mean removal leaves only round-off on constant maps; treat that as "no energy".
-    if not non_dc > 1e-12 * total:  # also catches NaN
+    maps = activation.reshape(-1, h, w)
+
+    def energy(x: Tensor) -> Tensor:  # per-map sum of squares
+        return torch.linalg.vector_norm(x, dim=(1, 2)).square()
+
+    rough = energy(maps[:, 1:] - maps[:, :-1]) + energy(maps[:, :, 1:] - maps[:, :, :-1])
+    spread = energy(maps - maps.mean(dim=(1, 2), keepdim=True))
+    keep = (torch.count_nonzero(maps, dim=(1, 2)) >= 2) & (spread > _FLAT * energy(maps))
+    if not bool(keep.any()):
         return None
-    return float(energy[radius > HF_CUTOFF].sum()) / non_dc
+    n, m = h * w, h * (w - 1) + (h - 1) * w
+    value = (n - 1) * float(rough[keep].double().sum()) / (2 * m * float(spread[keep].double().sum()))
+    return value if math.isfinite(value) else None
 
 
 def activation_statistics(activations: Mapping[str, Tensor]) -> dict[str, float]:
-    """Metrics ``act_mean``, ``act_zero_fraction`` and ``act_hf_share`` per layer.
+    """Metrics ``act_mean``, ``act_zero_fraction`` and ``act_noise`` per layer.
 
     Args:
         activations: layer → (P, C, h, w) tensor (any float dtype/device);
             2-D (P, C) tensors get mean and zero fraction only.
 
     Returns:
-        ``{"act_mean/conv1": …, "act_zero_fraction/conv1": …, "act_hf_share/conv1": …, …}``
-        as Python floats; see the module docstring for the meaning and caveats.
-        ``act_hf_share`` is absent where undefined. Empty layers are skipped.
+        ``{"act_mean/conv1": …, "act_zero_fraction/conv1": …, "act_noise/conv1": …, …}``
+        as Python floats; see the module docstring for the meaning.
+        ``act_noise`` is absent where not available. Empty layers are skipped.
     """
     metrics: dict[str, float] = {}
     for name, activation in activations.items():
@@ -79,7 +105,7 @@ def activation_statistics(activations: Mapping[str, Tensor]) -> dict[str, float]
         metrics[f"act_mean/{name}"] = float(values.mean())
         metrics[f"act_zero_fraction/{name}"] = float((values == 0).float().mean())
         if values.dim() >= 3:
-            share = _hf_share(values)
-            if share is not None:
-                metrics[f"act_hf_share/{name}"] = share
+            noise = _noise(values)
+            if noise is not None:
+                metrics[f"act_noise/{name}"] = noise
     return metrics

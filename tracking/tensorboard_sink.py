@@ -5,7 +5,11 @@ Contract (on top of ``tracking.base``):
   complete config → one ``config`` text entry (``log_config``, flattened to
   ``section.field`` rows);
   tags → one ``tags`` text entry per ``set_tags`` call.
-- metrics → one scalar per key at ``global_step=step``.
+- metrics → one scalar per key at ``global_step=step``; the first value this tracker logs
+  under a key whose statistic (the part before ``/``) is in ``tracking.stats.METRIC_DESCRIPTIONS``
+  carries that sentence as the tag's description (``SummaryMetadata.summary_description``;
+  TensorBoard keeps a tag's first metadata only). The Scalars tab shows it behind the
+  card's info button; the Time Series tab (TensorBoard 2.21) does not display descriptions.
 - images → ``add_image(key, HWC uint8, global_step=step)``; figures are rendered with
   matplotlib's Agg canvas (no pyplot) and stored as images at ``step`` (0 if None).
 - files are ignored (TensorBoard has no artifact store).
@@ -95,9 +99,13 @@ class TensorBoardTracker:
                 "TensorBoardTracker needs the 'tensorboard' package: install it with "
                 "`pip install tensorboard`, or run without the TensorBoard sink."
             ) from error
+        from tracking.stats import METRIC_DESCRIPTIONS
+
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self._closed = False
+        self._descriptions = METRIC_DESCRIPTIONS
+        self._described: set[str] = set()
         self._hparams_session = hparams is not None
         if hparams is not None:
             from tracking.hparams import write_session_start
@@ -121,9 +129,19 @@ class TensorBoardTracker:
         self.writer.add_text("tags", markdown_table(tags, ("tag", "value")))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """One scalar per key at ``step``."""
+        """One scalar per key at ``step``; a described key's first one carries its description."""
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+
         for key, value in metrics.items():
-            self.writer.add_scalar(key, float(value), global_step=step)
+            description = self._descriptions.get(key.partition("/")[0])
+            if description is None or key in self._described:
+                self.writer.add_scalar(key, float(value), global_step=step)
+                continue
+            # add_scalar's summary plus the description (TensorBoard migrates it with the value)
+            metadata = SummaryMetadata(summary_description=description)
+            summary = Summary(value=[Summary.Value(tag=key, simple_value=float(value), metadata=metadata)])
+            self.writer._get_file_writer().add_summary(summary, step)
+            self._described.add(key)
 
     def log_image(self, key: str, image: np.ndarray, step: int) -> None:
         """An (H, W, 3) uint8 image under ``key`` at ``step``.

@@ -115,7 +115,7 @@ def problems(runs: Sequence[Training], *, needs_learning: Sequence[Training] = (
     rising = [run for run in rising if run.epochs >= 2]
     if rising:
         epochs = max(run.epochs for run in rising)
-        gains = ", ".join(f"{run.label} +{late_gain(run):.3f}" for run in rising)
+        gains = ", ".join((f"{run.label} " if len(rising) > 1 else "") + f"{late_gain(run):+.3f}" for run in rising)
         verb = "was" if len(rising) == 1 else "were"
         found.append(f"{_names(rising)} {verb} still improving at epoch {epochs} ({gains} over the last "
                      f"{_epochs(window(epochs))}) — rerun with --epochs {more_epochs(epochs)}")

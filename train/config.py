@@ -55,6 +55,14 @@ class DataConfig:
     probes_per_class: int = 4  # validation images per class drawn every epoch
     probe: tuple[str, ...] = ()  # extra probe image files (repeatable)
     analysis_size: int = 256  # validation images whose pooled activations are stored at the end
+    data_seed: int = -1  # seed of the data set, the split/folds, probes and analysis set; -1 = the same as --seed
+
+    def effective_seed(self, seed: int) -> int:
+        """The seed the data, split/folds, probes and analysis set use, given ``--seed``:
+        ``--data-seed`` unless it is -1, else ``seed``. ConfigError for a value below -1."""
+        if self.data_seed < -1:
+            raise ConfigError(f"--data-seed must be -1 (the same as --seed) or at least 0 (got {self.data_seed})")
+        return seed if self.data_seed == -1 else self.data_seed
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ class OptimConfig:
     patience: int = 0  # stop after this many epochs without a better validation loss; 0 = never
     flip: bool = True  # random horizontal flips while training
     crop_padding: int = 4  # random crops: pad by N pixels (reflect) and crop back; 0 = off
-    seed: int = 0  # seed for data split, probes, initialisation and shuffling
+    seed: int = 0  # seed of initialisation and shuffling (and of the data when --data-seed is -1)
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with bf16 matrix units) | bf16 | fp32
 

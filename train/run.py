@@ -69,7 +69,10 @@ class RunResult:
 
 def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callable[[str], None] = print,
             progress: bool = True) -> Prepared:
-    """Load data, build the model, pick probes. Raises ConfigError for bad input."""
+    """Load data, build the model, pick probes. Raises ConfigError for bad input.
+
+    The data, split, normaliser sample and probes follow the data seed; the weights ``--seed``."""
+    data_seed = config.data.effective_seed(config.optim.seed)
     torch.manual_seed(config.optim.seed)
     device = select_device(config.optim.device)
     resolve_precision(config.optim.precision, device)  # a bad --precision fails before any decoding
@@ -77,7 +80,7 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
     stores = resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
     run_name = config.tracking.run_name or (resume.extra.get("run_name") if resume else None) or default_run_name(config)
     data = load_data(
-        config.data, config.model.image_size, config.optim.seed,
+        config.data, config.model.image_size, data_seed,
         cache_dir=Path(config.data.cache_dir) if config.data.cache_dir else stores.runs_dir / "cache",
         dataset_dir=Path(config.data.dataset_dir) if config.data.dataset_dir else stores.runs_dir / "datasets",
         progress=progress,
@@ -90,7 +93,7 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
     model_config = dataclasses.replace(config.model, num_classes=len(data.class_names), in_channels=3)
     config = dataclasses.replace(config, model=model_config)
     model = build_model(model_config)
-    normalizer = Normalizer.fit(data.train.take(_sample(len(data.train), 2048, config.optim.seed)))
+    normalizer = Normalizer.fit(data.train.take(_sample(len(data.train), 2048, data_seed)))
     if resume is not None:
         model.load_state_dict(resume.model_state)
         normalizer = Normalizer(torch.tensor(resume.extra["normalizer"]["mean"]), torch.tensor(resume.extra["normalizer"]["std"]))
@@ -112,8 +115,8 @@ def default_run_name(config: RunConfig) -> str:
 
 
 def select_probes(config: RunConfig, data: Splits, normalizer: Normalizer, device: torch.device) -> Probes:
-    """``probes_per_class`` validation images per class chosen by the seed, then the user's files."""
-    gen = torch.Generator().manual_seed(config.optim.seed + 1)
+    """``probes_per_class`` validation images per class chosen by the data seed, then the user's files."""
+    gen = torch.Generator().manual_seed(config.data.effective_seed(config.optim.seed) + 1)
     labels = data.val.labels
     chosen: list[int] = []
     for cls in range(len(data.class_names)):
@@ -253,21 +256,28 @@ def _log_final(
     config, model, data = prepared.config, prepared.model, prepared.data
     _, predictions = evaluate(model, val_batches, prepared.device, return_predictions=True, precision=prepared.precision)
     if visuals is not None:
-        count = min(config.data.analysis_size, len(data.val))
-        order = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(config.optim.seed + 2))[:count]
+        order = analysis_order(config, len(data.val))
         batches = [
             prepared.normalizer(data.val.take(order[i : i + 256]).to(prepared.device)).contiguous(
                 memory_format=torch.channels_last
             )
-            for i in range(0, count, 256)
+            for i in range(0, len(order), 256)
         ]
         assert predictions is not None
-        visuals.log_final(model, batches, data.val.labels[order], data.val.labels, predictions, step=last_epoch)
+        visuals.log_final(model, batches, data.val.labels[order], data.val.labels, predictions, step=last_epoch,
+                          analysis_ids=[data.val.ids[i] for i in order.tolist()], data_fingerprint=data.fingerprint)
     final_dir = checkpoint_dir / "final"
     save_model(final_dir, model, config, {"class_names": list(data.class_names), "normalizer": prepared.normalizer.state()},
                epoch=-1)
     for path in sorted(final_dir.iterdir()):
         tracker.log_file(path, "model")
+
+
+def analysis_order(config: RunConfig, val_count: int) -> torch.Tensor:
+    """Indices into the validation set of the analysis set: ``--analysis-size`` images drawn by the data seed."""
+    count = min(config.data.analysis_size, val_count)
+    gen = torch.Generator().manual_seed(config.data.effective_seed(config.optim.seed) + 2)
+    return torch.randperm(val_count, generator=gen)[:count]
 
 
 #: Settings every run shows as MLflow params, beside those that differ from its preset.
@@ -323,6 +333,7 @@ def run_facts(prepared: Prepared) -> dict[str, str]:
         "model.parameters": str(count_parameters(prepared.model)),
         "model.widths": ",".join(str(w) for w in prepared.config.model.channel_widths()),
         "data.train_images": str(len(data.train)),
+        "data.seed": str(prepared.config.data.effective_seed(prepared.config.optim.seed)),
     }
 
 

@@ -1,0 +1,109 @@
+"""``convscope explain RUN_ID``: the three questions answered for one run, as a report inside that run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+from train.config import RunConfig
+from train.errors import ConfigError
+
+REPORT_FOLDER = "explain"
+
+
+def add_explain_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="answer what a run's conv layers learned, whether its last layers are useful and how many it needs",
+        description=(
+            "Read a run back from MLflow and answer three questions with evidence per layer: what the feature "
+            "maps show (linear probes, noise against shuffled maps, silent units, saliency), whether the last "
+            "layers are useful (probe gain ± SE, CKA with the layer before, the accuracy lost when an ablation "
+            "study bypassed them) and how many layers are enough (a depth study on the same data, else the "
+            "command to run). Nothing is concluded from a run that did not learn or was still improving. The "
+            f"report goes into the run itself ({REPORT_FOLDER}/report.html); a short version is printed."
+        ),
+    )
+    parser.add_argument("run_id", metavar="RUN_ID", help="the MLflow run id of a convscope train or search run")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds of the linear probes")
+    parser.add_argument("--runs-dir", default="runs", help="the embedded stores (default: runs)")
+    parser.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                        "or the embedded store)")
+    parser.set_defaults(handler=handle_explain)
+
+
+def suggested_commands(config: RunConfig, run_id: str, epochs: int) -> tuple[str, str]:
+    """(depth study, ablation) commands for this run's data and network, at ``epochs``."""
+    model, data = config.model, config.data
+    widths = " ".join(map(str, model.channel_widths()))
+    depth = (f"convscope depth --data {data.data} --image-size {model.image_size} --widths {widths} "
+             f"--epochs {epochs} --folds 5")
+    ablate = f"convscope depth --ablate {run_id} --ablate-last 2 --epochs {epochs} --folds 5"
+    return depth, ablate
+
+
+def handle_explain(args: argparse.Namespace) -> int:
+    from search.cli_depth import run_config
+    from tracking.compare import load_run_activations
+    from tracking.evidence import Ablation, DepthAnswer, drops_from_results, explain
+    from tracking.explain_report import report_html, short_text
+    from tracking.fetch import fetch_run, latest_images, run_record, study_results
+    from tracking.mlflow_sink import attach_to_run
+    from tracking.probes import chance_accuracy
+    from tracking.stores import resolve_stores
+    from tracking.verdicts import Training, more_epochs, problems
+    from train.config import build_config
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one short report, no download bars
+    if args.folds < 2:
+        raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
+    stores = resolve_stores(args.runs_dir, args.mlflow_uri)
+    uri = stores.mlflow_uri
+    try:
+        record = run_record(uri, args.run_id)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    config = run_config(build_config("seed", {"tracking": {"runs_dir": args.runs_dir, "mlflow_uri": args.mlflow_uri}}),
+                        args.run_id)
+    with tempfile.TemporaryDirectory(prefix="convscope-explain-") as tmp:
+        try:
+            fetched = fetch_run(uri, args.run_id, Path(tmp) / "run")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        run = dataclasses.replace(load_run_activations(fetched.run_id, fetched.name, fetched.activations),
+                                  stats=fetched.stats)
+        labels = run.labels
+        chance = chance_accuracy(labels) if labels is not None else 1.0 / max(config.model.num_classes, 2)
+        training = Training(record.name, record.curve, record.val_images or (len(labels) if labels is not None else 0),
+                            chance)
+        trouble = problems([training], needs_learning=[training])
+        epochs = more_epochs(training.epochs) if trouble else config.optim.epochs
+        depth_command, ablate_command = suggested_commands(config, args.run_id, epochs)
+        ablations = study_results(uri, record.experiment_id, "ablate-study", {"depth.ablate_run": args.run_id})
+        ablation = None
+        if ablations:
+            study_id, results = ablations[0]
+            ablation = Ablation(results.get("name", study_id), drops_from_results(results), results["sentence"],
+                                list(results.get("problems", [])))
+        depth = None
+        for study_id, results in study_results(uri, record.experiment_id, "depth-study"):
+            if results.get("data") == config.data.data and results.get("image_size") == config.model.image_size:
+                depth = DepthAnswer(results.get("name", study_id), results["sentence"], not results.get("problems"))
+                break
+        explanation = explain(run, training, ablation=ablation, depth=depth, depth_command=depth_command,
+                              ablate_command=ablate_command, folds=args.folds)
+        keys = ["saliency", *(f"feature_maps/{layer}" for layer in run.probes)]
+        pictures = latest_images(uri, args.run_id, keys, Path(tmp) / "images")
+        images = {key: pictures[key].read_bytes() for key in keys if key in pictures}
+        report = Path(tmp) / "report.html"
+        report.write_text(report_html(explanation, args.run_id, images), encoding="utf-8")
+        verdict = "not enough evidence" if explanation.training_problems else "explained"
+        attach_to_run(uri, args.run_id, [report], REPORT_FOLDER, {"convscope.explain": verdict})
+    print(short_text(explanation))
+    where = (f"{stores.ui_url.rstrip('/')}/#/experiments/{record.experiment_id}/runs/{args.run_id}"
+             "?workflowType=machine_learning" if stores.ui_url else f"run {args.run_id} in {uri}")
+    print(f"report: {where} (artifact {REPORT_FOLDER}/report.html)")
+    return 0

@@ -1,0 +1,220 @@
+"""One run's answers to the three questions, with the evidence per layer side by side.
+
+Input: a run's activations (:class:`tracking.compare.RunActivations`), its training record
+(:class:`tracking.verdicts.Training`), and, where they exist, an ablation of the run (accuracy
+lost when a block is bypassed, mean ± SE over folds) and a depth study on the same data.
+:func:`explain` returns an :class:`Explanation`:
+
+- ``rows``: per layer — map size, linear-probe accuracy, its gain over the previous layer
+  ± the paired standard error, linear CKA to the previous layer (analysis set), the noise
+  measure against its shuffled null (or why it is n/a), the share of silent units and the
+  ablation drop ± SE;
+- ``maps``, ``useful``, ``depth``: plain sentences answering "what do the maps show", "are
+  the last layers useful", "how many layers suffice". Where the evidence is weak — the run
+  did not learn or was still improving, no analysis set, no ablation, no depth study — they
+  say so, and what to run, instead of a verdict.
+
+A gain (or a drop) *counts* when it exceeds both ``FLAT_GAIN`` and ``SIGNIFICANT_SE`` of its
+standard errors; otherwise it is a tie with zero, and called one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracking.cka import linear_cka, pooled_activations
+from tracking.compare import FLAT_GAIN, RunActivations
+from tracking.probes import ProbeCurve, probe_curve
+from tracking.stats import noise_not_available
+from tracking.verdicts import Training, problems
+
+#: A gain or a drop counts when it is more than this many standard errors from zero.
+SIGNIFICANT_SE = 2.0
+#: The question about "the last layers" looks at this many final blocks.
+LAST_LAYERS = 2
+
+
+@dataclass
+class LayerRow:
+    layer: str
+    size: tuple[int, int]  # (h, w) of its maps
+    channels: int
+    probe: float = math.nan  # linear-probe accuracy (CV mean)
+    gain: float = math.nan  # over the previous layer (the first: over chance)
+    gain_se: float = math.nan
+    cka_previous: float = math.nan  # linear CKA with the previous layer on the analysis set
+    noise: float | None = None  # act_noise: 1 = as rough as its own pixels shuffled
+    noise_na: str = ""  # why there is no noise value, e.g. "n/a (3×3)"
+    zero_fraction: float | None = None
+    drop: float | None = None  # accuracy lost when the block is bypassed (ablation), mean over folds
+    drop_se: float | None = None
+
+
+@dataclass
+class Ablation:
+    """What an ablation study of this run measured: layer → (drop, SE), and its own verdict."""
+
+    name: str
+    drops: dict[str, tuple[float, float]]
+    sentence: str
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DepthAnswer:
+    """A depth study on this run's data: its name, verdict sentence and whether it recommended anything."""
+
+    name: str
+    sentence: str
+    recommended: bool
+
+
+@dataclass
+class Explanation:
+    run_name: str
+    training: Training
+    training_problems: list[str]
+    rows: list[LayerRow]
+    curve: ProbeCurve | None
+    maps: list[str]
+    useful: list[str]
+    depth: list[str]
+
+
+def counts(value: float, error: float) -> bool:
+    """A gain or drop that is neither within ``FLAT_GAIN`` nor within ``SIGNIFICANT_SE`` errors of zero."""
+    return abs(value) > FLAT_GAIN and abs(value) > SIGNIFICANT_SE * error
+
+
+def _signed(value: float, error: float) -> str:
+    return f"{value:+.3f} ± {error:.3f}"
+
+
+def layer_rows(run: RunActivations, curve: ProbeCurve | None, ablation: Ablation | None) -> list[LayerRow]:
+    """The evidence table (see the module docstring); CKA needs the analysis set."""
+    pooled = pooled_activations(run.analysis) if run.analysis else {}
+    stats = run.stats or {}
+    rows = []
+    for index, (layer, tensor) in enumerate(run.probes.items()):
+        h, w = (int(tensor.shape[-2]), int(tensor.shape[-1])) if tensor.dim() >= 4 else (1, 1)
+        row = LayerRow(layer, (h, w), int(tensor.shape[1]))
+        if curve is not None and layer in curve.layers:
+            i = curve.layers.index(layer)
+            row.probe, row.gain, row.gain_se = float(curve.mean[i]), float(curve.gain[i]), float(curve.gain_se[i])
+        previous = list(run.probes)[index - 1] if index else None
+        if previous is not None and layer in pooled and previous in pooled:
+            row.cka_previous = linear_cka(pooled[previous], pooled[layer])
+        row.noise = stats.get("act_noise", {}).get(layer)
+        if row.noise is None:
+            row.noise_na = noise_not_available(h, w) or "n/a (no textured maps)"
+        row.zero_fraction = stats.get("act_zero_fraction", {}).get(layer)
+        if ablation is not None and layer in ablation.drops:
+            row.drop, row.drop_se = ablation.drops[layer]
+        rows.append(row)
+    return rows
+
+
+def explain(run: RunActivations, training: Training, *, ablation: Ablation | None = None,
+            depth: DepthAnswer | None = None, depth_command: str = "", ablate_command: str = "",
+            folds: int = 5) -> Explanation:
+    """The three answers for one run (see the module docstring)."""
+    curve = None
+    if run.analysis and run.labels is not None:
+        curve = probe_curve(pooled_activations(run.analysis), run.labels, folds=folds)
+    rows = layer_rows(run, curve, ablation)
+    trouble = problems([training], needs_learning=[training])
+    return Explanation(run.name, training, trouble, rows, curve, _maps(rows, curve, trouble),
+                       _useful(rows, curve, trouble, ablation, ablate_command), _depth(depth, depth_command))
+
+
+def _maps(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequence[str]) -> list[str]:
+    lines = []
+    if trouble:
+        lines.append("not enough evidence about what the maps mean: " + "; ".join(trouble)
+                     + ". The pictures show what an unfinished network computes.")
+    for row in rows:
+        parts = [f"{row.layer} ({row.channels} channels of {row.size[0]}×{row.size[1]})"]
+        if not math.isnan(row.probe):
+            parts.append(f"classes linearly readable at {row.probe:.3f} (probe; gain {_signed(row.gain, row.gain_se)})")
+        if row.noise is not None:
+            look = "noise-like" if row.noise >= 0.8 else "smoother than noise" if row.noise <= 0.5 else "partly rough"
+            parts.append(f"maps {look} (noise {row.noise:.2f}; 1 = as rough as its own pixels shuffled)")
+        else:
+            parts.append(f"noise {row.noise_na}: too small to call smooth or noisy")
+        if row.zero_fraction is not None:
+            parts.append(f"{row.zero_fraction:.0%} of units silent on the probes")
+        lines.append(", ".join(parts))
+    if curve is None:
+        lines.append("no analysis set, so no linear probes: train with the per-epoch visuals on")
+    lines.append("saliency (below), for one probe per class: the gradient of the class score with respect to the "
+                 "input pixels, and Grad-CAM per layer — where in the image each layer finds its class evidence")
+    return lines
+
+
+def _useful(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequence[str], ablation: Ablation | None,
+            ablate_command: str) -> list[str]:
+    if trouble:
+        return ["not enough evidence: " + "; ".join(trouble) + ". Whether a layer is useful can only be judged "
+                "in a network that learned and stopped improving."]
+    lines = []
+    for row in rows[-LAST_LAYERS:] if len(rows) > 1 else rows:
+        parts = []
+        if not math.isnan(row.gain):
+            parts.append(f"adds class information (probe gain {_signed(row.gain, row.gain_se)})"
+                         if counts(row.gain, row.gain_se) and row.gain > 0 else
+                         f"adds no linearly readable class information beyond the layer before (probe gain "
+                         f"{_signed(row.gain, row.gain_se)}, a tie with zero)")
+        if not math.isnan(row.cka_previous):
+            parts.append(f"CKA {row.cka_previous:.2f} with the layer before")
+        if row.drop is not None and row.drop_se is not None:
+            parts.append(f"bypassing it costs {_signed(row.drop, row.drop_se)} accuracy" + (
+                " in an ablation that gives no verdict" if ablation is not None and ablation.problems else
+                " — the network needs it" if counts(row.drop, row.drop_se) and row.drop > 0 else
+                " — nothing measurable (a tie)"))
+        parts.append(f"its maps are {'noise-like' if row.noise >= 0.8 else 'not noise-like'} (noise {row.noise:.2f})"
+                     if row.noise is not None else f"noise {row.noise_na}: a {row.size[0]}×{row.size[1]} map is "
+                     "too small to look smooth or noisy, so its look says nothing about its use")
+        lines.append(f"{row.layer}: " + "; ".join(parts))
+    rough = [row.layer for row in rows if (row.noise is not None and row.noise >= 0.8) or row.noise is None]
+    used = [row.layer for row in rows if row.layer in rough and not math.isnan(row.gain) and row.gain > 0
+            and counts(row.gain, row.gain_se)]
+    if used:
+        one = len(used) == 1
+        lines.append(f"looking noisy is not being useless: {', '.join(used)} {'looks' if one else 'look'} noise-like "
+                     f"or {'is' if one else 'are'} too small to judge, yet {'adds' if one else 'add'} class "
+                     "information a linear read-out uses")
+    if curve is None:
+        lines.append("not enough evidence from probes: the run has no analysis set")
+    if ablation is None:
+        lines.append("no ablation of this run yet: " + (ablate_command or "run convscope depth --ablate RUN_ID")
+                     + " measures what bypassing the last blocks costs")
+    elif ablation.problems:
+        lines.append(f"the ablation {ablation.name} gives no verdict: " + "; ".join(ablation.problems))
+    else:
+        lines.append(f"ablation {ablation.name}: {ablation.sentence}")
+    return lines
+
+
+def _depth(depth: DepthAnswer | None, command: str) -> list[str]:
+    if depth is None:
+        return ["no depth study on this data yet: " + (command or "run convscope depth") + " answers it "
+                "(k-fold cross-validation per depth, one-standard-error rule)"]
+    if not depth.recommended:
+        return [f"depth study {depth.name}: {depth.sentence}", "not enough evidence yet: " + (command or "")]
+    return [f"depth study {depth.name}: {depth.sentence}"]
+
+
+def drops_from_results(results: Mapping[str, object]) -> dict[str, tuple[float, float]]:
+    """Layer → (drop, SE) from an ablation's ``results.json``: single-block variants name their block;
+    the last-n variants are keyed ``convA–convB``."""
+    drops: dict[str, tuple[float, float]] = {}
+    for variant in results.get("variants", []):  # type: ignore[union-attr]
+        bypass, lost, error = variant.get("bypass") or [], variant.get("drop"), variant.get("drop_standard_error")
+        if bypass and lost is not None and error is not None and np.isfinite(lost):
+            key = f"conv{bypass[0]}" if len(bypass) == 1 else f"conv{bypass[0]}–conv{bypass[-1]}"
+            drops[key] = (float(lost), float(error))
+    return drops
