@@ -83,3 +83,32 @@ def test_feature_layers_are_post_relu() -> None:
     layers = model.feature_layers()
     assert list(layers) == [f"conv{i}" for i in range(1, 6)]
     assert all(isinstance(m, torch.nn.ReLU) for m in layers.values())
+
+
+def test_bypass_replaces_a_block_and_keeps_every_other_shape() -> None:
+    from dataclasses import replace
+
+    from train.model import Bypass, ConvBlock
+
+    seed = build_config("seed").model
+    full = build_model(seed)
+    for blocks in [(1,), (3,), (5,), (4, 5)]:
+        model = build_model(replace(seed, bypass=blocks))
+        x = torch.randn(2, 3, 64, 64)
+        a, b = x, x
+        for (name, block_full), (_, block) in zip(full.features.named_children(), model.features.named_children()):
+            a, b = block_full(a), block(b)
+            assert a.shape == b.shape, name  # every block's output keeps its shape
+            assert isinstance(block, Bypass) == (int(name[4:]) in blocks)
+        assert list(model.feature_layers()) == [f"conv{i}" for i in range(1, 6) if i not in blocks]
+        assert model(x).shape == (2, 2)
+        kept = [n for n, blk in model.features.named_children() if isinstance(blk, ConvBlock)]
+        # the bypass projects to the removed block's width, so every kept block has its original weights' shapes
+        assert [count_parameters(getattr(model.features, n)) for n in kept] == \
+            [count_parameters(getattr(full.features, n)) for n in kept]
+    assert build_model(replace(seed, bypass=(1,))).first_conv() is None
+    assert build_model(replace(seed, bypass=(2,))).first_conv().in_channels == 3
+    with pytest.raises(ConfigError, match="--bypass 6: give distinct blocks from 1 to 5"):
+        build_model(replace(seed, bypass=(6,)))
+    with pytest.raises(ConfigError, match="at least one of the 5 blocks must stay"):
+        build_model(replace(seed, bypass=(1, 2, 3, 4, 5)))

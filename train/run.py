@@ -197,7 +197,7 @@ def execute(
     if config.tracking.visuals:
         visuals = EpochVisuals(
             tracker, model.feature_layers(), prepared.probes, data.class_names, artifact_dir,
-            first_conv=model.features[0].conv, keep_files=keep_files,
+            first_conv=model.first_conv(), keep_files=keep_files,
             channels=prepared.resume.extra.get("visual_channels") if prepared.resume is not None else None,
         )
         if start_epoch == 0:
