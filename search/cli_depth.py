@@ -66,7 +66,8 @@ def add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
                   data_help="synthetic (default), synthetic-depthK, an image folder with one sub-folder per class "
                   "(pre-split folders and torchvision sets have no folds)",
                   epochs_help="epochs per fold run (default: 10)")
-    run.add_argument("--seed", type=int, help="seed of the folds, initialisation and shuffling (default: 0)")
+    run.add_argument("--seed", type=int, help="seed of initialisation and shuffling, and of the data and folds "
+                     "unless --fix data_seed=N sets them apart (default: 0)")
     run.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                      help="set any run setting, e.g. --fix synthetic_size=2000 (repeatable)")
     parser.set_defaults(handler=handle_depth)

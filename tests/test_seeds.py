@@ -70,7 +70,8 @@ def test_data_seed_flag_help_config_file_and_usage_error(tmp_path: Path, capsys:
     file = tmp_path / "run.yaml"
     file.write_text("data_seed: 4\n")
     assert resolve_config(build_parser().parse_args(["train", "--config", str(file)])).data.data_seed == 4
-    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())  # type: ignore[union-attr]
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    help_text = " ".join(train_parser.format_help().split())
     assert "--data-seed N seed of the data set, the split/folds, probes and analysis set; -1 = the same as --seed" \
         in help_text
     assert "seed of initialisation and shuffling (and of the data when --data-seed is -1)" in help_text
@@ -170,7 +171,8 @@ def test_analysis_artifacts_name_their_samples_and_compare_pairs_on_them(tmp_pat
     shuffled = _analysis_run(tmp_path / "ccc", ids=ids[1:] + ids[:1])  # equal labels, other samples
     other_data = _analysis_run(tmp_path / "dddd", ids=ids, fingerprint="synthetic-def")
     older = _analysis_run(tmp_path / "eeeee", ids=None)  # written before sample ids were stored
-    assert older.analysis_key == "" and "sample_ids_sha256" not in load_activations(tmp_path / "eeeee" / "analysis.json")[1]
+    assert older.analysis_key == ""
+    assert "sample_ids_sha256" not in load_activations(tmp_path / "eeeee" / "analysis.json")[1]
     c = compare_runs([same_a, same_b, shuffled, other_data, older], folds=2)
     assert set(c.across) == {("a", "bb"), ("a", "eeeee"), ("bb", "eeeee"), ("ccc", "eeeee"), ("dddd", "eeeee")}
     assert all(result.source == "analysis" and result.n == 60 for result in c.across.values())
@@ -226,5 +228,5 @@ def test_across_seed_cka_on_a_shared_data_seed(tmp_path: Path, capsys: pytest.Ca
         print(f"\nacross-seed CKA of the same layer: {same}; training {trained_at - started:.1f} s, "
               f"comparing {time.monotonic() - trained_at:.1f} s")
     assert set(same) == {"conv1", "conv2", "conv3"}
-    assert same["conv1"] >= 0.5, same  # measured 0.76-0.77
+    assert same["conv1"] >= 0.7, same  # measured 0.76-0.77, exactly reproducible here
     assert min(same["conv2"], same["conv3"]) >= 0.8, same  # measured 0.93-0.96
