@@ -81,7 +81,7 @@ def report_html(title: str, verdict: Verdict, rows: Sequence[dict[str, str]], fi
              row["training"], row["fold_accuracies"], row["note"]] for row in rows]
     return html_report.page(title, [
         html_report.heading(1, title),
-        html_report.paragraph(verdict.sentence, "lead"),
+        html_report.paragraph(verdict.sentence, "lead" if verdict.recommended is not None else "warning"),
         *([html_report.bullets(verdict.problems)] if len(verdict.problems) > 1 else []),
         html_report.figure(figure_png, "validation accuracy per variant, mean ± one standard error"),
         html_report.heading(2, "Cross-validated validation accuracy"),
@@ -89,11 +89,12 @@ def report_html(title: str, verdict: Verdict, rows: Sequence[dict[str, str]], fi
         html_report.paragraph(
             "One-standard-error rule: the recommendation is the variant with the fewest blocks (then the fewest "
             "parameters) whose mean is at least the best mean minus the best's standard error (sample standard "
-            "deviation / √folds); every variant in that band is tied with the best. Nothing is recommended unless "
-            "every variant stopped improving (validation accuracy flat within noise over the last quarter of the "
-            "epochs) and the best — in an ablation, the full network — learned (above chance by 0.05 and by a "
-            "one-sided binomial test, p < 0.01). A bypassed block (-) is replaced by average pooling and a 1x1 "
-            "convolution to its width, so every other block keeps its shapes; accuracy lost is the full "
+            "deviation / √folds, never below the binomial standard error on all folds' validation images); every "
+            "variant in that band is tied with the best. Nothing is recommended unless every variant stopped "
+            "improving (validation accuracy flat within noise over the last quarter of the epochs, or all "
+            "validation images right) and the best — in an ablation, the full network — learned (above chance by "
+            "0.05 and by a one-sided binomial test, p < 0.01). A bypassed block (-) is replaced by average pooling "
+            "and a 1x1 convolution to its width, so every other block keeps its shapes; accuracy lost is the full "
             "network's minus the variant's, paired by fold. A pruned variant ran fewer folds and is never "
             "recommended.", "muted"),
         html_report.heading(2, "Settings"),

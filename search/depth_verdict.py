@@ -3,8 +3,10 @@
 Contract:
 - ``Outcome`` holds one variant's per-fold results (fold order): final validation accuracy,
   the validation-accuracy curve, the validation images and the chance level. ``mean`` and
-  ``standard_error`` (sample standard deviation / √folds; 0 for a single fold) are over the
-  folds that ran. A pruned variant ran fewer folds and is never recommended.
+  ``standard_error`` are over the folds that ran: the sample standard deviation / √folds, but
+  never below the binomial standard error of the mean on all the folds' validation images
+  (Agresti–Coull) — folds that all score 1.000 are not certain to 0. A pruned variant ran
+  fewer folds and is never recommended.
 - ``one_standard_error`` is the rule: the best is the highest mean; the recommendation is the
   variant with the fewest blocks whose mean is at least the best mean minus the best's
   standard error (Breiman et al. 1984; Hastie et al., ESL §7.10). Every variant within that
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from tracking.verdicts import Training, pooled, problems
+from tracking.verdicts import Training, binomial_standard_error, pooled, problems
 from train.config import RunConfig
 from train.model import build_model, count_parameters
 
@@ -72,7 +74,10 @@ class Outcome:
 
     @property
     def standard_error(self) -> float:
-        return _standard_error(self.accuracies)
+        spread = _standard_error(self.accuracies)
+        if not self.images or not self.accuracies:
+            return spread
+        return max(spread, binomial_standard_error(self.mean, sum(self.images)))
 
     @property
     def training(self) -> Training:

@@ -236,6 +236,25 @@ def test_compare_report_shows_its_figures_in_mlflow(
     assert len(images) >= max(1, len(pngs)), f"{len(images)} figures shown, {len(pngs)} PNGs logged: {pngs}{note}"
 
 
+def test_explain_report_shows_inline_in_the_explained_run(
+    browser: Any, trained: Trained, servers: UiServers, screenshots: Path, record_property: Any
+) -> None:
+    """``convscope explain a`` puts ``explain/report.html`` into run ``a``; MLflow shows it inline with
+    its evidence table and every picture decoded."""
+    note = _note(screenshots, record_property)
+    run_id = trained.run_ids["a"]
+    done = convscope("explain", run_id, "--runs-dir", str(trained.runs_dir), "--folds", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = new_page(browser)
+    frame = open_artifact(page, servers.mlflow, trained.experiment_id, run_id, "explain/report.html")
+    save_screenshot(page, screenshots / "mlflow_explain_report.png")
+    headers = frame.locator("th").all_inner_texts()
+    assert "probe gain ± SE" in [h.replace("\n", " ") for h in headers], f"evidence table headers: {headers}{note}"
+    images = frame_images(frame)
+    assert len(images) >= 2 and all(i["naturalWidth"] > 0 and i["width"] > 0 for i in images), f"{images}{note}"
+    assert trained.client.get_run(run_id).info.status == "FINISHED"  # the report did not reopen the run
+
+
 def test_runs_table_tells_unfinished_runs_apart(
     browser: Any, trained: Trained, servers: UiServers, screenshots: Path, record_property: Any
 ) -> None:

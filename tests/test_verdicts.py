@@ -61,3 +61,13 @@ def test_probe_gain_standard_error_is_paired_by_fold() -> None:
     assert curve.gain[1] > 0.3 and curve.gain[1] > 5 * curve.gain_se[1]
     assert abs(curve.gain[2]) <= 0.01 and curve.gain_se[2] <= 0.01  # the same folds: nearly no spread
     assert curve.gain_se.shape == (3,) and curve.gain_se[0] > 0
+
+
+def test_binomial_error_is_never_zero_and_a_perfect_curve_is_done() -> None:
+    from tracking.verdicts import binomial_standard_error
+
+    assert binomial_standard_error(1.0, 600) == pytest.approx(0.00234, abs=1e-5)  # 602/604 ± …
+    assert binomial_standard_error(0.5, 100) == pytest.approx(0.049, abs=1e-3)
+    # the mean over folds rose .972 → 1.000 in the last epoch: it reached the ceiling, nothing is left to improve
+    assert not still_improving(Training("depth 3", (0.55, 0.972, 1.0), 800, 0.5))
+    assert still_improving(Training("depth 3", (0.55, 0.90, 0.99), 800, 0.5))

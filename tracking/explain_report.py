@@ -50,7 +50,7 @@ def report_html(e: Explanation, run_id: str, images: Mapping[str, bytes]) -> str
              html_report.paragraph(html_report.lines(html_report.code(run_id), training_summary(e)), "muted")]
     if e.training_problems:
         parts.append(html_report.paragraph("Not enough evidence for verdicts: " + "; ".join(e.training_problems),
-                                           "lead"))
+                                           "warning"))
     for question, answers in zip(QUESTIONS, (e.maps, e.useful, e.depth)):
         parts += [html_report.heading(2, question), html_report.bullets(answers)]
     parts += [html_report.heading(2, "Evidence per layer"), html_report.table(header, body),

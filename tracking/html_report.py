@@ -42,6 +42,7 @@ code { font: 0.88em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; ba
        padding: 0.1em 0.3em; border-radius: 4px; }
 .lead { font-size: 1.1em; background: #eef6ee; border-left: 4px solid #2e7d32; padding: 0.6em 0.9em; }
 .muted { color: #59636e; }
+.warning { font-size: 1.1em; background: #fff4e5; border-left: 4px solid #b26a00; padding: 0.6em 0.9em; }
 .table { overflow-x: auto; margin: 0.5em 0 1.2em; }
 table { border-collapse: collapse; font-size: 0.93em; }
 th, td { border: 1px solid #d8dee4; padding: 0.3em 0.7em; text-align: left; vertical-align: top; }
@@ -74,7 +75,8 @@ def heading(level: int, content: object) -> Html:
 
 
 def paragraph(content: object, css_class: str = "") -> Html:
-    """A ``<p>`` (with ``class=css_class`` if given: ``lead`` for the key sentence, ``muted``)."""
+    """A ``<p>`` (with ``class=css_class`` if given: ``lead`` for the key sentence, ``warning`` for
+    a sentence that withholds a verdict, ``muted``)."""
     attrs = f' class="{html.escape(css_class)}"' if css_class else ""
     return Html(f"<p{attrs}>{text(content)}</p>")
 

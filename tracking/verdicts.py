@@ -7,8 +7,12 @@ A verdict ("depth 2 is enough", "conv5 adds little") rests on runs that
   validation images, p below ``SIGNIFICANCE``;
 - **stopped improving**: over the last ``window(epochs)`` epochs (a quarter of them, at least
   one) validation accuracy rose by no more than the noise — ``max(MIN_GAIN, 2 × the binomial
-  standard deviation of a difference of two accuracies on those images)``. One epoch cannot
+  standard deviation of a difference of two accuracies on those images)`` — or it ends with
+  every validation image right, where there is nothing left to improve. One epoch cannot
   show a curve, so it never counts as converged.
+
+Binomial standard errors use the Agresti–Coull estimate (two successes and two failures
+added), so an accuracy of exactly 0 or 1 still has an uncertainty.
 
 :class:`Training` holds what these checks need from one run, or from the folds of one
 variant pooled (:func:`pooled`). :func:`problems` says in plain words what is missing and
@@ -74,10 +78,17 @@ def learned(run: Training) -> bool:
     return binomtest(correct, run.images, run.chance, alternative="greater").pvalue < SIGNIFICANCE
 
 
+def binomial_standard_error(accuracy: float, images: int) -> float:
+    """Standard error of an accuracy measured on ``images`` images (Agresti–Coull: never 0)."""
+    p = min(max(accuracy, 0.0), 1.0) if math.isfinite(accuracy) else 0.5
+    n = max(images, 0) + 4
+    adjusted = (p * max(images, 0) + 2) / n
+    return math.sqrt(adjusted * (1.0 - adjusted) / n)
+
+
 def noise_of_gain(run: Training) -> float:
     """The rise in accuracy that still counts as flat for this run (see the module docstring)."""
-    p = min(max(run.accuracy, 0.0), 1.0) if math.isfinite(run.accuracy) else 0.5
-    return max(MIN_GAIN, 2.0 * math.sqrt(2.0 * p * (1.0 - p) / max(run.images, 1)))
+    return max(MIN_GAIN, 2.0 * math.sqrt(2.0) * binomial_standard_error(run.accuracy, run.images))
 
 
 def late_gain(run: Training) -> float:
@@ -88,9 +99,13 @@ def late_gain(run: Training) -> float:
 
 
 def still_improving(run: Training) -> bool:
-    """True when the curve is too short to judge or still rose beyond the noise at the end."""
+    """True when the curve is too short to judge or still rose beyond the noise at the end
+    (a curve that ends with every validation image right has nowhere left to rise)."""
     gain = late_gain(run)
-    return math.isnan(gain) or gain > noise_of_gain(run)
+    if math.isnan(gain):
+        return True
+    at_ceiling = run.images > 0 and run.accuracy >= 1.0 - 0.5 / run.images
+    return gain > noise_of_gain(run) and not at_ceiling
 
 
 def more_epochs(epochs: int) -> int:
