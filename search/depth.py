@@ -31,6 +31,7 @@ from search.objective import release_memory
 from tracking.base import RunStatus
 from tracking.html_report import figure_png
 from tracking.mlflow_sink import MlflowTracker
+from tracking.probes import chance_accuracy
 from tracking.stores import Stores, first_open_lock, open_tracker
 from train.config import RunConfig, flatten
 from train.errors import ConfigError
@@ -199,7 +200,7 @@ def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fol
     outcome.run_ids.append(tracker.links().get("mlflow_run_id", ""))
     outcome.curves.append([float(epoch["val/accuracy"]) for epoch in result.history])
     outcome.images.append(len(labels))
-    outcome.chance = float(labels.bincount().max()) / max(len(labels), 1)
+    outcome.chance = chance_accuracy(labels)
     echo(f"{variant.label:<20} fold {fold + 1}/{settings.folds}: val accuracy {accuracy:.4f} "
          f"({time.perf_counter() - started:.1f} s)")
     return accuracy
