@@ -19,23 +19,13 @@ from typing import TYPE_CHECKING
 
 from search.depth_verdict import Outcome, Verdict, drop
 from tracking import html_report
-from tracking.verdicts import late_gain, learned, still_improving
+from tracking.verdicts import describe
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 COLUMNS = ("variant", "blocks", "widths", "folds", "mean_accuracy", "standard_error", "drop_mean",
            "drop_standard_error", "training", "fold_accuracies", "note")
-
-
-def training_check(outcome: Outcome) -> str:
-    """"learned, flat", "at chance, flat", "learned, still rising (+0.052)"…: the folds pooled."""
-    run = outcome.training
-    state = "learned" if learned(run) else "at chance"
-    gain = late_gain(run)
-    if math.isnan(gain):
-        return f"{state}, too few epochs to judge"
-    return f"{state}, " + (f"still rising ({gain:+.3f})" if still_improving(run) else "flat")
 
 
 def table_rows(outcomes: Sequence[Outcome], verdict: Verdict, mode: str) -> list[dict[str, str]]:
@@ -52,7 +42,7 @@ def table_rows(outcomes: Sequence[Outcome], verdict: Verdict, mode: str) -> list
             "mean_accuracy": f"{o.mean:.4f}", "standard_error": f"{o.standard_error:.4f}",
             "drop_mean": "" if math.isnan(lost) else f"{lost:+.4f}",
             "drop_standard_error": "" if math.isnan(error) else f"{error:.4f}",
-            "training": training_check(o) if o.accuracies else "",
+            "training": describe(o.training) if o.accuracies else "",
             "fold_accuracies": " ".join(f"{a:.4f}" for a in o.accuracies), "note": ", ".join(notes),
         })
     return rows

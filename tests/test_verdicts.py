@@ -71,3 +71,12 @@ def test_binomial_error_is_never_zero_and_a_perfect_curve_is_done() -> None:
     # the mean over folds rose .972 → 1.000 in the last epoch: it reached the ceiling, nothing is left to improve
     assert not still_improving(Training("depth 3", (0.55, 0.972, 1.0), 800, 0.5))
     assert still_improving(Training("depth 3", (0.55, 0.90, 0.99), 800, 0.5))
+
+
+def test_describe_names_both_checks() -> None:
+    from tracking.verdicts import describe
+
+    assert describe(Training("a", (0.5, 0.9, 0.99, 0.99), 400, 0.5)) == "learned, flat"
+    assert describe(Training("a", (0.5, 0.5, 0.51), 400, 0.5)) == "at chance, flat"
+    assert describe(Training("a", (0.5, 0.6, 0.8), 400, 0.5)) == "learned, still rising (+0.200)"
+    assert describe(Training("a", (0.9,), 400, 0.5)) == "learned, too few epochs to judge"

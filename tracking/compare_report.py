@@ -24,7 +24,7 @@ from tracking.compare import (
     STAT_ORDER,
 )
 from tracking.probes import ProbeCurve
-from tracking.verdicts import problems
+from tracking.verdicts import describe, problems
 from tracking.stats import noise_not_available
 
 #: run id → layer → (h, w) of its probe maps, for saying why ``act_noise`` is missing.
@@ -215,8 +215,9 @@ def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure], *,
 
     slugs, names = _slugs(c), c.names
     body = [html_report.heading(1, "Activation comparison"), html_report.table(
-        ["run", "probe epoch", "CKA on", "linear probes"],
-        [[html_report.lines(names[r], html_report.code(r)), "—" if c.epochs[r] is None else c.epochs[r],
+        ["run", "training", "probe epoch", "CKA on", "linear probes"],
+        [[html_report.lines(names[r], html_report.code(r)), describe(c.training[r]) if r in c.training else "unknown",
+          "—" if c.epochs[r] is None else c.epochs[r],
           f"{c.within[r].source} (n = {c.within[r].n})",
           f"{c.probes[r].n} samples, {c.probes[r].folds}-fold CV" if r in c.probes else "—"] for r in names])]
     body += [html_report.heading(2, "Summary"), html_report.bullets(summary_lines(c))]

@@ -108,6 +108,15 @@ def still_improving(run: Training) -> bool:
     return gain > noise_of_gain(run) and not at_ceiling
 
 
+def describe(run: Training) -> str:
+    """"learned, flat", "at chance, flat", "learned, still rising (+0.052)", "…, too few epochs to judge"."""
+    state = "learned" if learned(run) else "at chance"
+    gain = late_gain(run)
+    if math.isnan(gain):
+        return f"{state}, too few epochs to judge"
+    return f"{state}, " + (f"still rising ({gain:+.3f})" if still_improving(run) else "flat")
+
+
 def more_epochs(epochs: int) -> int:
     """The ``--epochs`` to suggest when a curve was still rising after ``epochs``."""
     return max(2 * epochs, 12)
