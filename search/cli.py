@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"convscope: note: flags were also taken from the environment: {', '.join(names)}",
                   file=sys.stderr)
         raise
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads are small: no bars in output
     try:
         return int(args.handler(args) or 0)
     except ConfigError as error:

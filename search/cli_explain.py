@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tempfile
 from pathlib import Path
 
@@ -57,7 +56,6 @@ def handle_explain(args: argparse.Namespace) -> int:
     from tracking.verdicts import Training, more_epochs, problems
     from train.config import build_config
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one short report, no download bars
     if args.folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
     stores = resolve_stores(args.runs_dir, args.mlflow_uri)
