@@ -89,7 +89,8 @@ def handle_explain(args: argparse.Namespace) -> int:
         depth = None
         for study_id, results in study_results(uri, record.experiment_id, "depth-study"):
             if results.get("data") == config.data.data and results.get("image_size") == config.model.image_size:
-                depth = DepthAnswer(results.get("name", study_id), results["sentence"], not results.get("problems"))
+                chosen = [v["blocks"] for v in results.get("variants", []) if v.get("recommended")]
+                depth = DepthAnswer(results.get("name", study_id), results["sentence"], chosen[0] if chosen else None)
                 break
         explanation = explain(run, training, ablation=ablation, depth=depth, depth_command=depth_command,
                               ablate_command=ablate_command, folds=args.folds)

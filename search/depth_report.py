@@ -130,5 +130,5 @@ def accuracy_figure(outcomes: Sequence[Outcome], rec: Outcome | None, best: Outc
     ax.set_ylabel(f"validation accuracy (mean ± SE, {folds} folds)")
     ax.set_title("accuracy vs depth" if mode == "depth" else "conv blocks bypassed")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     return figure

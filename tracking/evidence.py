@@ -66,11 +66,11 @@ class Ablation:
 
 @dataclass
 class DepthAnswer:
-    """A depth study on this run's data: its name, verdict sentence and whether it recommended anything."""
+    """A depth study on this run's data: its name, verdict sentence and the depth it recommended (None: none)."""
 
     name: str
     sentence: str
-    recommended: bool
+    blocks: int | None
 
 
 @dataclass
@@ -127,8 +127,16 @@ def explain(run: RunActivations, training: Training, *, ablation: Ablation | Non
         curve = probe_curve(pooled_activations(run.analysis), run.labels, folds=folds)
     rows = layer_rows(run, curve, ablation)
     trouble = problems([training], needs_learning=[training])
+    answers = _depth(depth, depth_command)
+    needed = [row.layer for row in rows[-LAST_LAYERS:] if row.drop is not None and row.drop_se is not None
+              and row.drop > 0 and counts(row.drop, row.drop_se)]
+    if depth is not None and depth.blocks is not None and depth.blocks < len(rows) and needed and not trouble \
+            and ablation is not None and not ablation.problems:
+        answers.append(f"the two answers differ because they ask different things: bypassing {', '.join(needed)} "
+                       f"in this network loses accuracy (its head was built for what those blocks compute), while a "
+                       f"{depth.blocks}-block network with its own head is as good within noise")
     return Explanation(run.name, training, trouble, rows, curve, _maps(rows, curve, trouble),
-                       _useful(rows, curve, trouble, ablation, ablate_command), _depth(depth, depth_command))
+                       _useful(rows, curve, trouble, ablation, ablate_command), answers)
 
 
 def _maps(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequence[str]) -> list[str]:
@@ -179,14 +187,14 @@ def _useful(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequenc
                      if row.noise is not None else f"noise {row.noise_na}: a {row.size[0]}×{row.size[1]} map is "
                      "too small to look smooth or noisy, so its look says nothing about its use")
         lines.append(f"{row.layer}: " + "; ".join(parts))
-    rough = [row.layer for row in rows if (row.noise is not None and row.noise >= 0.8) or row.noise is None]
-    used = [row.layer for row in rows if row.layer in rough and not math.isnan(row.gain) and row.gain > 0
-            and counts(row.gain, row.gain_se)]
+    looks = {row.layer: f"noise {row.noise:.2f}" if row.noise is not None else
+             f"{row.size[0]}×{row.size[1]}, too small to judge by its look" for row in rows
+             if row.noise is None or row.noise >= 0.8}
+    used = [f"{row.layer} ({looks[row.layer]})" for row in rows if row.layer in looks and not math.isnan(row.gain)
+            and row.gain > 0 and counts(row.gain, row.gain_se)]
     if used:
-        one = len(used) == 1
-        lines.append(f"looking noisy is not being useless: {', '.join(used)} {'looks' if one else 'look'} noise-like "
-                     f"or {'is' if one else 'are'} too small to judge, yet {'adds' if one else 'add'} class "
-                     "information a linear read-out uses")
+        lines.append(f"looking noisy is not being useless: {', '.join(used)} {'adds' if len(used) == 1 else 'add'} "
+                     "class information a linear read-out uses")
     if curve is None:
         lines.append("not enough evidence from probes: the run has no analysis set")
     if ablation is None:
@@ -203,7 +211,7 @@ def _depth(depth: DepthAnswer | None, command: str) -> list[str]:
     if depth is None:
         return ["no depth study on this data yet: " + (command or "run convscope depth") + " answers it "
                 "(k-fold cross-validation per depth, one-standard-error rule)"]
-    if not depth.recommended:
+    if depth.blocks is None:
         return [f"depth study {depth.name}: {depth.sentence}", "not enough evidence yet: " + (command or "")]
     return [f"depth study {depth.name}: {depth.sentence}"]
 
