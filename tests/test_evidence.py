@@ -1,0 +1,78 @@
+"""The per-layer evidence and the three answers of ``convscope explain``, on made-up activations."""
+
+from __future__ import annotations
+
+import torch
+
+from tracking.compare import RunActivations
+from tracking.evidence import Ablation, DepthAnswer, counts, drops_from_results, explain
+from tracking.explain_report import report_html, short_text
+from tracking.stats import activation_statistics
+from tracking.verdicts import Training
+
+LEARNED = Training("run", (0.6, 0.9, 0.97, 0.97), 400, 0.5)
+
+
+def _run() -> RunActivations:
+    """conv1 carries no class information, conv2 all of it, conv3 a copy of conv2 (3×3 maps)."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(120) % 2
+    conv1 = torch.rand(120, 8, generator=gen)
+    conv2 = torch.rand(120, 16, generator=gen)
+    conv2[:, 0] += 2.0 * labels
+    conv3 = 2.0 * torch.cat([conv2, conv2], dim=1)  # the same representation: CKA 1
+    probes = {"conv1": torch.rand(8, 8, 15, 15, generator=gen), "conv2": torch.rand(8, 16, 7, 7, generator=gen),
+              "conv3": torch.rand(8, 32, 3, 3, generator=gen)}
+    stats: dict[str, dict[str, float]] = {}
+    for key, value in activation_statistics(probes).items():
+        stat, _, layer = key.partition("/")
+        stats.setdefault(stat, {})[layer] = value
+    return RunActivations("id", "run", probes, {"conv1": conv1, "conv2": conv2, "conv3": conv3}, labels, stats)
+
+
+def test_evidence_table_and_answers_for_a_run_that_learned() -> None:
+    ablation = Ablation("abl", {"conv3": (0.001, 0.004)}, "recommended: without conv3 …")
+    e = explain(_run(), LEARNED, ablation=ablation, depth=None, depth_command="convscope depth --data x", folds=3)
+    rows = {row.layer: row for row in e.rows}
+    assert rows["conv1"].noise is not None and rows["conv3"].noise is None and rows["conv3"].noise_na == "n/a (3×3)"
+    assert rows["conv2"].gain > 0.3 and counts(rows["conv2"].gain, rows["conv2"].gain_se)
+    assert abs(rows["conv3"].cka_previous - 1.0) < 1e-9 and rows["conv3"].drop == 0.001
+    assert rows["conv1"].cka_previous != rows["conv1"].cka_previous  # NaN: no layer before conv1
+    useful = "\n".join(e.useful)
+    assert "conv2: adds class information" in useful and "conv3: adds no linearly readable" in useful
+    assert "bypassing it costs +0.001 ± 0.004 accuracy — nothing measurable (a tie)" in useful
+    (line,) = [line for line in e.useful if line.startswith("looking noisy is not being useless: ")]
+    assert "conv2 (noise 1.0" in line and "conv3" not in line  # uniform-noise maps, yet useful; conv3 adds nothing
+    assert e.depth == ["no depth study on this data yet: convscope depth --data x answers it (k-fold cross-validation "
+                       "per depth, one-standard-error rule)"]
+    text = short_text(e)
+    assert "n/a (3×3)" in text and "How many conv layers are enough?" in text
+    page = report_html(e, "id", {})
+    assert "Evidence per layer" in page and "act_noise/convK" in page
+
+
+def test_no_verdicts_on_a_run_that_did_not_learn() -> None:
+    chance = Training("run", (0.5, 0.5, 0.51), 400, 0.5)
+    e = explain(_run(), chance, ablation=None, depth=None, folds=3)
+    assert e.training_problems and e.useful[0].startswith("not enough evidence: run did not learn")
+    assert len(e.useful) == 1 and "adds" not in e.useful[0]
+    assert e.maps[0].startswith("not enough evidence about what the maps mean")
+    assert 'class="warning"' in report_html(e, "id", {})
+
+
+def test_an_ablation_and_a_depth_study_that_seem_to_disagree_are_reconciled() -> None:
+    ablation = Ablation("abl", {"conv3": (0.05, 0.01)}, "recommended: keep all 3 blocks …")
+    depth = DepthAnswer("d", "recommended depth: 2 — a tie …", 2)
+    e = explain(_run(), LEARNED, ablation=ablation, depth=depth, folds=3)
+    assert "the network needs it" in "\n".join(e.useful)
+    assert e.depth[-1].startswith("the two answers differ because they ask different things: bypassing conv3")
+    unfinished = explain(_run(), LEARNED, ablation=ablation, depth=DepthAnswer("d", "no recommendation: …", None),
+                         depth_command="convscope depth …", folds=3)
+    assert unfinished.depth == ["depth study d: no recommendation: …", "not enough evidence yet: convscope depth …"]
+
+
+def test_drops_from_an_ablations_results() -> None:
+    results = {"variants": [{"bypass": [], "drop": None, "drop_standard_error": None},
+                            {"bypass": [5], "drop": 0.05, "drop_standard_error": 0.01},
+                            {"bypass": [4, 5], "drop": 0.07, "drop_standard_error": 0.002}]}
+    assert drops_from_results(results) == {"conv5": (0.05, 0.01), "conv4–conv5": (0.07, 0.002)}
