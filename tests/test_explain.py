@@ -31,6 +31,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, 
     untrained = convscope("train", "--runs-dir", str(folder), *TASK, "--epochs", "3", "--lr", "1e-7",
                           "--run-name", "untrained")
     assert untrained.returncode == 0, untrained.stderr
+    assert "note: untrained did not learn (" in untrained.stdout and "note:" not in learned.stdout
+    assert f"what it learned: convscope explain {_run_id(learned.stdout)}" in learned.stdout
     yield folder, _run_id(learned.stdout), _run_id(untrained.stdout)
 
 

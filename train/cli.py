@@ -79,9 +79,17 @@ def handle_train(args: argparse.Namespace) -> int:
         f"finished {result.run_name}: val accuracy {summary.get('val/accuracy', float('nan')):.3f} "
         f"(best {result.best_val_accuracy:.3f}), val loss {summary.get('val/loss', float('nan')):.4f}"
     )
+    from tracking.verdicts import Training, problems
+
+    curve = tuple(epoch["val/accuracy"] for epoch in result.history)
+    record = Training(result.run_name, curve, result.val_images, result.chance)
+    for line in problems([record], needs_learning=[record]) if curve else []:
+        print(f"  note: {line}")
     for key in ("mlflow_run_url", "tensorboard_dir"):
         if key in result.links:
             print(f"  {key.replace('_', ' ')}: {result.links[key]}")
+    if "mlflow_run_id" in result.links and config.tracking.visuals:
+        print(f"  what it learned: convscope explain {result.links['mlflow_run_id']}")
     print(f"  checkpoint: {result.checkpoint_dir}")
     if "mlflow_run_url" in result.links and result.links["mlflow_run_url"].startswith("http://127.0.0.1:5000"):
         print("  browse: convscope ui")

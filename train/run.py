@@ -61,6 +61,8 @@ class RunResult:
     stopped_early: bool = False
     checkpoint_dir: Path | None = None
     links: dict[str, str] = field(default_factory=dict)
+    val_images: int = 0
+    chance: float = 0.5  # the majority class's share of the validation images
 
     @property
     def final(self) -> dict[str, float]:
@@ -158,7 +160,8 @@ def execute(
     config, model, device, data = prepared.config, prepared.model, prepared.device, prepared.data
     experiment = config.tracking.experiment
     checkpoint_dir = prepared.stores.checkpoint_dir(experiment, prepared.run_name)
-    result = RunResult(prepared.run_name, checkpoint_dir=checkpoint_dir, links=tracker.links())
+    result = RunResult(prepared.run_name, checkpoint_dir=checkpoint_dir, links=tracker.links(), val_images=len(data.val),
+                       chance=float(data.val.labels.bincount().max()) / max(len(data.val), 1))
     train_batches = make_batches(
         data.train, prepared.normalizer, config.optim.batch_size, device,
         shuffle=True, flip=config.optim.flip, crop_padding=config.optim.crop_padding, seed=config.optim.seed,
