@@ -94,7 +94,7 @@ def test_logged_config_yaml_reads_back_as_the_same_config(tmp_path: Path) -> Non
     import yaml
 
     from tracking.mlflow_sink import _plain
-    from train.run import run_config
+    from train.run_record import run_config
 
     config = build_config("tiny", {"model": {"widths": (4, 8, 16), "dropout": 0.25}, "optim": {"lr": 0.002},
                                    "tracking": {"mlflow_uri": "postgresql://me:s3cret@db/mlflow"}})

@@ -16,22 +16,22 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from tracking.base import RunStatus, Tracker
 from tracking.epoch_visuals import EpochVisuals, Probes
-from tracking.stores import Stores, open_tracker, resolve_stores, without_password
+from tracking.stores import Stores, open_tracker, resolve_stores
 from train import provenance
 from train.batches import Batches, Normalizer, make_batches
 from train.checkpoint import Checkpoint, save_checkpoint, save_model
-from train.config import RunConfig, build_config, flatten, to_dict
+from train.config import RunConfig
 from train.data import Splits, load_data
 from train.images import decode_file
 from train.errors import ConfigError
 from train.loop import evaluate, make_optimizer, make_scheduler, resolve_precision, select_device, train_one_epoch
-from train.model import ConvNet, build_model, count_parameters, validate
+from train.model import ConvNet, build_model, validate
+from train.run_record import run_config, run_facts, run_params
 
 EpochCallback = Callable[[int, Mapping[str, float]], None]
 """Called after every epoch with (epoch, metrics); may raise to stop the run (e.g. pruning)."""
@@ -281,63 +281,6 @@ def analysis_order(config: RunConfig, val_count: int) -> torch.Tensor:
     count = min(config.data.analysis_size, val_count)
     gen = torch.Generator().manual_seed(config.data.effective_seed(config.optim.seed) + 2)
     return torch.randperm(val_count, generator=gen)[:count]
-
-
-#: Settings every run shows as MLflow params, beside those that differ from its preset.
-KEY_SETTINGS = ("preset", "depth", "epochs")
-#: Settings that say where a run is stored or what it shows rather than what it trained: never params.
-_NOT_COMPARED = {"runs_dir", "experiment", "run_name", "mlflow", "tensorboard", "mlflow_uri", "visuals",
-                 "cache_dir", "dataset_dir", "download", "memory_fraction", "probes_per_class", "probe",
-                 "analysis_size", "in_channels", "num_classes"}
-
-
-def _settings(config: RunConfig) -> dict[str, Any]:
-    """Every setting by its flag name (``depth``, ``lr``: field names are unique across sections)."""
-    return {key.rsplit(".", 1)[-1]: value for key, value in flatten(config).items()}
-
-
-def _shown(value: Any) -> Any:
-    """Floats to 4 significant digits (the exact value is in ``config.yaml``); everything else as is."""
-    return f"{value:.4g}" if isinstance(value, float) else value
-
-
-def run_params(prepared: Prepared, always: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The few settings people compare runs by, as MLflow params named like their flags: the
-    ``KEY_SETTINGS``, the ``always`` settings (what a study varies) and every setting that differs
-    from the preset. Kept short on purpose: MLflow lists a run's params above every image on its
-    chart cards, in a fixed-height card, so each line of params hides a line of the picture. The
-    complete config is ``run_config``; facts about the run are ``run_facts``."""
-    settings, preset = _settings(prepared.config), _settings(build_config(prepared.config.preset))
-    chosen = [key for key in (*KEY_SETTINGS, *always) if key in settings]
-    chosen += [key for key, value in settings.items()
-               if key not in _NOT_COMPARED and key not in chosen and preset.get(key) != value]
-    return {key: _shown(settings[key]) for key in chosen}
-
-
-def run_config(config: RunConfig) -> dict[str, Any]:
-    """The complete resolved config as sections (what ``--config`` reads back), no password in it."""
-    values = to_dict(config)
-    values["tracking"]["mlflow_uri"] = without_password(values["tracking"]["mlflow_uri"])
-    return values
-
-
-def run_facts(prepared: Prepared) -> dict[str, str]:
-    """What this run found rather than chose (the data, the resolved precision and widths, the
-    parameter count, the probes), as tags."""
-    data = prepared.data
-    return {
-        "data.classes": ",".join(f"{i}:{name}" for i, name in enumerate(data.class_names)),
-        "data.val_images": str(len(data.val)),
-        "data.files": str(data.total_files),
-        "data.skipped_files": str(len(data.skipped)),
-        "data.in_memory": str(data.train.in_memory),
-        "precision": prepared.precision,
-        "probes.ids": ",".join(prepared.probes.ids),
-        "model.parameters": str(count_parameters(prepared.model)),
-        "model.widths": ",".join(str(w) for w in prepared.config.model.channel_widths()),
-        "data.train_images": str(len(data.train)),
-        "data.seed": str(prepared.config.data.effective_seed(prepared.config.optim.seed)),
-    }
 
 
 def run(
