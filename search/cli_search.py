@@ -138,8 +138,10 @@ def check_worker(args: argparse.Namespace) -> int:
         healthy, detail = check(uri.rstrip("/") + "/health")
         if not healthy:
             problems.append(f"MLflow {uri}: {detail}")
+    from tracking.stores import mask_secrets
+
     for problem in problems:
-        print(f"convscope search: unhealthy: {problem}", file=sys.stderr)
+        print(f"convscope search: unhealthy: {mask_secrets(problem)}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -167,7 +169,9 @@ def _search(args: argparse.Namespace) -> int:
     try:
         run_study(settings, quiet=args.quiet)
     except StudyStopped as stopped:
-        print(f"convscope search: {stopped}")
+        from tracking.stores import mask_secrets
+
+        print(f"convscope search: {mask_secrets(str(stopped))}")
         return 1
     return 0
 

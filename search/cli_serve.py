@@ -12,7 +12,9 @@ Secrets are only read from the environment, never from flags: MLflow's own
 ``MLFLOW_BACKEND_STORE_URI``, ``MLFLOW_AUTH_ADMIN_USERNAME`` / ``MLFLOW_AUTH_ADMIN_PASSWORD``
 and ``MLFLOW_FLASK_SERVER_SECRET_KEY``,
 and ``CONVSCOPE_STORAGE`` for optuna-dashboard (written to a private config file
-rather than onto its command line). Every flag can also be set as ``CONVSCOPE_<FLAG>``.
+rather than onto its command line). Such a config file lives as long as the server:
+a small watcher process removes it once the server exits (and it is removed at once
+when the server cannot be started). Every flag can also be set as ``CONVSCOPE_<FLAG>``.
 """
 
 from __future__ import annotations
@@ -91,8 +93,11 @@ def _required(environ: Mapping[str, str], name: str, what: str) -> str:
     return value
 
 
-def mlflow_command(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The MLflow server's command line and the environment additions it needs."""
+def mlflow_command(
+    args: argparse.Namespace, environ: Mapping[str, str], temp_files: list[Path] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The MLflow server's command line and the environment additions it needs; a private
+    config file it writes is appended to ``temp_files`` (the caller removes it)."""
     from tracking.servers import mlflow_server_command
 
     backend = _required(environ, "MLFLOW_BACKEND_STORE_URI", "the tracking database, e.g. postgresql+psycopg2://…")
@@ -109,7 +114,10 @@ def mlflow_command(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
         _required(environ, "MLFLOW_FLASK_SERVER_SECRET_KEY",
                   "a long random string that signs sign-in forms (--auth; the same on every server)")
         auth_db = args.auth_database_uri or _beside(artifacts, "basic_auth.db")
-        extra_env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(auth_db))
+        auth_config = write_auth_config(auth_db)
+        if temp_files is not None:
+            temp_files.append(auth_config)
+        extra_env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
         app_name = "basic-auth"
     del backend  # MLflow reads MLFLOW_BACKEND_STORE_URI itself: its password stays off the command line
     return mlflow_server_command(None, args.host, args.port, artifacts_destination=artifacts,
@@ -140,11 +148,17 @@ def write_auth_config(database_uri: str) -> Path:
     return Path(path)
 
 
-def dashboard_command(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
+def dashboard_command(
+    args: argparse.Namespace, environ: Mapping[str, str], temp_files: list[Path] | None = None
+) -> list[str]:
+    """optuna-dashboard's command line; the private config file holding the storage URL (with
+    its password) is appended to ``temp_files`` (the caller removes it)."""
     from tracking.servers import optuna_dashboard_command
 
     storage = _required(environ, "CONVSCOPE_STORAGE", "the study storage URL (postgresql+psycopg2://…)")
     handle, path = tempfile.mkstemp(prefix="convscope-dashboard-", suffix=".toml")  # mode 0600
+    if temp_files is not None:
+        temp_files.append(Path(path))
     with os.fdopen(handle, "w") as config:
         config.write(f"[optuna_dashboard]\nstorage = {json.dumps(storage, ensure_ascii=False)}\n")
     return optuna_dashboard_command(None, args.host, args.port, config_file=path)
@@ -159,13 +173,59 @@ def handle_serve(args: argparse.Namespace) -> int:
             print(f"convscope serve {args.service}: unhealthy: {detail}", file=sys.stderr)
         return 0 if healthy else 1
     environ = dict(os.environ)
-    if args.service == "mlflow":
-        cmd, extra_env = mlflow_command(args, environ)
-        environ.update(extra_env)
-    elif args.service == "tensorboard":
-        cmd = tensorboard_command(args.logdir, args.host, args.port)
-    else:
-        cmd = dashboard_command(args, environ)
-    print(f"convscope serve {args.service}: http://{args.host}:{args.port}", flush=True)
-    os.execvpe(cmd[0], cmd, environ)
+    temp_files: list[Path] = []
+    try:
+        if args.service == "mlflow":
+            cmd, extra_env = mlflow_command(args, environ, temp_files)
+            environ.update(extra_env)
+        elif args.service == "tensorboard":
+            cmd = tensorboard_command(args.logdir, args.host, args.port)
+        else:
+            cmd = dashboard_command(args, environ, temp_files)
+        print(f"convscope serve {args.service}: http://{args.host}:{args.port}", flush=True)
+        if temp_files:
+            remove_after_exit(os.getpid(), temp_files)
+        os.execvpe(cmd[0], cmd, environ)
+    except BaseException:  # no server started: its config files go now
+        _remove(temp_files)
+        raise
     return 1  # not reached: exec replaced this process
+
+
+_WATCHER = """
+import os, signal, sys, time
+def stop(signum, frame):
+    raise SystemExit(0)
+for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(signum, stop)
+try:
+    while os.getppid() == int(sys.argv[1]):
+        time.sleep(0.5)
+finally:
+    for path in sys.argv[2:]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+"""
+
+
+def remove_after_exit(pid: int, paths: list[Path]) -> None:
+    """Start a watcher that removes ``paths`` once process ``pid`` (this process, about to
+    become the server through ``exec``) has exited, however it ends: a server reads its
+    config file at start and again in every worker it spawns, so the file must outlive
+    the ``exec`` but not the server. The watcher runs in a session of its own with no
+    terminal or pipes of ours, polls every half second and also cleans up when it is
+    signalled itself; only a SIGKILL of the watcher leaves the files behind."""
+    import subprocess
+
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHER, str(pid), *map(str, paths)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
+    )
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

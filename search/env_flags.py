@@ -93,10 +93,30 @@ def env_argv(
         elif action.nargs == 0:
             continue  # other zero-argument actions (version, count) are command-line only
         elif action.nargs in ("+", "*") or isinstance(action.nargs, int) and action.nargs > 1:
+            _check_setting(action, name, value, shlex.split(value))
             argv += [flag, *shlex.split(value)]
         else:
+            _check_setting(action, name, value, [value])
             argv.append(f"{flag}={value}")  # one token: a value may start with "-"
     return argv
+
+
+def _check_setting(action: argparse.Action, name: str, value: str, items: list[str]) -> None:
+    """EnvFlagError naming the variable when it sets a run setting (a ``train`` flag) out of its
+    range, e.g. ``CONVSCOPE_EPOCHS=0``; a value argparse cannot convert is left to argparse."""
+    from train.cliargs import SEPARATOR
+    from train.config import value_problem
+
+    if SEPARATOR not in action.dest:
+        return
+    section, field = action.dest.split(SEPARATOR)
+    try:
+        typed = [action.type(item) if callable(action.type) else item for item in items]
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        return
+    problem = value_problem(section, field, tuple(typed) if action.nargs in ("+", "*") else typed[0])
+    if problem:
+        raise EnvFlagError(f"{name}={value!r} (--{field.replace('_', '-')}) {problem}")
 
 
 def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -9,7 +9,7 @@ import typing
 from dataclasses import replace
 from typing import Any
 
-from train.config import SECTIONS, RunConfig
+from train.config import SECTIONS, RunConfig, check_values, setting_label, value_problem
 from train.errors import ConfigError
 
 
@@ -38,7 +38,10 @@ def apply_fixes(base: RunConfig, fixes: dict[str, Any]) -> RunConfig:
     model = parts.get("model", {})
     if model.get("widths") and "depth" not in model:  # fixed widths fix the depth too
         model["depth"] = len(model["widths"])
-    return replace(base, **{section: replace(getattr(base, section), **values) for section, values in parts.items()})
+    fixed = replace(base, **{section: replace(getattr(base, section), **values) for section, values in parts.items()})
+    check_values(fixed, lambda section, name: f"--fix {name}" if name in parts.get(section, {})
+                 else setting_label(section, name))
+    return fixed
 
 
 def normalise(name: str) -> str:
@@ -75,7 +78,11 @@ def coerce_field(name: str, value: Any) -> Any:
         flag = "--" + name.replace("_", "-")
         search = f"; to search a range use {flag} {value}" if ".." in str(value) else ""
         raise ConfigError(f"--fix {name}={shown}: {error}{search}") from None
-    return typed if many else typed[0]
+    result = typed if many else typed[0]
+    problem = value_problem(section, name, result)
+    if problem:
+        raise ConfigError(f"--fix {name}={value}: {name} {problem}")
+    return result
 
 
 def _scalar(kind: type, value: Any) -> Any:

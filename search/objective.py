@@ -28,7 +28,7 @@ import torch
 from search.space import SearchSpace, config_keys, suggest
 from search.storage import StudyStorage
 from tracking.base import RunStatus
-from tracking.stores import Stores, open_tracker, resolve_stores
+from tracking.stores import Stores, open_tracker, resolve_stores, without_password
 from train.config import RunConfig
 from train.errors import NonFiniteLossError
 from train.run import execute, prepare
@@ -93,8 +93,8 @@ class Objective:
         )
         links = tracker.links()
         for key in ("mlflow_run_id", "mlflow_run_url", "mlflow_tracking_uri"):
-            if key in links:
-                trial.set_user_attr(key, links[key])
+            if key in links:  # the study's storage is no place for a password
+                trial.set_user_attr(key, without_password(links[key]))
         trial.set_user_attr("tensorboard_dir", str(tb_dir))
         if "mlflow_artifact_uri" in links:
             trial.set_user_attr("activations", links["mlflow_artifact_uri"].rstrip("/") + "/activations")

@@ -28,7 +28,7 @@ from search.study import (
 from tracking.base import RunStatus
 from tracking.hparams import write_experiment_config
 from tracking.mlflow_sink import MlflowTracker
-from tracking.stores import Stores, first_open_lock
+from tracking.stores import Stores, first_open_lock, mask_secrets
 
 
 def run_study(
@@ -45,6 +45,7 @@ def run_study(
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    echo = _without_secrets(echo)
     study = create(settings)
     say = echo if not quiet else (lambda line: None)
     echo(f"study {settings.study_name!r} in {settings.storage.display}")
@@ -80,6 +81,15 @@ def run_study(
         if parent is not None and parent.run_url:
             echo(f"parent run: {parent.run_url}")
     return study
+
+
+def _without_secrets(echo: Callable[[str], None]) -> Callable[[str], None]:
+    """``echo`` that prints every line with its URLs' passwords masked (``mask_secrets``)."""
+
+    def masked(line: str) -> None:
+        echo(mask_secrets(line))
+
+    return masked
 
 
 def _open_parent(settings: StudySettings, stores: Stores) -> MlflowTracker | None:
@@ -138,7 +148,7 @@ def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings)
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in (("best_trials.csv", csv_text), ("best_trials.md", markdown)):
                 path = Path(tmp) / name
-                path.write_text(text)
+                path.write_text(mask_secrets(text))
                 parent.log_file(path, "study")
             best = best_trial(study)
             if best is not None and "mlflow_run_id" in best.user_attrs:

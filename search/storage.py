@@ -24,17 +24,22 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 
+from tracking.stores import connection_problem, database_url, engine_kwargs, without_password
+from train.errors import ConfigError
+
 HEARTBEAT_SECONDS = 10  # a running trial's worker writes a heartbeat this often
 # a trial whose heartbeat is older than 3 heartbeats is declared dead (FAIL) and retried
 MAX_RETRIES = 2  # retries of a trial whose worker died
+STORAGE_FLAG = "--storage"
 SCHEMA_ATTEMPTS = 5  # tries to open an RDB storage whose tables other workers are creating right now
 
 
 @dataclass(frozen=True)
 class StudyStorage:
-    url: str  # what the user gave (or the default), printed at start and end
+    url: str  # what the study is opened with (a bare postgresql:// with its driver added)
     kind: str  # "journal" or "rdb"
     heartbeat_seconds: int = HEARTBEAT_SECONDS  # RDB only: see the module docstring
+    given: str = ""  # what the user gave, when it differs from ``url``: what errors quote
 
     @property
     def display(self) -> str:
@@ -53,24 +58,44 @@ def display_url(url: str) -> str:
 
 
 def resolve_storage(runs_dir: Path, storage: str = "", heartbeat_seconds: int = HEARTBEAT_SECONDS) -> StudyStorage:
+    """The study storage ``--storage`` names (the journal under ``runs_dir`` when empty); no I/O.
+
+    A URL goes through ``tracking.stores.database_url``: a bare ``postgresql://`` or
+    ``postgres://`` gets the installed driver, and a malformed URL, unknown scheme or missing
+    driver is a one-line ``ConfigError`` naming ``--storage``.
+    """
     if not storage:
         return StudyStorage(str((runs_dir / "optuna" / "journal.log").resolve()), "journal")
     if "://" in storage:
-        return StudyStorage(storage, "rdb", heartbeat_seconds)
+        url = database_url(storage, STORAGE_FLAG)
+        return StudyStorage(url, "rdb", heartbeat_seconds, given=storage if url != storage else "")
     return StudyStorage(str(Path(storage).expanduser().resolve()), "journal")
 
 
 def open_storage(
     storage: StudyStorage, on_dead_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None
 ) -> BaseStorage:
-    """The Optuna storage object; ``on_dead_trial`` runs before a dead worker's trial is retried."""
+    """The Optuna storage object; ``on_dead_trial`` runs before a dead worker's trial is retried.
+
+    A database that cannot be reached, does not exist or refuses the user is a one-line
+    ``ConfigError`` naming ``--storage`` (the first connection gives up after
+    ``tracking.stores.CONNECT_TIMEOUT_SECONDS``); so is a journal file whose folder cannot be made.
+    """
     if storage.kind == "journal":
         path = Path(storage.url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"{STORAGE_FLAG} {storage.url}: cannot create its folder ({error.strerror}); "
+                              "fix the path or its permissions") from None
         return JournalStorage(JournalFileBackend(str(path)))
     with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we rely on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _open_rdb(storage, on_dead_trial)
+        try:
+            return _open_rdb(storage, on_dead_trial)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError) as error:
+            shown = without_password(storage.given or storage.url)
+            raise ConfigError(f"{STORAGE_FLAG} {shown}: {connection_problem(error)}") from None
 
 
 def _open_rdb(
@@ -90,7 +115,7 @@ def _open_rdb(
                 heartbeat_interval=storage.heartbeat_seconds,
                 grace_period=3 * storage.heartbeat_seconds,
                 heartbeat_stale_trial_callback=stale_trial_callback,
-                engine_kwargs={"pool_pre_ping": True},
+                engine_kwargs={"pool_pre_ping": True, **engine_kwargs(storage.url)},
             )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on an empty database race to create Optuna's tables

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from functools import partial
 import signal
 import threading
 import warnings
@@ -64,7 +65,7 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def load(settings: StudySettings, pruner: optuna.pruners.BasePruner | None = None, worker: int = 0) -> optuna.Study:
-    storage = open_storage(settings.storage, on_dead_trial=_mark_run_killed)
+    storage = open_storage(settings.storage, on_dead_trial=partial(_mark_run_killed, settings))
     study = optuna.load_study(study_name=settings.study_name, storage=storage,
                               pruner=pruner or make_pruner(settings.pruner))
     study.sampler = make_sampler(sampler_seed(settings, worker, len(study.get_trials(deepcopy=False))))
@@ -83,7 +84,7 @@ def sampler_seed(settings: StudySettings, worker: int, existing_trials: int) -> 
 
 def create(settings: StudySettings) -> optuna.Study:
     """Create the study once; a second call (another worker, a rerun) loads the same one."""
-    storage = open_storage(settings.storage, on_dead_trial=_mark_run_killed)
+    storage = open_storage(settings.storage, on_dead_trial=partial(_mark_run_killed, settings))
     return optuna.create_study(
         study_name=settings.study_name,
         storage=storage,
@@ -124,10 +125,15 @@ def worker(
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
 
 
-def _mark_run_killed(study: optuna.Study, trial: FrozenTrial) -> None:
-    """A worker died mid-trial (its heartbeat stopped): mark the trial's MLflow run KILLED."""
+def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: FrozenTrial) -> None:
+    """A worker died mid-trial (its heartbeat stopped): mark the trial's MLflow run KILLED. The trial
+    keeps its tracking URI without the password, so a masked one is replaced by this study's own."""
+    from tracking.stores import has_masked_secret
+
     run_id = trial.user_attrs.get("mlflow_run_id")
     uri = trial.user_attrs.get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and has_masked_secret(uri):
+        uri = settings.stores().mlflow_uri
     if not run_id or not uri:
         return
     from mlflow import MlflowClient

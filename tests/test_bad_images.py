@@ -330,3 +330,12 @@ def test_decode_many_shows_progress(tmp_path: Path, capsys: pytest.CaptureFixtur
     paths, expected = _mixed_folder(tmp_path, 5)
     _check_many(decode_many(paths, 8), expected)
     assert "decoding" in capsys.readouterr().err
+
+
+def test_file_that_vanished_is_skipped_as_vanished(tmp_path: Path) -> None:
+    path = tmp_path / "gone.jpg"
+    _noisy_jpeg(path)
+    path.unlink()
+    result = decode_file(path, S)
+    _skipped(result, images.VANISHED)
+    assert "No such file" in result.detail

@@ -230,7 +230,7 @@ def test_variants_and_settings_from_flags_study_and_run(tmp_path: Path) -> None:
     assert all(v.config.model.dropout == 0.2 for v in settings.variants) and "best trial #0" in settings.source
 
     client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
-    experiment = client.create_experiment("convscope")
+    experiment = client.create_experiment("convscope", artifact_location=(tmp_path / "artifacts").as_uri())
     config = build_config("seed", {"model": {"depth": 3, "widths": (8, 16, 32), "image_size": 32}})
     unfinished = client.create_run(experiment).info.run_id  # no model yet: the config.yaml it started with
     MlflowTracker(f"sqlite:///{runs / 'mlflow.db'}", "convscope", run_id=unfinished).log_config(to_dict(config))

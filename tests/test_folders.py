@@ -160,3 +160,13 @@ def test_padded_random_crop_shifts_content_and_keeps_shape() -> None:
     assert len(positions) > 5 and all(2 <= r <= 6 and 2 <= c <= 6 for r, c in positions)
     same = augment(x, torch.Generator().manual_seed(0), flip=False, crop_padding=2)
     assert torch.equal(out, same)
+
+
+def test_symlinked_folder_is_reported_not_followed(pets: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write_images(elsewhere, 3, (60, 200, 60))
+    (pets / "Cat" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (pets / "Cat" / ".hidden-link").symlink_to(elsewhere, target_is_directory=True)
+    splits = load(pets, tmp_path)
+    assert dict(splits.skipped)[str(pets / "Cat" / "linked")] == "linked folder not followed"
+    assert len(splits.train) + len(splits.val) == 20 and splits.total_files == 23

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracking.base import RunStatus
+from tracking.stores import mask_secrets
 
 if TYPE_CHECKING:
     from tensorboard.compat.proto.summary_pb2 import Summary
@@ -101,7 +102,7 @@ def _hparam_info(name: str, domain: list[Any] | tuple[Any, ...] | None) -> Any:
         listed = [struct_pb2.Value(number_value=float(value)) for value in values]
     else:
         data_type = api_pb2.DATA_TYPE_STRING
-        listed = [struct_pb2.Value(string_value=str(value)) for value in values]
+        listed = [struct_pb2.Value(string_value=mask_secrets(str(value))) for value in values]
     return api_pb2.HParamInfo(
         name=name, type=data_type, domain_discrete=struct_pb2.ListValue(values=listed)
     )
@@ -171,7 +172,8 @@ def session_start_summary(
     """The session start summary (tag ``_hparams_/session_start_info``) holding ``hparams``.
 
     bool → bool_value, int/float → number_value, str → string_value; list/tuple values
-    become their ``str`` (as TensorBoard's own ``session_start_pb`` does). Sessions
+    become their ``str`` (as TensorBoard's own ``session_start_pb`` does); a string's URL
+    passwords are masked (``tracking.stores.mask_secrets``). Sessions
     sharing a ``group_name`` form one group (e.g. the folds of one configuration);
     None makes every session its own group.
 
@@ -189,9 +191,9 @@ def session_start_summary(
         elif isinstance(value, (int, float)):
             info.hparams[name].number_value = float(value)
         elif isinstance(value, str):
-            info.hparams[name].string_value = value
+            info.hparams[name].string_value = mask_secrets(value)
         elif isinstance(value, (list, tuple)):
-            info.hparams[name].string_value = str(value)
+            info.hparams[name].string_value = mask_secrets(str(value))
         else:
             raise TypeError(
                 f"hparam {name!r} = {value!r} has type {type(value).__name__}; "

@@ -10,6 +10,7 @@ proxies artifacts).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -45,22 +46,65 @@ class Stores:
         return self.artifact_location is not None
 
 
+SECRET_MASK = "***"
+"""What ``mask_secrets`` writes in place of a password."""
+
+_USERINFO_PASSWORD = re.compile(
+    # scheme://user:  then the password up to the last "@" of the authority (a password with an
+    # unencoded "@" is masked whole; a "/" or whitespace or quote ends the authority)
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s\"'<>]*:)(?P<secret>[^/\s\"'<>]*)(?P<at>@)"
+)
+_SECRET_QUERY = re.compile(
+    r"(?P<head>[?&;][A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token)[A-Za-z0-9_.\-]*=)"
+    r"(?P<secret>[^&;#\s\"'<>]*)",
+    re.IGNORECASE,
+)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every credential of the URLs in it replaced by ``SECRET_MASK``.
+
+    Masks the password of a URL's user-info (``scheme://user:secret@host`` becomes
+    ``scheme://user:***@host``; the user name stays) and the value of every query parameter
+    whose name contains ``password``, ``passwd``, ``pwd``, ``secret`` or ``token``
+    (``?sslpassword=secret&x=1`` becomes ``?sslpassword=***&x=1``), wherever such URLs
+    appear in ``text`` (a bare URL, a console line, a JSON or Markdown document). Everything
+    else is returned unchanged, and masking is idempotent. When in doubt it masks more,
+    never less: an unencoded ``@`` inside a password hides the whole password.
+    """
+
+    def masked(match: re.Match[str]) -> str:
+        if not match.group("secret"):
+            return match.group(0)
+        return match.group("head") + SECRET_MASK + (match.groupdict().get("at") or "")
+
+    return _SECRET_QUERY.sub(masked, _USERINFO_PASSWORD.sub(masked, text))
+
+
+def has_masked_secret(url: str) -> bool:
+    """True when ``url`` carries a credential that ``mask_secrets`` replaced: such a URL no
+    longer connects and the real one must come from the caller again."""
+    return any(match.group("secret") == SECRET_MASK
+               for pattern in (_USERINFO_PASSWORD, _SECRET_QUERY) for match in pattern.finditer(url))
+
+
 def without_password(url: str) -> str:
-    """``url`` with the password of its user-info (``scheme://user:secret@host``) masked as ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    """``url`` with its credentials masked as ``***`` (see ``mask_secrets``): the form of a URL
+    that may be printed, logged or saved."""
+    return mask_secrets(url)
 
 
-def resolve_stores(runs_dir: str | Path, mlflow_uri: str = "") -> Stores:
-    """Flag, then ``MLFLOW_TRACKING_URI``, then the embedded sqlite store under ``runs_dir``."""
+def resolve_stores(runs_dir: str | Path, mlflow_uri: str = "", *, check: bool = True) -> Stores:
+    """Flag, then ``MLFLOW_TRACKING_URI``, then the embedded sqlite store under ``runs_dir``.
+
+    A given URI goes through ``tracking_uri``: a bare ``postgresql://`` gets the installed
+    driver and, with ``check``, the store must answer now (before any run is opened); any
+    problem is a one-line ``ConfigError`` naming ``--mlflow-uri`` or ``MLFLOW_TRACKING_URI``.
+    """
     root = Path(runs_dir).expanduser().resolve()
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri:
+        uri = tracking_uri(uri, "--mlflow-uri" if mlflow_uri else "MLFLOW_TRACKING_URI", check=check)
         ui = uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
         return Stores(root, uri, None, ui)
     return Stores(
@@ -135,3 +179,191 @@ def first_open_lock(stores: Stores) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+CONNECT_TIMEOUT_SECONDS = 5
+"""How long a URL check waits for a server before calling it unreachable."""
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+"""URL schemes (before any ``+driver``) that MLflow stores through SQLAlchemy."""
+
+_POSTGRES_DRIVERS = (("psycopg2", "postgresql+psycopg2"), ("psycopg", "postgresql+psycopg"))
+_TIMEOUT_DRIVERS = ("psycopg2", "psycopg", "pymysql", "mysqldb")  # they take connect_args["connect_timeout"]
+_checked_uris: set[str] = set()  # tracking URIs that answered once in this process
+
+
+def database_url(url: str, flag: str) -> str:
+    """``url`` as SQLAlchemy should load it, or ``ConfigError`` naming ``flag``; no I/O.
+
+    A bare ``postgresql://`` or ``postgres://`` gets the PostgreSQL driver that is installed
+    (psycopg2, the ``postgres`` extra, else psycopg 3): SQLAlchemy's own default for
+    ``postgresql://`` is psycopg 3, which the package does not install. Every other URL is
+    returned unchanged. A malformed URL, an unknown scheme, a missing driver or a server URL
+    without host and database is a one-line ``ConfigError`` that never shows the password.
+    """
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from train.errors import ConfigError
+
+    shown = f"{flag} {without_password(url)}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{shown}: not a database URL; give e.g. postgresql://USER@HOST:5432/DATABASE "
+                          "or sqlite:///PATH.db") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres") and not driver:
+        installed = [name for module, name in _POSTGRES_DRIVERS if importlib.util.find_spec(module) is not None]
+        if not installed:
+            raise ConfigError(f"{shown}: no PostgreSQL driver is installed; pip install 'convscope[postgres]'")
+        parsed = parsed.set(drivername=installed[0])
+        backend, _, driver = parsed.drivername.partition("+")
+    elif backend == "postgres":
+        parsed = parsed.set(drivername=f"postgresql+{driver}")
+        backend = "postgresql"
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(f"{shown}: unknown database scheme {parsed.drivername!r}; give postgresql://USER@HOST/"
+                          "DATABASE, sqlite:///PATH.db (or, for --storage, the path of a journal file)") from None
+    except ImportError as error:
+        raise ConfigError(f"{shown}: the driver of {parsed.drivername!r} is not installed ({error}); "
+                          "install it or use postgresql://") from None
+    if backend != "sqlite" and not ((parsed.host or parsed.query.get("host")) and parsed.database):
+        raise ConfigError(f"{shown}: the URL names no host or no database; give "
+                          f"{backend}://USER@HOST[:PORT]/DATABASE")
+    return parsed.render_as_string(hide_password=False)
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """``create_engine`` keywords that make a first connection give up after
+    ``CONNECT_TIMEOUT_SECONDS`` instead of hanging on an unreachable server."""
+    from sqlalchemy.engine import make_url
+
+    driver = make_url(url).get_driver_name()
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}} if driver in _TIMEOUT_DRIVERS else {}
+
+
+def connection_problem(error: BaseException) -> str:
+    """What went wrong connecting to a database and what to do, in one line without secrets."""
+    text = str(getattr(error, "orig", None) or error)
+    lower = text.lower()
+    hints = (
+        ("connection refused", "cannot connect (connection refused); start the database or fix host/port"),
+        ("timeout expired", f"cannot connect (no answer within {CONNECT_TIMEOUT_SECONDS} s); "
+                            "start the database or fix host/port"),
+        ("timed out", f"cannot connect (no answer within {CONNECT_TIMEOUT_SECONDS} s); "
+                      "start the database or fix host/port"),
+        ("could not translate host name", "unknown host; fix the host name"),
+        ("name or service not known", "unknown host; fix the host name"),
+        ("password authentication failed", "authentication failed; fix the user name or password"),
+        ("no password supplied", "the server wants a password; put it in the URL (USER:PASSWORD@HOST)"),
+        ("unable to open database file", "cannot open the database file; create its folder or fix the path"),
+    )
+    for needle, hint in hints:
+        if needle in lower:
+            return hint
+    missing = re.search(r'database "([^"]+)" does not exist', text)
+    if missing:
+        return f"database {missing.group(1)!r} does not exist; create it (createdb {missing.group(1)}) or fix the name"
+    role = re.search(r'role "([^"]+)" does not exist', text)
+    if role:
+        return f"user {role.group(1)!r} does not exist on the server; fix the user name"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    return f"cannot connect ({mask_secrets(first)})"
+
+
+def check_database(url: str, flag: str, given: str = "") -> None:
+    """Connect to ``url`` once (at most ``CONNECT_TIMEOUT_SECONDS``) or raise a one-line
+    ``ConfigError`` naming ``flag`` and quoting ``given`` (what the user wrote; default ``url``)
+    without its password. A sqlite URL is only checked for its folder: the check creates no file."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from train.errors import ConfigError
+
+    shown = f"{flag} {without_password(given or url)}"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            folder = Path(database).expanduser().parent
+            if not folder.is_dir():
+                raise ConfigError(f"{shown}: folder {folder} does not exist; "
+                                  "create it or fix the path")
+        return
+    engine = create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect():
+            pass
+    except (SQLAlchemyError, OSError) as error:
+        raise ConfigError(f"{shown}: {connection_problem(error)}") from None
+    finally:
+        engine.dispose()
+
+
+def tracking_uri(uri: str, flag: str, *, check: bool = True) -> str:
+    """The MLflow tracking URI to use for ``uri`` given through ``flag``, checked to answer.
+
+    Database URIs go through ``database_url`` (a bare ``postgresql://`` gets the installed
+    driver) and, with ``check``, ``check_database``; an ``http(s)://`` server must answer
+    within ``CONNECT_TIMEOUT_SECONDS`` (any HTTP status counts: auth and routing are the
+    server's business). A scheme MLflow has no store for is a ``ConfigError``; plain paths and
+    other schemes MLflow knows pass unchanged. A URI that answered once is not checked again
+    in this process. Every failure is a one-line ``ConfigError`` without the password.
+    """
+    from urllib.parse import urlsplit
+
+    from train.errors import ConfigError
+
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    if scheme.partition("+")[0] in DATABASE_SCHEMES:
+        given, uri = uri, database_url(uri, flag)
+        if check and uri not in _checked_uris:
+            check_database(uri, flag, given)
+            _checked_uris.add(uri)
+    elif scheme in ("http", "https"):
+        if check and uri not in _checked_uris:
+            _check_server(uri, flag)
+            _checked_uris.add(uri)
+    elif scheme and scheme not in _mlflow_schemes():
+        raise ConfigError(f"{flag} {without_password(uri)}: MLflow has no store for scheme {scheme!r}; give "
+                          "http://HOST:PORT (a tracking server), postgresql://USER@HOST/DATABASE or sqlite:///PATH.db")
+    return uri
+
+
+def _check_server(uri: str, flag: str) -> None:
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    from train.errors import ConfigError
+
+    parts = urlsplit(uri)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))  # urllib takes no user-info
+    try:
+        with urllib.request.urlopen(bare.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT_SECONDS):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        problem = connection_problem(reason if isinstance(reason, BaseException) else error)
+        problem = problem.replace("start the database", "start the MLflow server (convscope serve mlflow)")
+        raise ConfigError(f"{flag} {without_password(uri)}: {problem}") from None
+
+
+def _mlflow_schemes() -> set[str]:
+    """The URI schemes MLflow has a tracking store for (plugins included)."""
+    known = {"file", "databricks", "databricks-uc", "uc", "http", "https", *DATABASE_SCHEMES}
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        known.update(str(key) for key in _tracking_store_registry._registry)
+    except (ImportError, AttributeError):
+        pass
+    return known

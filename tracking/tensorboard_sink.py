@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracking.base import RunStatus
+from tracking.stores import mask_secrets
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,22 +112,24 @@ class TensorBoardTracker:
             from tracking.hparams import write_session_start
 
             try:
-                write_session_start(self.writer, hparams, hparams_group)
+                write_session_start(self.writer, {name: mask_secrets(value) if isinstance(value, str) else value
+                                                  for name, value in hparams.items()}, hparams_group)
             except TypeError:
                 self.writer.close()
                 raise
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Write ``params`` as one Markdown table under the text tag ``params``."""
-        self.writer.add_text("params", markdown_table(params, ("param", "value")))
+        """Write ``params`` as one Markdown table under the text tag ``params`` (passwords masked)."""
+        self.writer.add_text("params", mask_secrets(markdown_table(params, ("param", "value"))))
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        """Write the complete config as one Markdown table (``section.field`` rows) under ``config``."""
-        self.writer.add_text("config", markdown_table(_flat(config), ("setting", "value")))
+        """Write the complete config as one Markdown table (``section.field`` rows) under ``config``
+        (passwords masked)."""
+        self.writer.add_text("config", mask_secrets(markdown_table(_flat(config), ("setting", "value"))))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        """Write ``tags`` as one Markdown table under the text tag ``tags``."""
-        self.writer.add_text("tags", markdown_table(tags, ("tag", "value")))
+        """Write ``tags`` as one Markdown table under the text tag ``tags`` (passwords masked)."""
+        self.writer.add_text("tags", mask_secrets(markdown_table(tags, ("tag", "value"))))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """One scalar per key at ``step``; a described key's first one carries its description."""

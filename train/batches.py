@@ -6,21 +6,28 @@ augmentation (flips, padded random crops) happen on the device too (airbench).
 Data sets too large for memory are streamed from their files by
 ``StreamingBatches`` (a DataLoader with decoding workers) and augmented the
 same way once on the device.
+
+Streaming never trains on a stand-in: a file that vanished, changed or no longer
+decodes since it was validated is dropped from its batch *together with its label*
+(the batch is smaller; images and labels stay aligned), recorded in the data set's
+``FileLog`` (and so in ``skipped_files.csv``), and counted in one line on stderr at
+the end of the pass. More than ``MAX_LOST_FRACTION`` of a batch (of at least
+``MIN_CHECKED_BATCH`` items) or of the data set lost ends the run with
+``VanishedFilesError``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-if TYPE_CHECKING:
-    from train.data import ImageSet
+from train.data import MAX_LOST_FRACTION, MIN_CHECKED_BATCH, ImageSet, VanishedFilesError, printable_path
 
 
 class Normalizer:
@@ -114,56 +121,130 @@ class DeviceBatches:
             yield x.contiguous(memory_format=torch.channels_last), labels
 
 
-class _FileImages(Dataset[tuple[torch.Tensor, int]]):
-    """Decodes one validated file per item (only used when the data set does not fit in memory)."""
+_Item = tuple[torch.Tensor | None, int, int, str | None]  # image (None when lost), label, index, reason
 
-    def __init__(self, paths: tuple[str, ...], labels: torch.Tensor, image_size: int) -> None:
-        self.paths, self.labels, self.image_size = paths, labels.tolist(), image_size
+
+class _FileImages(Dataset[_Item]):
+    """Decodes one validated file per item (only used when the data set does not fit in memory).
+
+    An item is ``(image, label, index, None)``, or ``(None, label, index, reason)`` when the
+    file was lost since validation: never a stand-in image."""
+
+    def __init__(self, image_set: ImageSet) -> None:
+        self.image_set = image_set
+        self.labels = image_set.labels.tolist()
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from train.images import decode_file
+    def __getitem__(self, index: int) -> _Item:
+        array, reason = self.image_set.decode(index)
+        if array is None:
+            return None, self.labels[index], index, reason or "unreadable"
+        return torch.from_numpy(array), self.labels[index], index, None
 
-        decoded = decode_file(Path(self.paths[index]), self.image_size)
-        if decoded.array is None:  # the file changed since it was validated
-            return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), self.labels[index]
-        return torch.from_numpy(decoded.array), self.labels[index]
+
+def _collate(items: Sequence[_Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+    """``(images, labels, indices, lost)`` of the readable items; ``lost`` is ``(index, reason)`` of the rest."""
+    kept = [item for item in items if item[0] is not None]
+    lost = [(index, reason or "unreadable") for image, _, index, reason in items if image is None]
+    if kept:
+        images = torch.stack([image for image, _, _, _ in kept])  # type: ignore[misc]
+    else:
+        images = torch.empty(0, dtype=torch.uint8)
+    labels = torch.tensor([label for _, label, _, _ in kept], dtype=torch.long)
+    indices = torch.tensor([index for _, _, index, _ in kept], dtype=torch.long)
+    return images, labels, indices, lost
 
 
 class StreamingBatches:
-    """Like DeviceBatches, but decoding files with DataLoader workers every epoch."""
+    """Like DeviceBatches, but decoding files with DataLoader workers every epoch.
+
+    Lost files are dropped with their labels (see the module docstring); ``lost_this_pass``
+    counts them for the latest pass and ``last_indices`` holds the set indices of the images
+    in the batch yielded last."""
 
     def __init__(
         self, image_set: ImageSet, normalizer: Normalizer, batch_size: int, device: torch.device, *,
         shuffle: bool = False, flip: bool = False, crop_padding: int = 0, seed: int = 0,
+        workers: int | None = None,
     ) -> None:
         self.device = device
+        self.image_set = image_set
         self.normalizer = normalizer.to(device)
         self.flip, self.crop_padding, self.shuffle = flip, crop_padding, shuffle
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.lost_this_pass = 0
+        self.last_indices = torch.empty(0, dtype=torch.long)
+        workers = min(8, os.cpu_count() or 1) if workers is None else workers
         self.loader = DataLoader(
-            _FileImages(image_set.ids, image_set.labels, image_set.image_size),
+            _FileImages(image_set),
             batch_size=batch_size,
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(seed),
-            num_workers=min(8, os.cpu_count() or 1),
+            num_workers=workers,
+            collate_fn=_collate,
             pin_memory=device.type == "cuda",
             drop_last=False,
-            persistent_workers=True,
+            persistent_workers=workers > 0,
         )
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
-            if self.shuffle and len(labels) < 2:
-                break
-            images = images.to(self.device, non_blocking=True)
-            x = augment(self.normalizer(images), self.generator, flip=self.flip, crop_padding=self.crop_padding)
-            yield x.contiguous(memory_format=torch.channels_last), labels.to(self.device, non_blocking=True)
+        self.lost_this_pass = 0
+        log = self.image_set.lost
+        try:
+            for images, labels, indices, lost in self.loader:
+                if lost:
+                    self._note_lost(lost, len(labels) + len(lost))
+                if len(labels) == 0 or (self.shuffle and len(labels) < 2):
+                    continue  # nothing left, or a single image BatchNorm cannot train on
+                self.last_indices = indices
+                images = images.to(self.device, non_blocking=True)
+                x = augment(self.normalizer(images), self.generator, flip=self.flip, crop_padding=self.crop_padding)
+                yield x.contiguous(memory_format=torch.channels_last), labels.to(self.device, non_blocking=True)
+        finally:
+            log.flush()
+        if self.lost_this_pass:
+            print(f"convscope: {self.lost_this_pass:,} of {len(self.image_set):,} images of this pass could not be "
+                  f"read again and were dropped with their labels; {log.summary()}", file=sys.stderr)
+
+    def _note_lost(self, lost: list[tuple[int, str]], batch: int) -> None:
+        """Record the lost items of one batch; raise when more than MAX_LOST_FRACTION of it is lost."""
+        for index, reason in lost:
+            self.image_set.lost.record(self.image_set.ids[index], reason)
+        self.lost_this_pass += len(lost)
+        if batch >= MIN_CHECKED_BATCH and len(lost) > MAX_LOST_FRACTION * batch:
+            self.image_set.lost.flush()
+            raise VanishedFilesError(
+                f"{len(lost)} of the {batch} images of a batch could not be read again since they were validated "
+                f"(e.g. {printable_path(self.image_set.ids[lost[0][0]])}: {lost[0][1]}); the data folder is being "
+                "changed under the run — restore it and train again"
+            )
+
+
+class LabelTap:
+    """Wraps batches and keeps the labels of every batch it yields, so that predictions made
+    over a pass can be paired with the labels of the images that were really in it (a streamed
+    pass may drop lost files): ``labels()`` after the pass, on the CPU."""
+
+    def __init__(self, batches: Batches) -> None:
+        self.batches = batches
+        self._labels: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self._labels = []
+        for inputs, labels in self.batches:
+            self._labels.append(labels.detach().cpu())
+            yield inputs, labels
+
+    def labels(self) -> torch.Tensor:
+        return torch.cat(self._labels) if self._labels else torch.empty(0, dtype=torch.long)
 
 
 def make_batches(

@@ -6,7 +6,9 @@ unsplit), with the kept file paths and the skipped files (path, reason) as
 JSON in the safetensors metadata. The key covers the decoder version, the
 image size and, for every file, its path, size, modification time, label and
 split — so any changed, added or removed file makes a new key and the folder
-is decoded again. Entries are written atomically (temp file + rename): parallel
+is decoded again. Paths are hashed as their file-system bytes (``os.fsencode``), so
+any name the OS allows makes a key; a file that vanished before it could be looked
+at is hashed as missing (the decoder then skips it). Entries are written atomically (temp file + rename): parallel
 trials that miss together simply write the same entry twice.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +42,29 @@ class DecodedFiles:
     total: int  # files looked at
 
 
-def cache_key(files: Sequence[Path], labels: Sequence[int], splits: Sequence[int], image_size: int, version: str) -> str:
+Stamp = tuple[int, int] | None  # (size, mtime_ns) of a file, None when it could not be looked at
+
+
+def file_stamp(path: Path) -> Stamp:
+    """``(size, mtime_ns)`` of ``path``, or None when it vanished or cannot be looked at; never raises."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def cache_key(
+    files: Sequence[Path], labels: Sequence[int], splits: Sequence[int], image_size: int, version: str,
+    stamps: Sequence[Stamp] | None = None,
+) -> str:
+    """The entry key of these files (see the module docstring); ``stamps`` are their
+    :func:`file_stamp` when the caller already has them. Never raises because of a file."""
+    stamps = [file_stamp(path) for path in files] if stamps is None else stamps
     digest = hashlib.sha256(f"{CACHE_FORMAT}\0{version}\0{image_size}\n".encode())
-    for path, label, split in zip(files, labels, splits, strict=True):
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}\0{split}\n".encode())
+    for path, label, split, stamp in zip(files, labels, splits, stamps, strict=True):
+        size, mtime = stamp if stamp is not None else ("missing", "missing")
+        digest.update(os.fsencode(path) + f"\0{size}\0{mtime}\0{label}\0{split}\n".encode())
     return digest.hexdigest()[:24]
 
 

@@ -2,13 +2,15 @@
 
 A checkpoint folder holds:
 - ``model.safetensors`` — the model's state dict (metadata: epoch);
-- ``config.json`` — the fully resolved RunConfig, the normaliser, class names and the run's links;
+- ``config.json`` — the fully resolved RunConfig, the normaliser, class names and the run's links, every
+  password in them masked (``saved_form``);
 - ``state.pt`` — optimiser, scheduler, epoch and early-stopping state (plain tensors and numbers only).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +41,59 @@ class Checkpoint:
         return int(self.loop_state.get("epoch", 0))
 
 
+def saved_form(value: Any) -> Any:
+    """``value`` (nested dicts, lists and strings) with every string's credentials masked
+    (``tracking.stores.mask_secrets``): what a checkpoint may hold on disk."""
+    from tracking.stores import mask_secrets
+
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {key: saved_form(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [saved_form(item) for item in value]
+    return value
+
+
 def save_model(directory: Path, model: nn.Module, config: RunConfig, extra: dict[str, Any], epoch: int) -> None:
-    """Write the weights and the config JSON (atomically, so a kill never leaves half a file)."""
+    """Write the weights and the config JSON (atomically, so a kill never leaves half a file).
+
+    No password reaches the JSON: every string in ``config`` and ``extra`` is written as
+    ``saved_form`` gives it, so a tracking URI with a password is saved with ``***``
+    (``resume_tracking`` then asks for the real one on ``--resume``)."""
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     write_atomically(directory / MODEL_FILE, lambda tmp: save_file(state, tmp, metadata={"epoch": str(epoch)}))
-    payload = {"config": to_dict(config), **extra, "epoch": epoch}
+    payload = saved_form({"config": to_dict(config), **extra, "epoch": epoch})
     write_atomically(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
+
+
+def resume_tracking(config: RunConfig, environ: Mapping[str, str] | None = None) -> RunConfig:
+    """``config`` (a resumed run's, after the flags) ready to connect to its MLflow store.
+
+    A checkpoint saves its tracking URI with the password masked (``save_model``). When
+    ``config.tracking.mlflow_uri`` is still such a masked URI (no ``--mlflow-uri`` replaced
+    it), the real URI comes from ``MLFLOW_TRACKING_URI`` in ``environ`` (default
+    ``os.environ``): the URI is cleared so that the environment is used. Any other config is
+    returned unchanged.
+
+    Raises:
+        ConfigError: the URI is masked and ``MLFLOW_TRACKING_URI`` is not set.
+    """
+    import dataclasses
+    import os
+
+    from tracking.stores import has_masked_secret
+
+    uri = config.tracking.mlflow_uri
+    if not has_masked_secret(uri):
+        return config
+    if not (os.environ if environ is None else environ).get("MLFLOW_TRACKING_URI", ""):
+        raise ConfigError(
+            f"--resume: the checkpoint saved its MLflow URI without the password ({uri}); "
+            "pass it again with --mlflow-uri or MLFLOW_TRACKING_URI"
+        )
+    return dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, mlflow_uri=""))
 
 
 def save_checkpoint(
@@ -64,8 +112,36 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
             f"--resume {directory}: not a convscope checkpoint folder (missing {', '.join(missing)}); "
             f"checkpoints are under <runs-dir>/checkpoints/<experiment>/<run>"
         )
-    payload = json.loads((folder / CONFIG_FILE).read_text())
-    config = from_dict(payload.pop("config"))
+    config_file = folder / CONFIG_FILE
+    try:
+        payload = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"--resume {directory}: cannot read {config_file} ({_first_line(error)}); "
+                          "the checkpoint is damaged") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict):
+        raise ConfigError(f"--resume {directory}: {config_file} holds no run config (a 'config' mapping); "
+                          "the checkpoint is damaged")
+    try:
+        config = from_dict(payload.pop("config"))
+    except ConfigError as error:
+        raise ConfigError(f"--resume {directory}: {config_file}: {error}") from None
     payload.pop("epoch", None)
-    loop_state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-    return Checkpoint(config, load_file(folder / MODEL_FILE), loop_state, payload)
+    try:
+        loop_state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a damaged or foreign file
+        raise ConfigError(f"--resume {directory}: cannot read {folder / STATE_FILE} ({_first_line(error)}); "
+                          "the checkpoint is damaged") from None
+    if not isinstance(loop_state, dict):
+        raise ConfigError(f"--resume {directory}: {folder / STATE_FILE} holds no training state; "
+                          "the checkpoint is damaged")
+    try:
+        model_state = load_file(folder / MODEL_FILE)
+    except Exception as error:  # safetensors raises its own error types
+        raise ConfigError(f"--resume {directory}: cannot read {folder / MODEL_FILE} ({_first_line(error)}); "
+                          "the checkpoint is damaged") from None
+    return Checkpoint(config, model_state, loop_state, payload)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -14,6 +14,7 @@ from train.cliargs import add_config_arguments, load_config_file, merge, overrid
 from train.config import PRESETS, RunConfig, build_config, to_dict
 from train.errors import ConfigError
 from train.interrupts import sigterm_as_interrupt
+from tracking.stores import mask_secrets
 
 EXAMPLES = """examples:
   convscope train                                  # seed network on the built-in synthetic data
@@ -61,11 +62,13 @@ def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> R
 
 
 def handle_train(args: argparse.Namespace) -> int:
-    from train.checkpoint import load_checkpoint
+    from train.checkpoint import load_checkpoint, resume_tracking
     from train.model import build_model, layer_table, validate
 
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     config = resolve_config(args, checkpoint.config if checkpoint else None)
+    if checkpoint is not None:
+        config = resume_tracking(config)  # its saved MLflow URI has no password
     if args.dry_run:
         validate(config.model)
         print(layer_table(build_model(config.model)))
@@ -87,7 +90,7 @@ def handle_train(args: argparse.Namespace) -> int:
         print(f"  note: {line}")
     for key in ("mlflow_run_url", "tensorboard_dir"):
         if key in result.links:
-            print(f"  {key.replace('_', ' ')}: {result.links[key]}")
+            print(f"  {key.replace('_', ' ')}: {mask_secrets(result.links[key])}")
     if "mlflow_run_id" in result.links and config.tracking.visuals:
         print(f"  what it learned: convscope explain {result.links['mlflow_run_id']}")
     print(f"  checkpoint: {result.checkpoint_dir}")
@@ -97,9 +100,10 @@ def handle_train(args: argparse.Namespace) -> int:
 
 
 def _echo(quiet: bool):  # type: ignore[no-untyped-def]
+    """What a run prints its lines with: nothing when ``quiet``, and never a password."""
     def echo(line: str) -> None:
         if not quiet:
-            print(line, flush=True)
+            print(mask_secrets(line), flush=True)
 
     return echo
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from train.config import SECTIONS
+from train.config import SECTIONS, check_value
 from train.errors import ConfigError
 
 SEPARATOR = "::"  # dest = "section::field"
@@ -97,7 +97,8 @@ def overrides_from_args(namespace: argparse.Namespace) -> dict[str, dict[str, An
     for dest, value in vars(namespace).items():
         if SEPARATOR in dest:
             section, name = dest.split(SEPARATOR)
-            overrides.setdefault(section, {})[name] = tuple(value) if isinstance(value, list) else value
+            value = tuple(value) if isinstance(value, list) else value
+            overrides.setdefault(section, {})[name] = check_value(section, name, value, "--" + name.replace("_", "-"))
     return overrides
 
 
@@ -126,16 +127,33 @@ def load_config_file(path: str | Path) -> tuple[str | None, dict[str, dict[str, 
     owner = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
-        key = key.replace("-", "_")
+        key = str(key).replace("-", "_")
         if key in EXTRA_SECTIONS and isinstance(value, dict):
             overrides[key] = dict(value)  # read by other commands (convscope search)
-        elif key in SECTIONS and isinstance(value, dict):
-            overrides.setdefault(key, {}).update({k.replace("-", "_"): v for k, v in value.items()})
+        elif key in SECTIONS and (isinstance(value, dict) or key not in owner):  # "data: ~/PetImages" is the field
+            if not isinstance(value, dict):
+                raise ConfigError(f"--config {path}: {key} must be a mapping of settings, e.g. "
+                                  f"{key}: {{{next(iter(owner_fields(key)))}: …}} (got {value!r})")
+            for name, item in value.items():
+                name = str(name).replace("-", "_")
+                if name not in owner_fields(key):
+                    raise ConfigError(f"--config {path}: unknown setting {key}.{name}; known {key} settings are "
+                                      f"{', '.join(owner_fields(key))}")
+                overrides.setdefault(key, {})[name] = _file_value(path, key, name, item)
         elif key in owner:
-            overrides.setdefault(owner[key], {})[key] = value
+            overrides.setdefault(owner[key], {})[key] = _file_value(path, owner[key], key, value)
         else:
             raise ConfigError(f"--config {path}: unknown setting {key!r}; see 'convscope train --help'")
     return preset, overrides
+
+
+def owner_fields(section: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(SECTIONS[section])]
+
+
+def _file_value(path: str | Path, section: str, name: str, value: Any) -> Any:
+    """A config file's value typed and range-checked, named as written there (``optim.lr``)."""
+    return check_value(section, name, value, f"--config {path}: {section}.{name}")
 
 
 def merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -9,6 +9,9 @@ always be reproduced.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,14 +121,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def build_config(preset: str = "seed", overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
     """Resolve preset, then ``overrides`` (section -> field -> value) into a RunConfig.
 
-    Raises ConfigError for an unknown preset, section or field, naming it.
+    Raises ConfigError for an unknown preset, section or field, or a value of the wrong type or
+    out of its range (``check_values``), naming it.
     """
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     merged: dict[str, dict[str, Any]] = {name: dict(values) for name, values in PRESETS[preset].items()}
     for section, values in (overrides or {}).items():
         if section not in SECTIONS:
             raise ConfigError(f"unknown config section {section!r}: use one of {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {section} must be a mapping of settings (got {values!r})")
         merged.setdefault(section, {}).update(values)
     parts: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
@@ -135,12 +141,244 @@ def build_config(preset: str = "seed", overrides: dict[str, dict[str, Any]] | No
         if unknown:
             raise ConfigError(f"unknown {section} setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
         parts[section] = cls(**_coerce(cls, values))
-    return RunConfig(preset=preset, **parts)
+    config = RunConfig(preset=preset, **parts)
+    check_values(config)
+    return config
 
 
 def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """Turn lists from YAML/TOML into the tuples the frozen dataclasses hold."""
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+    """``values`` as the types of ``cls``'s fields (lists from YAML/TOML become tuples);
+    ConfigError naming the setting for a value of the wrong type."""
+    section = next(name for name, known in SECTIONS.items() if known is cls)
+    return {key: coerce_value(section, key, value) for key, value in values.items()}
+
+
+# ---------------------------------------------------------------- value checks
+#
+# The one place that knows every setting's type and range. ``coerce_value`` types one value
+# (a config file's, a flag's, a checkpoint's), ``value_problem`` says what is wrong with a typed
+# one, and ``check_values`` checks a whole RunConfig (every field, then the settings that depend
+# on each other). The config file reader, the flag parser, ``--fix`` and the environment flags
+# call them with the name the user wrote; ``build_config`` calls ``check_values`` on every config.
+
+POOLS = ("none", "max")  # as train.model.POOLS
+SCHEDULES = ("onecycle", "cosine", "constant")  # as train.loop.SCHEDULES
+PRECISIONS = ("auto", "bf16", "fp32")  # as train.loop.PRECISIONS
+
+Limit = tuple[Callable[[Any], bool], str]
+
+
+def _at_least(low: int) -> Limit:
+    return (lambda v: v >= low), f"at least {low}"
+
+
+def _finite(test: Callable[[float], bool], text: str) -> Limit:
+    return (lambda v: math.isfinite(v) and test(v)), f"a finite number {text}"
+
+
+def _one_of(choices: tuple[str, ...]) -> Limit:
+    return (lambda v: v in choices), f"one of {', '.join(choices)}"
+
+
+_NOT_EMPTY: Limit = (lambda v: bool(v.strip())), "a non-empty text"
+
+# (section, field) -> (test, what it must be); a tuple field's test applies to every item
+LIMITS: dict[tuple[str, str], Limit] = {
+    ("model", "depth"): _at_least(1),
+    ("model", "widths"): _at_least(1),
+    ("model", "base_width"): _at_least(1),
+    ("model", "growth"): _finite(lambda v: v > 0, "above 0"),
+    ("model", "dropout"): _finite(lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model", "kernel_size"): _at_least(1),
+    ("model", "stride"): _at_least(1),
+    ("model", "padding"): _at_least(0),
+    ("model", "pool"): _one_of(POOLS),
+    ("model", "head_hidden"): _at_least(0),
+    ("model", "bypass"): _at_least(1),
+    ("model", "image_size"): _at_least(1),
+    ("model", "in_channels"): _at_least(1),
+    ("model", "num_classes"): _at_least(2),
+    ("data", "data"): _NOT_EMPTY,
+    ("data", "val_fraction"): _finite(lambda v: 0 < v < 1, "in (0, 1)"),
+    ("data", "folds"): ((lambda v: v == 0 or v >= 2), "0 (no cross-validation) or at least 2"),
+    ("data", "fold"): _at_least(0),
+    ("data", "classes"): _NOT_EMPTY,
+    ("data", "memory_fraction"): _finite(lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data", "synthetic_size"): _at_least(2),
+    ("data", "probes_per_class"): _at_least(0),
+    ("data", "probe"): _NOT_EMPTY,
+    ("data", "analysis_size"): _at_least(0),
+    ("data", "data_seed"): ((lambda v: v >= -1), "-1 (the same as --seed) or at least 0"),
+    ("optim", "epochs"): _at_least(1),
+    ("optim", "batch_size"): _at_least(2),
+    ("optim", "lr"): _finite(lambda v: v > 0, "above 0"),
+    ("optim", "weight_decay"): _finite(lambda v: v >= 0, "of at least 0"),
+    ("optim", "schedule"): _one_of(SCHEDULES),
+    ("optim", "patience"): _at_least(0),
+    ("optim", "crop_padding"): _at_least(0),
+    ("optim", "seed"): _at_least(0),
+    ("optim", "device"): _NOT_EMPTY,
+    ("optim", "precision"): _one_of(PRECISIONS),
+    ("tracking", "runs_dir"): _NOT_EMPTY,
+    ("tracking", "experiment"): _NOT_EMPTY,
+}
+
+# (section, field) -> why, added to the message
+LIMIT_NOTES: dict[tuple[str, str], str] = {
+    ("optim", "batch_size"): "BatchNorm needs two images a step",
+    ("data", "synthetic_size"): "one per class at least",
+    ("model", "num_classes"): "a classifier needs two classes",
+}
+
+_KIND_TEXT = {int: "an integer", float: "a number", bool: "true or false", str: "a text"}
+
+
+def setting_label(section: str, name: str) -> str:
+    """How a message names a setting when it cannot tell where the value came from:
+    ``--batch-size / optim.batch_size`` (``model.num_classes`` for one that is no flag)."""
+    cls = SECTIONS[section]
+    is_flag = next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("cli", True)
+    return f"--{name.replace('_', '-')} / {section}.{name}" if is_flag else f"{section}.{name}"
+
+
+def field_type(section: str, name: str) -> Any:
+    return typing.get_type_hints(SECTIONS[section])[name]
+
+
+def coerce_value(section: str, name: str, value: Any, label: str | None = None) -> Any:
+    """``value`` as the type of setting ``section.name``; ConfigError saying what it got and what it needs.
+
+    Integers must be integers, switches true or false; a number is accepted where text is
+    expected, an integer or a numeric text (YAML reads ``1e-3`` as text) where a number is, and a
+    tuple of integers may be a list or a comma- or space-separated text (``"8,16"``)."""
+    hint = field_type(section, name)
+    label = label or setting_label(section, name)
+    if typing.get_origin(hint) is tuple:
+        kind = typing.get_args(hint)[0]
+        if isinstance(value, str) and kind is int:
+            items: Any = value.replace(",", " ").split()
+        elif isinstance(value, (list, tuple)):
+            items = value
+        elif isinstance(value, (str, int)) and not isinstance(value, bool):
+            items = (value,)  # one probe file, one bypassed block
+        else:
+            raise ConfigError(f"{label} must be a list of {_plural(kind)} "
+                              f"(got {value!r})")
+        try:
+            return tuple(_scalar(kind, item, from_text=isinstance(value, str)) for item in items)
+        except ValueError as error:
+            raise ConfigError(f"{label} must be a list of {_plural(kind)} "
+                              f"(got {value!r}: {error})") from None
+    try:
+        return _scalar(hint, value)
+    except ValueError as error:
+        raise ConfigError(f"{label} must be {_KIND_TEXT[hint]} (got {value!r}{_reason(error, value)})") from None
+
+
+def _reason(error: ValueError, value: Any) -> str:
+    return f": {error}" if str(error) and isinstance(value, (list, tuple, dict)) else ""
+
+
+def _scalar(kind: type, value: Any, from_text: bool = False) -> Any:
+    if isinstance(value, (list, tuple, dict)):
+        raise ValueError("a single value is expected, not a list" if not isinstance(value, dict)
+                         else "a single value is expected, not a mapping")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{value!r} is not true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{value!r} is not an integer")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{value!r} is not a number")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{value!r} is not a text")
+    return value
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is tuple:
+        kind = typing.get_args(hint)[0]
+        return isinstance(value, tuple) and all(_has_type(item, kind) for item in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _plural(kind: type) -> str:
+    return {int: "integers", str: "texts"}.get(kind, f"{kind.__name__}s")
+
+
+def value_problem(section: str, name: str, value: Any) -> str | None:
+    """What is wrong with the typed ``value`` of ``section.name`` (``"must be at least 1 (got 0)"``), or None."""
+    limit = LIMITS.get((section, name))
+    if limit is None:
+        return None
+    test, text = limit
+    items = value if isinstance(value, tuple) else (value,)
+    bad = [item for item in items if not test(item)]
+    if not bad:
+        return None
+    shown = " ".join(map(str, value)) if isinstance(value, tuple) else repr(value) if isinstance(value, str) else value
+    note = f"; {LIMIT_NOTES[section, name]}" if (section, name) in LIMIT_NOTES else ""
+    return f"must be {'all ' if isinstance(value, tuple) else ''}{text} (got {shown}){note}"
+
+
+def check_value(section: str, name: str, value: Any, label: str | None = None) -> Any:
+    """``value`` typed for ``section.name`` and checked against its range; ConfigError naming ``label``."""
+    typed = coerce_value(section, name, value, label)
+    problem = value_problem(section, name, typed)
+    if problem:
+        raise ConfigError(f"{label or setting_label(section, name)} {problem}")
+    return typed
+
+
+def check_values(config: RunConfig, label: Callable[[str, str], str] = setting_label) -> None:
+    """ConfigError for the first setting of ``config`` of the wrong type or out of its range, or
+    for settings that do not go together; ``label(section, name)`` names a setting in the message.
+
+    Checks values only: whether the architecture fits the input size is ``train.model.validate``'s."""
+    for section in SECTIONS:
+        part = getattr(config, section)
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            hint = field_type(section, f.name)
+            if not _has_type(value, hint):
+                kind = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else None
+                need = f"a tuple of {_plural(kind)}" if kind else _KIND_TEXT.get(hint, str(hint))
+                raise ConfigError(f"{label(section, f.name)} must be {need} (got {value!r})")
+            problem = value_problem(section, f.name, value)
+            if problem:
+                raise ConfigError(f"{label(section, f.name)} {problem}")
+    data, optim, model = config.data, config.optim, config.model
+    if data.folds and data.fold >= data.folds:
+        raise ConfigError(f"{label('data', 'fold')} must be between 0 and {data.folds - 1} (got {data.fold}): "
+                          f"{label('data', 'folds')} is {data.folds}")
+    if not data.folds and data.fold:
+        raise ConfigError(f"{label('data', 'fold')} {data.fold} needs {label('data', 'folds')} (the number of folds)")
+    if optim.crop_padding >= model.image_size:
+        raise ConfigError(f"{label('optim', 'crop_padding')} must be below {label('model', 'image_size')} "
+                          f"{model.image_size} (got {optim.crop_padding}); 0 switches random crops off")
 
 
 def flatten(config: RunConfig) -> dict[str, Any]:

@@ -10,22 +10,46 @@ Two layouts are understood:
 Every regular file under a class folder is listed — ``Thumbs.db`` and friends
 included — so that the validating decoder can report what it skipped.
 Hidden folders are ignored.
+
+Listing never raises because of a file. What cannot be listed as a regular file is
+recorded in :attr:`FileList.skipped` as ``(path, reason)`` with one of
+:data:`LISTING_REASONS`: a symlink whose target is missing, a symlink loop, a FIFO,
+socket or device, a name that is not valid UTF-8 (it could not be reported, logged or
+tracked faithfully, so it is skipped rather than half-used), a file or folder that
+vanished or could not be read while it was listed, and a symlinked folder (not followed,
+so that no file is listed twice and no loop is walked). Symlinks to regular files are
+listed like the files themselves.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat as stat_module
 from dataclasses import dataclass
 from pathlib import Path
 
 from train.errors import ConfigError
+from train.images import VANISHED  # listed, then gone (or a folder gone while it was walked)
 
 VAL_NAMES = ("val", "valid", "validation")
+
+BROKEN_LINK = "broken link"  # a symlink whose target does not exist
+LINK_LOOP = "symlink loop"
+NOT_A_FILE = "not a regular file"  # FIFO, socket, device
+BAD_NAME = "name not UTF-8"
+UNLISTABLE = "unreadable folder"  # permission denied or I/O error while listing
+LINKED_FOLDER = "linked folder not followed"
+LISTING_REASONS = (BROKEN_LINK, LINK_LOOP, NOT_A_FILE, BAD_NAME, VANISHED, UNLISTABLE, LINKED_FOLDER)
 
 
 @dataclass(frozen=True)
 class FileList:
+    """The regular files of one split with their class indices, and what was not listed."""
+
     files: tuple[Path, ...]
     labels: tuple[int, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, reason in LISTING_REASONS)
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,11 @@ class Layout:
     @property
     def all_files(self) -> list[Path]:
         return [f for part in self.splits.values() for f in part.files]
+
+    @property
+    def skipped(self) -> tuple[tuple[str, str], ...]:
+        """``(path, reason)`` of every entry under the class folders that was not listed."""
+        return tuple(row for part in self.splits.values() for row in part.skipped)
 
 
 def find_layout(root: Path, flag: str = "--data") -> Layout:
@@ -76,18 +105,72 @@ def _class_names(folder: Path, flag: str) -> tuple[str, ...]:
 def _list(folder: Path, class_names: tuple[str, ...], flag: str) -> FileList:
     files: list[Path] = []
     labels: list[int] = []
+    skipped: list[tuple[str, str]] = []
     for index, name in enumerate(class_names):
         class_dir = folder / name
         if not class_dir.is_dir():
             raise ConfigError(f"{flag}: {folder} has no class folder {name!r} (every split needs the same classes)")
-        found = sorted(p for p in class_dir.rglob("*") if p.is_file() and not _hidden(p, class_dir))
+        found: list[Path] = []
+        _walk(class_dir, found, skipped)
         if not found:
             raise ConfigError(f"{flag}: class folder {class_dir} is empty; remove it or add images")
+        found.sort()
         files += found
         labels += [index] * len(found)
-    return FileList(tuple(files), tuple(labels))
+    return FileList(tuple(files), tuple(labels), tuple(sorted(skipped)))
 
 
-def _hidden(path: Path, base: Path) -> bool:
-    """Inside a hidden folder (``.git``, ``.ipynb_checkpoints``); hidden *files* are still listed."""
-    return any(part.startswith(".") for part in path.relative_to(base).parts[:-1])
+def _walk(folder: Path, found: list[Path], skipped: list[tuple[str, str]]) -> None:
+    """Append the regular files under ``folder`` to ``found`` and everything else worth
+    reporting to ``skipped``; hidden folders are not entered (hidden *files* are listed)."""
+    try:
+        with os.scandir(folder) as entries:
+            listed = list(entries)
+    except FileNotFoundError:
+        skipped.append((str(folder), VANISHED))
+        return
+    except OSError:
+        skipped.append((str(folder), UNLISTABLE))
+        return
+    for entry in listed:
+        path = folder / entry.name
+        reason = _unlisted_reason(entry)
+        if reason == "folder":
+            if not entry.name.startswith("."):
+                _walk(path, found, skipped)
+        elif reason is None:
+            found.append(path)
+        elif reason:
+            skipped.append((str(path), reason))
+
+
+def _unlisted_reason(entry: os.DirEntry[str]) -> str | None:
+    """None for a regular file (or a link to one), ``"folder"`` for a real sub-folder,
+    ``""`` for a hidden link to a folder (ignored like hidden folders), else the skip reason."""
+    try:
+        entry.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return BAD_NAME
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return "folder"
+        is_link = entry.is_symlink()
+        mode = entry.stat(follow_symlinks=True).st_mode
+    except FileNotFoundError:
+        return BROKEN_LINK if _is_link(entry) else VANISHED
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return LINK_LOOP
+        return UNLISTABLE
+    if stat_module.S_ISREG(mode):
+        return None
+    if stat_module.S_ISDIR(mode) and is_link:
+        return "" if entry.name.startswith(".") else LINKED_FOLDER
+    return NOT_A_FILE
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False

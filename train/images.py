@@ -2,7 +2,8 @@
 
 Contract of :func:`decode_file` (and :func:`decode_many`, its parallel form):
 
-- It never raises because of a bad file. Every file comes back as a :class:`Decoded`
+- It never raises because of a bad file — nor because of one that vanishes, is replaced
+  or cannot be read while it is decoded (``vanished``, ``unreadable``). Every file comes back as a :class:`Decoded`
   that is either *kept* (``array`` is RGB ``uint8`` of shape 3×S×S, ``reason`` is None)
   or *skipped* (``array`` is None, ``reason`` is one of :data:`SKIP_REASONS`, ``detail``
   says why, e.g. the exception text). Only programming errors raise.
@@ -43,7 +44,8 @@ EMPTY = "empty file"
 NOT_AN_IMAGE = "not an image"
 UNREADABLE = "unreadable"  # truncated or corrupt image data
 TOO_LARGE = "too large"  # over Pillow's decompression-bomb limit
-SKIP_REASONS = (EMPTY, NOT_AN_IMAGE, UNREADABLE, TOO_LARGE)
+VANISHED = "vanished"  # the file was there when it was listed, and is gone now
+SKIP_REASONS = (EMPTY, NOT_AN_IMAGE, UNREADABLE, TOO_LARGE, VANISHED)
 
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
 REDUCING_GAP = 3.0  # Pillow's resize(reducing_gap=...): fast integer reduce, then filter
@@ -86,6 +88,8 @@ def decode_file(path: str | Path, image_size: int) -> Decoded:
         raise ValueError(f"image_size must be a positive number of pixels (got {image_size})")
     try:
         size = os.stat(path).st_size
+    except FileNotFoundError as exc:
+        return _skip(VANISHED, f"cannot stat: {exc}")
     except OSError as exc:
         return _skip(UNREADABLE, f"cannot stat: {exc}")
     if size == 0:
@@ -106,6 +110,8 @@ def decode_file(path: str | Path, image_size: int) -> Decoded:
         return _skip(NOT_AN_IMAGE, str(exc))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return _skip(TOO_LARGE, str(exc))
+    except FileNotFoundError as exc:  # deleted between the stat and the open
+        return _skip(VANISHED, f"{type(exc).__name__}: {exc}")
     except _BAD_DATA as exc:
         return _skip(UNREADABLE, f"{type(exc).__name__}: {exc}")
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from train.config import OptimConfig
 from train.errors import ConfigError, NonFiniteLossError
+from train.threads import apply_cpu_threads  # noqa: F401  (CPU runs: intra-op threads, see train/threads.py)
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 

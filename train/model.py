@@ -154,10 +154,16 @@ def validate(config: ModelConfig) -> None:
     sizes = spatial_sizes(config)
     if sizes[-1] < 1:
         fits = max_depth(config)
-        smallest = min_image_size(config)
         geometry = (f"kernel {config.kernel_size}, stride {config.stride}, padding {config.padding}, "
                     f"pool {config.pool}")
         fits_text = f"the largest depth that fits is {fits}" if fits else "not even one block fits"
+        try:
+            smallest = min_image_size(config)
+        except StopIteration:  # no input side up to min_image_size's limit is large enough
+            raise ConfigError(
+                f"--depth {config.depth} is too deep for any input of up to 16384 pixels a side ({geometry}): "
+                f"at --image-size {config.image_size} conv{fits + 1} would have an empty output; {fits_text}"
+            ) from None
         raise ConfigError(
             f"--image-size {config.image_size} is below the minimum of {smallest} for --depth {config.depth} "
             f"({geometry}): conv{fits + 1} would have an empty output; {fits_text} "

@@ -23,13 +23,13 @@ from tracking.base import RunStatus, Tracker
 from tracking.epoch_visuals import EpochVisuals, Probes
 from tracking.stores import Stores, open_tracker, resolve_stores
 from train import provenance
-from train.batches import Batches, Normalizer, make_batches
+from train.batches import Batches, LabelTap, Normalizer, make_batches
 from train.checkpoint import Checkpoint, save_checkpoint, save_model
 from train.config import RunConfig
 from train.data import Splits, load_data
 from train.images import decode_file
 from train.errors import ConfigError
-from train.loop import evaluate, make_optimizer, make_scheduler, resolve_precision, select_device, train_one_epoch
+from train.loop import apply_cpu_threads, evaluate, make_optimizer, make_scheduler, resolve_precision, select_device, train_one_epoch
 from train.model import ConvNet, build_model, validate
 from train.run_record import run_config, run_facts, run_params
 
@@ -77,6 +77,7 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
     data_seed = config.data.effective_seed(config.optim.seed)
     torch.manual_seed(config.optim.seed)
     device = select_device(config.optim.device)
+    apply_cpu_threads(device, echo)  # CPU only: one core spare unless OMP_NUM_THREADS says otherwise
     resolve_precision(config.optim.precision, device)  # a bad --precision fails before any decoding
     validate(config.model)  # fail fast on a bad architecture, before decoding any image
     stores = resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
@@ -95,7 +96,7 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
     model_config = dataclasses.replace(config.model, num_classes=len(data.class_names), in_channels=3)
     config = dataclasses.replace(config, model=model_config)
     model = build_model(model_config)
-    normalizer = Normalizer.fit(data.train.take(_sample(len(data.train), 2048, data_seed)))
+    normalizer = Normalizer.fit(data.train.take_available(_sample(len(data.train), 2048, data_seed))[0])
     if resume is not None:
         model.load_state_dict(resume.model_state)
         normalizer = Normalizer(torch.tensor(resume.extra["normalizer"]["mean"]), torch.tensor(resume.extra["normalizer"]["std"]))
@@ -125,7 +126,10 @@ def select_probes(config: RunConfig, data: Splits, normalizer: Normalizer, devic
         members = torch.nonzero(labels == cls).flatten()
         members = members[torch.randperm(len(members), generator=gen)]
         chosen += members[: config.data.probes_per_class].tolist()
-    images = list(data.val.take(torch.tensor(chosen, dtype=torch.long))) if chosen else []
+    images: list[torch.Tensor] = []
+    if chosen:  # a probe whose file was lost since validation is dropped, with its label
+        taken, kept = data.val.take_available(torch.tensor(chosen, dtype=torch.long))
+        images, chosen = list(taken), [chosen[i] for i in kept.tolist()]
     probe_labels = [int(labels[i]) for i in chosen]
     ids = [data.val.ids[i] for i in chosen]
     for path in config.data.probe:
@@ -257,23 +261,29 @@ def _log_final(
 ) -> None:
     """Confusion matrix (at the last epoch's step), analysis-set activations and the final model."""
     config, model, data = prepared.config, prepared.model, prepared.data
-    _, predictions = evaluate(model, val_batches, prepared.device, return_predictions=True, precision=prepared.precision)
+    tap = LabelTap(val_batches)  # a streamed pass may drop lost files: pair predictions with what was there
+    _, predictions = evaluate(model, tap, prepared.device, return_predictions=True, precision=prepared.precision)
     if visuals is not None:
         order = analysis_order(config, len(data.val))
-        batches = [
-            prepared.normalizer(data.val.take(order[i : i + 256]).to(prepared.device)).contiguous(
-                memory_format=torch.channels_last
-            )
-            for i in range(0, len(order), 256)
-        ]
+        batches, kept_order = [], []
+        for i in range(0, len(order), 256):
+            images, kept = data.val.take_available(order[i : i + 256])
+            batches.append(prepared.normalizer(images.to(prepared.device)).contiguous(memory_format=torch.channels_last))
+            kept_order.append(order[i : i + 256][kept])
+        order = torch.cat(kept_order) if kept_order else order[:0]
         assert predictions is not None
-        visuals.log_final(model, batches, data.val.labels[order], data.val.labels, predictions, step=last_epoch,
+        visuals.log_final(model, batches, data.val.labels[order], tap.labels(), predictions, step=last_epoch,
                           analysis_ids=[data.val.ids[i] for i in order.tolist()], data_fingerprint=data.fingerprint)
     final_dir = checkpoint_dir / "final"
     save_model(final_dir, model, config, {"class_names": list(data.class_names), "normalizer": prepared.normalizer.state()},
                epoch=-1)
     for path in sorted(final_dir.iterdir()):
         tracker.log_file(path, "model")
+    if len(data.vanished):  # files lost while training: in skipped_files.csv, logged again
+        csv_path = data.vanished.csv_path or data.write_skipped_csv(checkpoint_dir / "skipped_files.csv")
+        data.vanished.flush()
+        print(f"convscope: {data.vanished.summary()}", file=sys.stderr)
+        tracker.log_file(csv_path, "data")
 
 
 def analysis_order(config: RunConfig, val_count: int) -> torch.Tensor:

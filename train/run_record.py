@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from tracking.stores import without_password
 from train.config import RunConfig, build_config, flatten, to_dict
 from train.model import count_parameters
@@ -66,4 +68,5 @@ def run_facts(prepared: Prepared) -> dict[str, str]:
         "model.widths": ",".join(str(w) for w in prepared.config.model.channel_widths()),
         "data.train_images": str(len(data.train)),
         "data.seed": str(prepared.config.data.effective_seed(prepared.config.optim.seed)),
+        **({"cpu.threads": str(torch.get_num_threads())} if prepared.device.type == "cpu" else {}),
     }
