@@ -86,7 +86,8 @@ class SearchSpace:
 SETTINGS = tuple(f.name for f in dataclasses.fields(SearchSpace) if f.name != "origins")
 INT_SETTINGS = {"depth", "widths", "base_width", "layer_width", "batch_size"}
 LIMITS: dict[str, tuple[typing.Callable[[float], bool], str]] = {
-    **dict.fromkeys(("depth", "widths", "base_width", "layer_width", "batch_size"), (lambda v: v >= 1, "at least 1")),
+    **dict.fromkeys(("depth", "widths", "base_width", "layer_width"), (lambda v: v >= 1, "at least 1")),
+    "batch_size": (lambda v: v >= 2, "at least 2 (BatchNorm needs two images per step)"),
     "growth": (lambda v: v > 0, "above 0"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "lr": (lambda v: v > 0, "above 0"),

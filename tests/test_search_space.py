@@ -163,6 +163,7 @@ def test_settings_are_typed_per_setting() -> None:
         ({"lr": "0..1e-2:log"}, r"^--lr 0..1e-2:log: a log-scale range must start above 0"),
         ({"widths": "2..6"}, r"^--widths 2..6: use growth, per-layer"),
         ({"dept": "2..6"}, r"^--dept: not a search setting; did you mean --depth\?"),
+        ({"batch_size": "1..8"}, r"^--batch-size 1..8: batch_size must be at least 2 \(BatchNorm"),
     ],
 )
 def test_bad_settings_name_the_flag(settings: dict, message: str) -> None:
