@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tracking.base import FanOut, Tracker
+from tracking.errors import ConfigError
 
 DEFAULT_UI_HOST = "127.0.0.1"
 DEFAULT_MLFLOW_PORT = 5000
@@ -206,8 +207,6 @@ def database_url(url: str, flag: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    from train.errors import ConfigError
-
     shown = f"{flag} {without_password(url)}"
     try:
         parsed = make_url(url)
@@ -284,8 +283,6 @@ def check_database(url: str, flag: str, given: str = "") -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from train.errors import ConfigError
-
     shown = f"{flag} {without_password(given or url)}"
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -318,8 +315,6 @@ def tracking_uri(uri: str, flag: str, *, check: bool = True) -> str:
     """
     from urllib.parse import urlsplit
 
-    from train.errors import ConfigError
-
     scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
     if scheme.partition("+")[0] in DATABASE_SCHEMES:
         given, uri = uri, database_url(uri, flag)
@@ -340,8 +335,6 @@ def _check_server(uri: str, flag: str) -> None:
     import urllib.error
     import urllib.request
     from urllib.parse import urlsplit, urlunsplit
-
-    from train.errors import ConfigError
 
     parts = urlsplit(uri)
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))  # urllib takes no user-info

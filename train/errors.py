@@ -1,8 +1,8 @@
-"""Errors that mean "the user asked for something we cannot do" (CLI exit code 2)."""
+"""Errors of a training run; bad user input is :class:`tracking.errors.ConfigError` (exit code 2)."""
 
+from tracking.errors import ConfigError
 
-class ConfigError(ValueError):
-    """Bad user input: the message names the flag or file and says what to do."""
+__all__ = ["ConfigError", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(RuntimeError):
