@@ -56,3 +56,14 @@ def new_database() -> Iterator:
 def fresh_db(new_database) -> str:
     """The SQLAlchemy URL of one new, empty PostgreSQL database (see ``new_database``)."""
     return new_database()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``CONVSCOPE_*`` setting (but the PostgreSQL test URL) or MLflow URI leaks in from outside."""
+    from search.env_flags import PREFIX
+
+    for name in list(os.environ):
+        if name.startswith(PREFIX) and name != "CONVSCOPE_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -12,7 +12,6 @@ import pytest
 
 import search.cli
 from e2e_helpers import convscope
-from search.env_flags import PREFIX
 from train.cliargs import load_config_file
 from train.config import RunConfig, build_config, check_values, from_dict, to_dict
 from train.errors import ConfigError
@@ -23,12 +22,7 @@ TRACKED = ["train", "--preset", "tiny", "--image-size", "32", "--synthetic-size"
            "--quiet", "--epochs", "1"]  # MLflow on: a run must not be opened
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(PREFIX) and name != "CONVSCOPE_TEST_POSTGRES_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")  # the fixture is in conftest.py
 
 
 def fails_cleanly(argv: list[str], needles: tuple[str, ...], capsys: pytest.CaptureFixture[str], runs: Path) -> str:

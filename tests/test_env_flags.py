@@ -10,17 +10,11 @@ import pytest
 
 import search.cli
 from search.cli import build_parser
-from search.env_flags import PREFIX, EnvFlagError, env_argv, subcommand_parsers, with_env_flags
+from search.env_flags import EnvFlagError, env_argv, subcommand_parsers, with_env_flags
 from search.run_flags import run_overrides
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``CONVSCOPE_*`` setting (but the PostgreSQL test URL) or MLflow URI leaks in from outside."""
-    for name in list(os.environ):
-        if name.startswith(PREFIX) and name != "CONVSCOPE_TEST_POSTGRES_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")  # the fixture is in conftest.py
 
 
 def parse(argv: list[str], environ: dict[str, str]) -> argparse.Namespace:
