@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from tracking.verdicts import Training, binomial_standard_error, pooled, problems
+from tracking.verdicts import Training, binomial_standard_error, pooled, problems, standard_error
 from train.config import RunConfig
 from train.model import build_model, count_parameters
 
@@ -74,7 +74,7 @@ class Outcome:
 
     @property
     def standard_error(self) -> float:
-        spread = _standard_error(self.accuracies)
+        spread = standard_error(self.accuracies)
         if not self.images or not self.accuracies:
             return spread
         return max(spread, binomial_standard_error(self.mean, sum(self.images)))
@@ -96,14 +96,10 @@ class Verdict:
     tied: list[Outcome] = field(default_factory=list)  # within one standard error of the best
 
 
-def _standard_error(values: Sequence[float]) -> float:
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-
-
 def drop(full: Outcome, variant: Outcome) -> tuple[float, float]:
     """(mean, standard error) of ``full − variant`` accuracy, paired by fold; NaN without common folds."""
     pairs = [a - b for a, b in zip(full.accuracies, variant.accuracies)]
-    return (statistics.fmean(pairs), _standard_error(pairs)) if pairs else (math.nan, math.nan)
+    return (statistics.fmean(pairs), standard_error(pairs)) if pairs else (math.nan, math.nan)
 
 
 def one_standard_error(means: Sequence[float], errors: Sequence[float], blocks: Sequence[int]) -> tuple[int, int]:

@@ -22,6 +22,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
+from tracking.verdicts import standard_error
+
 #: Inverse L2 regularisation strength of the probe (sklearn's default).
 PROBE_C = 1.0
 #: lbfgs iterations; standardised features converge far sooner.
@@ -100,10 +102,6 @@ def linear_probe_accuracy(
     return float(scores.mean()), float(scores.std())
 
 
-def _standard_error(values: np.ndarray) -> float:
-    return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
-
-
 @dataclass
 class ProbeCurve:
     """Linear-probe accuracy per layer; ``gain[i] = mean[i] - mean[i-1]``, ``gain[0] = mean[0] - chance``.
@@ -132,6 +130,6 @@ def probe_curve(
     mean = scores.mean(axis=1)
     gain = np.diff(mean, prepend=chance)
     paired = np.diff(scores, axis=0, prepend=scores[:1] * 0 + chance)  # first row: accuracy − chance per fold
-    gain_se = np.array([_standard_error(row) for row in paired])
+    gain_se = np.array([standard_error(row.tolist()) for row in paired])
     return ProbeCurve(list(features), mean, scores.std(axis=1), gain, chance, len(labels),
                       probe_folds(labels, folds), gain_se)

@@ -78,6 +78,15 @@ def learned(run: Training) -> bool:
     return binomtest(correct, run.images, run.chance, alternative="greater").pvalue < SIGNIFICANCE
 
 
+def standard_error(values: Sequence[float]) -> float:
+    """Sample standard deviation / √n of ``values``; 0 for fewer than two."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def binomial_standard_error(accuracy: float, images: int) -> float:
     """Standard error of an accuracy measured on ``images`` images (Agresti–Coull: never 0)."""
     p = min(max(accuracy, 0.0), 1.0) if math.isfinite(accuracy) else 0.5
