@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY train ./train
 COPY tracking ./tracking
 COPY search ./search
+COPY cli ./cli
 # the base image's torch satisfies torch>=2.6, so pip keeps its CUDA build
 RUN python -m pip install ".[postgres]" && convscope --help > /dev/null
 

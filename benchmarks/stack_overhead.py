@@ -38,7 +38,7 @@ FIXED = ["--depth", "5", "--base-width", "16", "--growth", "2", "--dropout", "0.
 
 def convscope(*argv: str) -> list[str]:
     script = Path(sys.executable).parent / "convscope"
-    return [str(script), *argv] if script.exists() else [sys.executable, "-m", "search.cli", *argv]
+    return [str(script), *argv] if script.exists() else [sys.executable, "-m", "cli", *argv]
 
 
 def clean_env(**values: str) -> dict[str, str]:

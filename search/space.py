@@ -9,9 +9,9 @@ Contract:
 - User mistakes raise ``ConfigError`` naming the flag as the user wrote it
   (``--depth 2..9: the largest depth that fits 64x64 inputs is 5 …``).
 
-Typical use (``search.fixes``): ``fixes = parse_fixes(args.fix); base = apply_fixes(base, fixes);
-space = space_from_settings(settings, fixes, base=base)``, then ``suggest(trial, space, base)``
-in the objective and ``make_sampler(seed)`` for the study.
+Typical use (``cli.search_cmd``): ``space = space_from_settings(settings, base)`` with the
+settings from the flags and the config file's ``search:`` section, then ``suggest(trial, space,
+base)`` in the objective and ``make_sampler(seed)`` for the study.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import typing
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-import optuna
-from optuna.trial import FixedTrial
-
-from search.fixes import coerce_field, normalise
 from train.config import RunConfig
 from train.errors import ConfigError
+
+if TYPE_CHECKING:  # optuna is imported when a study runs, not when the command line starts
+    import optuna
+    from optuna.trial import FixedTrial
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,16 @@ search settings (flags, or the search: section of --config):
   0.0..0.5  real numbers    1e-4..1e-1:log  on a log scale            32,64,128  one of these
   0.2  a fixed value (not searched)    on / off  the default range / the base config's value
   --widths growth (base_width x growth**i) | per-layer (width_1..width_N from --layer-width)
-  --fix NAME=VALUE  fixes any setting, searched or not (--fix lr=1e-3 --fix epochs=3)"""
+  --fix NAME=VALUE  the same as --NAME VALUE: fixes any setting, searched or not (--fix lr=1e-3)"""
 
 
-def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
+def make_sampler(seed: int | None) -> "optuna.samplers.TPESampler":
     """The study's sampler. Per-layer widths are conditional (``width_4`` exists only when
     depth >= 4): ``group=True`` models each set of co-occurring parameters jointly instead of
     falling back to independent sampling, and ``multivariate=True`` captures depth x width x dropout."""
     with warnings.catch_warnings():
+        import optuna
+
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group= is "experimental"
         return optuna.samplers.TPESampler(group=True, multivariate=True, seed=seed)
 
@@ -121,7 +123,7 @@ def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfi
 
     The only function that calls ``trial.suggest_*``. The result passes ``train.model.validate``.
     """
-    from train.model import validate  # torch: imported when a study runs, not when the CLI starts
+    from train.geometry import validate
 
     space = resolve(space, base)
 
@@ -156,6 +158,8 @@ def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfi
 def config_from_params(params: dict[str, Any], space: SearchSpace, base: RunConfig) -> RunConfig:
     """The RunConfig a trial with these ``params`` trained (e.g. the best trial), via ``FixedTrial``."""
     try:
+        from optuna.trial import FixedTrial
+
         return suggest(FixedTrial(dict(params)), space, base)
     except ConfigError:
         raise
@@ -167,7 +171,7 @@ def config_from_params(params: dict[str, Any], space: SearchSpace, base: RunConf
 def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
     """``space`` checked against ``base``'s input geometry, an open depth range closed at the
     largest depth that fits, the depth of fixed widths filled in. Raises ConfigError naming the flag."""
-    from train.model import max_depth, min_image_size
+    from train.geometry import max_depth, min_image_size
 
     _check(space)
     fits, side, depth = max_depth(base.model), base.model.image_size, space.depth
@@ -178,14 +182,14 @@ def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
         depth = len(space.widths)
     elif isinstance(depth, IntRange) and depth.high is None:
         depth = replace(depth, high=max(fits, 1))
-    top = max(_values(depth) or (base.model.depth,))
+    top = max(spec_values(depth) or (base.model.depth,))
     if top > fits:
         source = (_source(space, "widths") if isinstance(space.widths, tuple) else
                   _source(space, "depth") if space.depth is not None else f"--depth {base.model.depth}")
         need = min_image_size(replace(base.model, depth=top))
         fewer = f"search at most {fits} blocks, or " if fits else ""
         raise ConfigError(f"{source}: the largest depth that fits {side}x{side} inputs is {fits} "
-                          f"({fewer}use --fix image_size={need} or more)")
+                          f"({fewer}use --image-size {need} or more)")
     return replace(space, depth=depth)
 
 
@@ -240,26 +244,22 @@ def format_spec(spec: Spec | str | tuple) -> str:
     return repr(spec) if isinstance(spec, float) else str(spec)
 
 
-def space_from_settings(settings: dict[str, Any] | None, fixes: dict[str, Any] | None = None,
-                        base: RunConfig | None = None) -> SearchSpace:
+def space_from_settings(settings: dict[str, Any] | None, base: RunConfig | None = None,
+                        labels: dict[str, str] | None = None) -> SearchSpace:
     """A SearchSpace from ``settings`` (setting → spec text, number or list; from flags or a
-    config file's ``search:`` section) and ``fixes`` (``--fix`` name → value; those naming a
-    search setting fix it, the rest are for ``apply_fixes``). A fix overrides a setting.
-    With ``base`` (after ``apply_fixes``), the space is also ``resolve``d against its input size."""
+    config file's ``search:`` section; a single value fixes the setting). ``labels`` name a
+    setting in messages where the user wrote it another way (``--fix lr=1e-3``). With ``base``,
+    the space is also ``resolve``d against its input size."""
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for raw_name, raw in (settings or {}).items():
-        name = normalise(raw_name)
-        origins[name] = f"{_flag(name)} {','.join(map(str, raw)) if isinstance(raw, (list, tuple)) else raw}"
+        name = str(raw_name).strip().replace("-", "_")
+        shown = ",".join(map(str, raw)) if isinstance(raw, (list, tuple)) else raw
+        origins[name] = (labels or {}).get(name) or f"{_flag(name)} {shown}"
         try:
             values[name] = _setting(name, raw)
         except ConfigError as error:
             raise ConfigError(f"{origins[name] if name in SETTINGS else _flag(name)}: {error}") from None
-    for raw_name, raw in (fixes or {}).items():
-        name = normalise(raw_name)
-        if name in SETTINGS and name != "layer_width":  # layer_width is no RunConfig field
-            values[name] = coerce_field(name, raw)
-            origins[name] = f"--fix {name}={format_spec(values[name])}"
     space = replace(SearchSpace(), **values, origins=tuple(origins.items()))
     _check(space)
     return resolve(space, base) if base is not None else space
@@ -310,7 +310,7 @@ def _setting(name: str, raw: Any) -> Any:
     if name not in SETTINGS:
         close = " or ".join(_flag(c) for c in difflib.get_close_matches(name, SETTINGS, n=3))
         raise ConfigError(f"not a search setting; {f'did you mean {close}? ' if close else ''}(search settings: "
-                          f"{', '.join(SETTINGS)}; fix anything else with --fix NAME=VALUE)")
+                          f"{', '.join(SETTINGS)}; set anything else with its own flag)")
     word = raw.strip().lower() if isinstance(raw, str) else raw
     if name == "widths":
         if isinstance(word, str) and word.replace("_", "-") in WIDTH_MODES:
@@ -330,7 +330,7 @@ def _setting(name: str, raw: Any) -> Any:
 def _typed(name: str, spec: Any) -> Any:
     """Whole numbers for int settings, real numbers for the others."""
     whole = name in INT_SETTINGS
-    if whole and (isinstance(spec, FloatRange) or not all(float(v).is_integer() for v in _values(spec))):
+    if whole and (isinstance(spec, FloatRange) or not all(float(v).is_integer() for v in spec_values(spec))):
         raise ConfigError(f"{name} needs whole numbers, e.g. 2..6 or 16,32")
     value = int if whole else float
     if isinstance(spec, Choice):
@@ -342,7 +342,7 @@ def _typed(name: str, spec: Any) -> Any:
     return spec if isinstance(spec, (IntRange, FloatRange)) else value(spec)
 
 
-def _values(spec: Any) -> tuple:
+def spec_values(spec: Any) -> tuple:
     """The numbers a spec names: range ends, choices or the fixed value(s)."""
     if isinstance(spec, (IntRange, FloatRange)):
         return tuple(v for v in (spec.low, spec.high) if v is not None)
@@ -370,6 +370,6 @@ def _check(space: SearchSpace) -> None:
             if problem:
                 raise ConfigError(f"{source}: {problem}")
         allowed, text = LIMITS[name]
-        bad = [v for v in _values(spec if name != "widths" or isinstance(spec, tuple) else None) if not allowed(v)]
+        bad = [v for v in spec_values(spec if name != "widths" or isinstance(spec, tuple) else None) if not allowed(v)]
         if bad:
             raise ConfigError(f"{source}: {name} must be {text} (got {format_spec(bad[0])})")

@@ -24,6 +24,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 
+from tracking.layout import RunsLayout
 from tracking.stores import connection_problem, database_url, engine_kwargs, without_password
 from train.errors import ConfigError
 
@@ -65,7 +66,7 @@ def resolve_storage(runs_dir: Path, storage: str = "", heartbeat_seconds: int = 
     driver is a one-line ``ConfigError`` naming ``--storage``.
     """
     if not storage:
-        return StudyStorage(str((runs_dir / "optuna" / "journal.log").resolve()), "journal")
+        return StudyStorage(str(RunsLayout(runs_dir).study_journal.resolve()), "journal")
     if "://" in storage:
         url = database_url(storage, STORAGE_FLAG)
         return StudyStorage(url, "rdb", heartbeat_seconds, given=storage if url != storage else "")

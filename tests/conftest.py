@@ -61,7 +61,7 @@ def fresh_db(new_database) -> str:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No ``CONVSCOPE_*`` setting (but the PostgreSQL test URL) or MLflow URI leaks in from outside."""
-    from search.env_flags import PREFIX
+    from cli.env_flags import PREFIX
 
     for name in list(os.environ):
         if name.startswith(PREFIX) and name != "CONVSCOPE_TEST_POSTGRES_URL":

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import search.cli
+import cli.main
 from e2e_helpers import convscope
-from train.cliargs import load_config_file
+from train.config_file import load_config_file
 from train.config import RunConfig, build_config, check_values, from_dict, to_dict
 from train.errors import ConfigError
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("clean_env")  # the fixture is in conftest.
 
 def fails_cleanly(argv: list[str], needles: tuple[str, ...], capsys: pytest.CaptureFixture[str], runs: Path) -> str:
     """``convscope *argv`` exits 2 with one stderr line holding every needle, and opened no MLflow store."""
-    assert search.cli.main([*argv, "--runs-dir", str(runs)]) == 2
+    assert cli.main.main([*argv, "--runs-dir", str(runs)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert "Traceback" not in err
@@ -124,7 +124,7 @@ FIX_CASES = [
     (["depth", "--max-depth", "2", "--folds", "2", *COMMON, "--epochs", "0"], ("--epochs", "at least 1")),
     (["search", "--trials", "1", *COMMON, "--fix", "epochs=0"], ("--fix epochs=0", "at least 1")),
     (["search", "--trials", "1", *COMMON, "--fix", "lr=nan"], ("--fix lr=nan",)),
-    (["search", "--trials", "1", *COMMON, "--fix", "crop_padding=40"], ("--fix crop_padding", "below")),
+    (["search", "--trials", "1", *COMMON, "--fix", "crop_padding=40"], ("crop_padding", "below")),
 ]
 
 
@@ -231,7 +231,7 @@ def test_good_file_values_are_typed(tmp_path: Path) -> None:
 def test_good_values_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     file = tmp_path / "good.yaml"
     file.write_text("optim: {lr: 1, epochs: 1, batch_size: 2}\nmodel: {depth: 3}\n")
-    assert search.cli.main(["train", "--config", str(file), "--dry-run", "--preset", "tiny", "--folds", "0",
+    assert cli.main.main(["train", "--config", str(file), "--dry-run", "--preset", "tiny", "--folds", "0",
                             "--crop-padding", "0", "--memory-fraction", "1"]) == 0
     assert "conv3" in capsys.readouterr().out
 

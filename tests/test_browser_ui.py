@@ -83,7 +83,7 @@ def trained(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     variants = {"a": [], "b": ["--dropout", "0.2"]}
     procs = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "search.cli", "train", "--runs-dir", str(runs), "--run-name", name, *TRAIN, *extra],
+            [sys.executable, "-m", "cli", "train", "--runs-dir", str(runs), "--run-name", name, *TRAIN, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         for name, extra in variants.items()

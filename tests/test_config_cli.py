@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import build_parser, main
-from train.cli import resolve_config
-from train.cliargs import field_comments
+from cli.main import build_parser, main
+from cli.setting_flags import resolve_config
+from cli.setting_flags import field_comments
 from train.config import ModelConfig, build_config, flatten, from_dict, to_dict
 
 
@@ -79,13 +79,13 @@ def test_bad_config_file_setting(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_console_script_dry_run_prints_layer_table() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "search.cli", "train", "--dry-run"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "cli", "train", "--dry-run"], capture_output=True, text=True, check=True
     ).stdout
     assert "conv5" in out and "409,682" in out
 
 
 def test_unknown_flag_is_a_usage_error() -> None:
-    done = subprocess.run([sys.executable, "-m", "search.cli", "train", "--bogus"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "cli", "train", "--bogus"], capture_output=True, text=True)
     assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
 
 

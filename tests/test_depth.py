@@ -19,8 +19,9 @@ from PIL import Image
 import search.depth
 from e2e_helpers import convscope
 from html_check import embedded_pngs, parse
-from search.cli import build_parser
-from search.cli_depth import build_depth_settings, run_config
+from cli.main import build_parser
+from cli.depth_cmd import build_depth_settings
+from search.sources import run_config
 from search.depth import DepthSettings, ablation_variants, depth_variants, run_depth_study
 from search.depth_verdict import Outcome, Variant, drop, one_standard_error, recommend
 from search.storage import open_storage, resolve_storage

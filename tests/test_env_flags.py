@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import search.cli
-from search.cli import build_parser
-from search.env_flags import EnvFlagError, env_argv, subcommand_parsers, with_env_flags
-from search.run_flags import run_overrides
+import cli.main
+from cli.main import build_parser
+from cli.env_flags import EnvFlagError, env_argv, subcommand_parsers, with_env_flags
+from cli.setting_flags import setting_layers
 
 
 pytestmark = pytest.mark.usefixtures("clean_env")  # the fixture is in conftest.py
@@ -56,9 +56,9 @@ def test_env_flags_come_before_positional_arguments() -> None:
 )
 def test_boolean_optional_switch(value: str, expected: bool) -> None:
     args = parse(["search"], {"CONVSCOPE_TENSORBOARD": value})
-    assert args.tensorboard is expected
-    assert parse(["search"], {}).tensorboard is None  # unset: the config's or preset's value
-    assert parse(["search", "--tensorboard"], {"CONVSCOPE_TENSORBOARD": "false"}).tensorboard is True
+    assert getattr(args, "tracking::tensorboard") is expected
+    assert not hasattr(parse(["search"], {}), "tracking::tensorboard")  # unset: the config's or preset's value
+    assert getattr(parse(["search", "--tensorboard"], {"CONVSCOPE_TENSORBOARD": "false"}), "tracking::tensorboard")
 
 
 def test_store_true_switch() -> None:
@@ -69,18 +69,27 @@ def test_store_true_switch() -> None:
 
 
 def test_repeatable_flag_splits_on_semicolons_and_newlines() -> None:
-    args = parse(["search", "--fix", "lr=0.1"], {"CONVSCOPE_FIX": "epochs=3;seed=1"})
-    assert args.fix == ["epochs=3", "seed=1", "lr=0.1"]
-    args = parse(["search"], {"CONVSCOPE_FIX": " epochs=3\n\n synthetic_size=300 ;\n"})
-    assert args.fix == ["epochs=3", "synthetic_size=300"]
+    parser = build_parser()
+    argv = with_env_flags(parser, ["search", "--fix", "lr=0.1"], {"CONVSCOPE_FIX": "epochs=3;seed=1"})
+    assert argv == ["search", "--fix", "epochs=3", "--fix", "seed=1", "--fix", "lr=0.1"]
+    argv = with_env_flags(parser, ["search"], {"CONVSCOPE_FIX": " epochs=3\n\n synthetic_size=300 ;\n"})
+    assert argv == ["search", "--fix", "epochs=3", "--fix", "synthetic_size=300"]
+
+
+def test_fix_items_from_the_environment_become_the_flags_they_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVSCOPE_FIX", "epochs=3;flip=false;widths=8,16")
+    args = cli.main.parse(build_parser(), ["depth", "--fix", "seed=1"])
+    assert getattr(args, "optim::epochs") == 3 and getattr(args, "optim::flip") is False
+    assert getattr(args, "model::widths") == [8, 16] and getattr(args, "optim::seed") == 1
+    assert args.fix_labels["optim::epochs"] == "--fix epochs=3"
 
 
 def test_env_beats_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "study.yaml"
     config.write_text("epochs: 9\ndata: synthetic\n")
-    _, overrides, _ = run_overrides(parse(["search", "--config", str(config)], {}))
+    _, overrides, _ = setting_layers(parse(["search", "--config", str(config)], {}))
     assert overrides["optim"]["epochs"] == 9
-    _, overrides, _ = run_overrides(parse(["search"], {"CONVSCOPE_CONFIG": str(config), "CONVSCOPE_EPOCHS": "4"}))
+    _, overrides, _ = setting_layers(parse(["search"], {"CONVSCOPE_CONFIG": str(config), "CONVSCOPE_EPOCHS": "4"}))
     assert overrides["optim"]["epochs"] == 4 and overrides["data"]["data"] == "synthetic"
 
 
@@ -90,7 +99,7 @@ def test_invalid_switch_value_raises_and_main_exits_2(
     with pytest.raises(EnvFlagError, match="CONVSCOPE_QUIET"):
         env_argv(subcommand_parsers(build_parser())["search"], {"CONVSCOPE_QUIET": "maybe"})
     monkeypatch.setenv("CONVSCOPE_QUIET", "maybe")
-    assert search.cli.main(["search", "--init-only"]) == 2
+    assert cli.main.main(["search", "--init-only"]) == 2
     err = capsys.readouterr().err
     assert "CONVSCOPE_QUIET" in err and "maybe" in err and "true" in err
 
@@ -99,7 +108,7 @@ def test_invalid_int_names_the_variable(monkeypatch: pytest.MonkeyPatch, capsys:
     monkeypatch.setenv("CONVSCOPE_TRIALS", "abc")
     monkeypatch.setenv("CONVSCOPE_TEST_SOMETHING", "1")  # test settings are not listed
     with pytest.raises(SystemExit) as raised:
-        search.cli.main(["search", "--init-only"])
+        cli.main.main(["search", "--init-only"])
     assert raised.value.code == 2
     err = capsys.readouterr().err
     assert "invalid int value: 'abc'" in err
@@ -144,13 +153,13 @@ def test_values_that_look_like_flags_lists_and_empty_variables() -> None:
     """A value may start with "-"; several values split like a shell; empty means unset."""
     args = parse(["search"], {"CONVSCOPE_STUDY_NAME": "-odd", "CONVSCOPE_TRIALS": "", "CONVSCOPE_QUIET": ""})
     assert (args.study_name, args.trials, args.quiet) == ("-odd", 20, False)
-    assert parse(["depth"], {"CONVSCOPE_WIDTHS": "16 32"}).widths == [16, 32]
+    assert getattr(parse(["depth"], {"CONVSCOPE_WIDTHS": "16 32"}), "model::widths") == [16, 32]
 
 
 def test_an_env_flag_yields_to_a_mutually_exclusive_command_line_flag() -> None:
     """``CONVSCOPE_STUDY`` must not break ``convscope depth --widths …`` (the two exclude each other)."""
     args = parse(["depth", "--widths", "8", "16"], {"CONVSCOPE_STUDY": "pets"})
-    assert args.widths == [8, 16] and args.study is None
+    assert getattr(args, "model::widths") == [8, 16] and args.study is None
     assert parse(["depth"], {"CONVSCOPE_STUDY": "pets"}).study == "pets"
 
 

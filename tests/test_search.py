@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 
 import search.objective
 from e2e_helpers import convscope
-from search.cli import build_parser
-from search.cli_search import build_settings
+from cli.main import build_parser
+from cli.search_cmd import build_settings
 from search.session import run_study
 from search.study import StudyStopped
 from train.errors import NonFiniteLossError
@@ -159,7 +159,7 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
     runs = tmp_path / "runs"
     slow = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=40", "--fix", "synthetic_size=2000",
             "--pruner", "none", "--trials", "2", "--jobs", str(jobs)]
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--runs-dir", str(runs), *slow],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "search", "--runs-dir", str(runs), *slow],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until every worker's trial runs, linked to its MLflow run

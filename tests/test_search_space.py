@@ -7,7 +7,8 @@ import dataclasses
 import optuna
 import pytest
 
-from search.fixes import apply_fixes, parse_fixes
+import cli.main
+from cli.search_cmd import study_space
 from search.space import (
     Choice,
     FloatRange,
@@ -72,10 +73,19 @@ def test_per_layer_mode_samples_one_width_per_block() -> None:
         assert 1e-4 <= config.optim.lr <= 3e-2 and config.optim.batch_size in (32, 64, 128, 256)
 
 
+def search_args(*argv: str):  # type: ignore[no-untyped-def]
+    """``convscope search *argv`` parsed as the command line parses it."""
+    return cli.main.parse(cli.main.build_parser(), ["search", *argv])
+
+
+def fixed(*argv: str) -> tuple[RunConfig, SearchSpace]:
+    """(base, space) of ``convscope search --preset tiny *argv``."""
+    return study_space(search_args("--preset", "tiny", *argv))
+
+
 def test_fixed_values_are_honoured_not_suggested() -> None:
-    fixes = parse_fixes(["dropout=0.25", "lr=1e-3", "epochs=3"])
-    space = space_from_settings({"depth": "3", "growth": 2, "weight_decay": "off"}, fixes)
-    base = apply_fixes(BASE, fixes)
+    base, space = fixed("--depth", "3", "--growth", "2", "--weight-decay", "off",
+                        "--fix", "dropout=0.25", "--fix", "lr=1e-3", "--fix", "epochs=3")
     for params, config in run_study(space, base, trials=5):
         assert set(params) == {"base_width"}
         assert (config.model.depth, config.model.growth, config.model.dropout) == (3, 2.0, 0.25)
@@ -83,13 +93,13 @@ def test_fixed_values_are_honoured_not_suggested() -> None:
 
 
 def test_fixed_widths_fix_the_depth() -> None:
-    fixes = parse_fixes(["widths=16,32,64"])
-    space = space_from_settings({}, fixes, base=BASE)
+    base, space = fixed("--fix", "widths=16,32,64")
     assert space.widths == (16, 32, 64) and space.depth == 3
-    for params, config in run_study(space, apply_fixes(BASE, fixes), trials=3):
+    for params, config in run_study(space, base, trials=3):
         assert set(params) == {"dropout"} and config.model.widths == (16, 32, 64)
     with pytest.raises(ConfigError, match=r"--fix widths=16,32,64 fixes the depth at 3: drop --depth 2..6"):
-        space_from_settings({"depth": "2..6"}, fixes, base=BASE)
+        fixed("--depth", "2..6", "--fix", "widths=16,32,64")
+    assert fixed("--widths", "16,32")[1].widths == (16, 32)  # the flag and --fix are one setting
 
 
 def test_same_seed_same_sequence() -> None:
@@ -152,7 +162,7 @@ def test_settings_are_typed_per_setting() -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"depth": "2..9"}, r"^--depth 2..9: the largest depth that fits 64x64 inputs is 5 \(.*image_size=1023"),
+        ({"depth": "2..9"}, r"^--depth 2..9: the largest depth that fits 64x64 inputs is 5 \(.*--image-size 1023"),
         ({"depth": "7"}, r"^--depth 7: the largest depth that fits 64x64 inputs is 5"),
         ({"depth": "6.."}, r"^--depth 6..: the largest depth that fits 64x64 inputs is 5"),
         ({"depth": "2.5..4"}, r"^--depth 2.5..4: depth needs whole numbers"),
@@ -168,46 +178,51 @@ def test_settings_are_typed_per_setting() -> None:
 )
 def test_bad_settings_name_the_flag(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        space_from_settings(settings, {}, base=BASE)
+        space_from_settings(settings, BASE)
 
 
 def test_depth_range_closes_at_the_input_size() -> None:
-    small = apply_fixes(BASE, {"image_size": 32})
+    small = dataclasses.replace(BASE, model=dataclasses.replace(BASE.model, image_size=32))
     assert resolve(SearchSpace(), BASE).depth == IntRange(1, 5)
     assert resolve(SearchSpace(), small).depth == IntRange(1, max_depth(small.model)) == IntRange(1, 4)
     with pytest.raises(ConfigError, match=r"--fix depth=5: the largest depth that fits 32x32 inputs is 4"):
-        space_from_settings({}, parse_fixes(["depth=5"]), base=small)
+        fixed("--image-size", "32", "--fix", "depth=5")
 
 
-def test_apply_fixes_sets_fields_in_any_section() -> None:
-    fixes = parse_fixes(["epochs=3", "image-size=32", "optim.lr=1e-3", "flip=false", "experiment=study", "pool=max"])
-    assert fixes == {"epochs": 3, "image_size": 32, "lr": 1e-3, "flip": False, "experiment": "study", "pool": "max"}
-    config = apply_fixes(BASE, fixes)
-    assert (config.optim.epochs, config.model.image_size, config.optim.lr) == (3, 32, 1e-3)
+def test_fix_sets_fields_in_any_section_as_their_flags_do() -> None:
+    args = search_args("--fix", "epochs=3", "--fix", "image-size=32", "--fix", "optim.weight_decay=1e-3",
+                       "--fix", "flip=false", "--fix", "experiment=study", "--fix", "pool=max")
+    config, space = study_space(args)
+    assert (config.optim.epochs, config.model.image_size, space.weight_decay) == (3, 32, 1e-3)
     assert (config.optim.flip, config.tracking.experiment, config.model.pool) == (False, "study", "max")
-    assert dataclasses.replace(config, model=BASE.model, optim=BASE.optim, tracking=BASE.tracking) == BASE
-    assert parse_fixes(["lr=1e-3", "lr=2e-3"]) == {"lr": 2e-3}  # a later item wins
+    assert study_space(search_args("--fix", "epochs=3", "--fix", "epochs=4"))[0].optim.epochs == 4  # later wins
+    assert study_space(search_args("--fix", "epochs=3", "--epochs", "5"))[0].optim.epochs == 5
 
 
 @pytest.mark.parametrize(
     ("items", "message"),
     [
-        (["epoch=3"], r"^--fix epoch: no such setting; did you mean epochs"),
-        (["learning_rate=1e-3"], r"^--fix learning_rate: no such setting"),
-        (["epochs=3.5"], r"^--fix epochs=3.5: needs a whole number"),
-        (["depth=2..6"], r"^--fix depth=2..6: needs a whole number; to search a range use --depth 2..6"),
-        (["lr"], r"^--fix 'lr': write NAME=VALUE"),
-        (["num_classes=3"], r"^--fix num_classes: num_classes is set from the data"),
+        (["epoch=3"], r"--fix epoch: no such setting; did you mean epochs"),
+        (["learning_rate=1e-3"], r"--fix learning_rate: no such setting"),
+        (["epochs=0"], r"--fix epochs=0 must be at least 1"),
+        (["depth=2..5"], None),  # a range is a search setting: --fix depth=2..5 is --depth 2..5
+        (["lr"], r"--fix 'lr': write NAME=VALUE"),
+        (["num_classes=3"], r"--fix num_classes: no such setting"),
+        (["flip=maybe"], r"--fix flip=maybe: needs true or false"),
     ],
 )
-def test_bad_fixes_name_the_flag(items: list[str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        parse_fixes(items)
+def test_bad_fixes_name_the_fix(items: list[str], message: str | None) -> None:
+    argv = [token for item in items for token in ("--fix", item)]
+    if message is None:
+        assert fixed(*argv)[1].depth == IntRange(2, 5)
+        return
+    with pytest.raises((ConfigError, ValueError), match=message):
+        fixed(*argv)
 
 
-def test_apply_fixes_unknown_field_suggests_close_matches() -> None:
-    with pytest.raises(ConfigError, match=r"--fix weight_dacay: no such setting; did you mean weight_decay\?"):
-        apply_fixes(BASE, {"weight_dacay": 1e-3})
+def test_an_unknown_fix_suggests_close_matches() -> None:
+    with pytest.raises(ValueError, match=r"--fix weight_dacay: no such setting; did you mean weight_decay\?"):
+        fixed("--fix", "weight_dacay=1e-3")
 
 
 def test_describe_lists_every_parameter() -> None:

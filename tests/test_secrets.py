@@ -127,7 +127,10 @@ def _serve_env(tmp_path: Path, secret: str) -> dict[str, str]:
     private = tmp_path / "tmp"
     private.mkdir(exist_ok=True)
     env = {name: value for name, value in os.environ.items() if not name.startswith("CONVSCOPE_")}
-    env.update(TMPDIR=str(private), CONVSCOPE_STORAGE=f"postgresql+psycopg2://u:{secret}@127.0.0.1:1/optuna")
+    # A URL that passes serve's storage check without a server (sqlite: its folder must exist) and
+    # carries a credential (a query parameter named like a password) to look for.
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}?password={secret}"
+    env.update(TMPDIR=str(private), CONVSCOPE_STORAGE=storage)
     return env
 
 
@@ -135,9 +138,9 @@ def test_serve_removes_its_config_file_once_the_server_has_exited(tmp_path: Path
     secret = f"S3cr3tPw-{uuid.uuid4().hex[:8]}"
     env = _serve_env(tmp_path, secret)
     # The "server" is a process that lists the config file it was given and exits.
-    fake_exec = ("import os, sys, search.cli\n"
+    fake_exec = ("import os, sys, cli.main\n"
                  "os.execvpe = lambda f, args, env: print('CONFIG', args[args.index('--from-config') + 1])\n"
-                 "sys.exit(search.cli.main(['serve', 'optuna-dashboard']))\n")
+                 "sys.exit(cli.main.main(['serve', 'optuna-dashboard']))\n")
     done = subprocess.run([sys.executable, "-c", fake_exec], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 1, done.stderr  # handle_serve's "not reached" return
@@ -155,14 +158,14 @@ def test_serve_removes_its_config_file_when_the_server_cannot_start(
 ) -> None:
     import tempfile
 
-    import search.cli
+    import cli.main
 
     secret = f"S3cr3tPw-{uuid.uuid4().hex[:8]}"
     for name, value in _serve_env(tmp_path, secret).items():
         if name in ("CONVSCOPE_STORAGE",):
             monkeypatch.setenv(name, value)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    monkeypatch.setattr("search.cli_serve.remove_after_exit", lambda pid, paths: None)
+    monkeypatch.setattr("cli.serve_cmd.remove_after_exit", lambda pid, paths: None)
 
     def no_such_program(file: str, args: list[str], env: dict[str, str]) -> None:
         assert list((tmp_path / "tmp").glob("convscope-dashboard-*.toml")), "written before the exec"
@@ -170,7 +173,7 @@ def test_serve_removes_its_config_file_when_the_server_cannot_start(
 
     monkeypatch.setattr(os, "execvpe", no_such_program)
     with pytest.raises(FileNotFoundError):
-        search.cli.main(["serve", "optuna-dashboard"])
+        cli.main.main(["serve", "optuna-dashboard"])
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
@@ -197,7 +200,7 @@ def secret_dbs() -> Iterator[tuple[str, Callable[[], str]]]:
 def _convscope(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {}, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "search.cli", *argv], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "cli", *argv], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
 
 

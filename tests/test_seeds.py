@@ -13,12 +13,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from search.cli import build_parser, main
-from search.fixes import apply_fixes, parse_fixes
+from cli.main import build_parser, main
+from cli.main import parse as _parse
 from tracking.activations import load_activations, sample_ids_sha256, save_analysis_activations, save_probe_activations
 from tracking.compare import RunActivations, compare_runs, load_run_activations
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.cli import resolve_config
+from cli.setting_flags import resolve_config
 from train.config import DataConfig, RunConfig, build_config, from_dict, to_dict
 from train.data import load_data
 from train.errors import ConfigError
@@ -80,11 +80,18 @@ def test_data_seed_flag_help_config_file_and_usage_error(tmp_path: Path, capsys:
     assert "--data-seed must be -1" in err and "(got -3)" in err and len(err.splitlines()) == 1
 
 
+def main_parse(argv: list[str]):  # type: ignore[no-untyped-def]
+    return _parse(build_parser(), argv)
+
+
 def test_a_study_can_fix_the_data_seed() -> None:
-    fixed = apply_fixes(build_config("tiny"), parse_fixes(["data-seed=5", "seed=2"]))
+    from cli.search_cmd import study_space
+
+    args = main_parse(["search", "--preset", "tiny", "--fix", "data-seed=5", "--fix", "seed=2"])
+    fixed, _ = study_space(args)
     assert (fixed.data.data_seed, fixed.optim.seed) == (5, 2)
-    with pytest.raises(ConfigError, match="--fix data_seed=x: needs a whole number"):
-        parse_fixes(["data_seed=x"])
+    with pytest.raises(SystemExit):  # argparse: "argument --data-seed: invalid int value: 'x'", exit 2
+        main_parse(["search", "--fix", "data_seed=x"])
 
 
 def test_old_checkpoints_without_a_data_seed_load_with_the_default(tmp_path: Path) -> None:

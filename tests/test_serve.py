@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import search.cli
-from search.cli_serve import HEALTH_PATHS, health_url
-from search.env_flags import PREFIX
+import cli.main
+from cli.serve_cmd import HEALTH_PATHS, health_url
+from cli.env_flags import PREFIX
 from search.storage import display_url, resolve_storage
 from search.study import worker_devices
 from tracking.servers import TENSORBOARD_IMAGE_SAMPLES, free_port
@@ -65,7 +65,7 @@ def mlflow_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str
 
 def serve(exec_calls: list[ExecCall], *argv: str) -> tuple[list[str], dict[str, str]]:
     """``convscope serve ARGV``'s one exec: (argv, environment)."""
-    search.cli.main(["serve", *argv])  # returns only because the fake exec does
+    cli.main.main(["serve", *argv])  # returns only because the fake exec does
     assert len(exec_calls) == 1, exec_calls
     file, args, env = exec_calls[0]
     assert file == args[0]
@@ -137,7 +137,7 @@ def test_mlflow_auth_without_its_secrets_exits_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv(missing)
-    assert search.cli.main(["serve", "mlflow", "--auth"]) == 2
+    assert cli.main.main(["serve", "mlflow", "--auth"]) == 2
     assert missing in capsys.readouterr().err and exec_calls == []
     _, env = serve(exec_calls, "mlflow", "--no-auth")  # without auth the account is not needed
     assert "MLFLOW_AUTH_CONFIG_PATH" not in env
@@ -150,7 +150,7 @@ def test_mlflow_auth_without_the_auth_extra_exits_2(
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "flask_wtf" else find_spec(name, *args))
-    assert search.cli.main(["serve", "mlflow", "--auth"]) == 2
+    assert cli.main.main(["serve", "mlflow", "--auth"]) == 2
     assert "mlflow[auth]" in capsys.readouterr().err and exec_calls == []
 
 
@@ -170,7 +170,7 @@ def test_mlflow_configuration_errors_exit_2(
         monkeypatch.delenv(unset)
     for name, value in extra_env.items():
         monkeypatch.setenv(name, value)
-    assert search.cli.main(["serve", "mlflow", *argv]) == 2
+    assert cli.main.main(["serve", "mlflow", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("convscope serve: error:") and named in err
     assert exec_calls == []
@@ -207,7 +207,7 @@ def test_optuna_dashboard_reads_the_storage_from_a_private_file(
 def test_optuna_dashboard_without_storage_exits_2(
     exec_calls: list[ExecCall], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert search.cli.main(["serve", "optuna-dashboard"]) == 2
+    assert cli.main.main(["serve", "optuna-dashboard"]) == 2
     assert "CONVSCOPE_STORAGE" in capsys.readouterr().err and exec_calls == []
 
 
@@ -252,18 +252,18 @@ def test_check_against_a_local_server(
 ) -> None:
     port, statuses = health_server
     monkeypatch.setenv("CONVSCOPE_PORT", str(port))
-    assert search.cli.main(["serve", service, "--check"]) == 1  # its health path answers 404
+    assert cli.main.main(["serve", service, "--check"]) == 1  # its health path answers 404
     assert "unhealthy: HTTP 404" in capsys.readouterr().err
     statuses[HEALTH_PATHS[service]] = 200
-    assert search.cli.main(["serve", service, "--check", "--host", "0.0.0.0"]) == 0  # checked on loopback
+    assert cli.main.main(["serve", service, "--check", "--host", "0.0.0.0"]) == 0  # checked on loopback
     statuses[HEALTH_PATHS[service]] = 500
-    assert search.cli.main(["serve", service, "--check"]) == 1
+    assert cli.main.main(["serve", service, "--check"]) == 1
     assert "HTTP 500" in capsys.readouterr().err
     assert exec_calls == []
 
 
 def test_check_with_nothing_listening(exec_calls: list[ExecCall], capsys: pytest.CaptureFixture[str]) -> None:
-    assert search.cli.main(["serve", "mlflow", "--check", "--port", str(free_port())]) == 1
+    assert cli.main.main(["serve", "mlflow", "--check", "--port", str(free_port())]) == 1
     assert "convscope serve mlflow: unhealthy:" in capsys.readouterr().err
     assert exec_calls == []
 
@@ -298,29 +298,29 @@ def test_search_init_only_then_check(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     flags = ["search", "--runs-dir", str(tmp_path), "--study-name", "s"]
-    assert search.cli.main([*flags, "--check"]) == 1  # no journal yet
+    assert cli.main.main([*flags, "--check"]) == 1  # no journal yet
     assert "unhealthy" in capsys.readouterr().err
-    assert search.cli.main([*flags, "--init-only"]) == 0
+    assert cli.main.main([*flags, "--init-only"]) == 0
     assert "study 's' ready" in capsys.readouterr().out
     assert (tmp_path / "optuna" / "journal.log").is_file()
-    assert search.cli.main([*flags, "--init-only"]) == 0  # a second worker's init loads it
-    assert search.cli.main([*flags, "--check"]) == 0
+    assert cli.main.main([*flags, "--init-only"]) == 0  # a second worker's init loads it
+    assert cli.main.main([*flags, "--check"]) == 0
     assert capsys.readouterr().err == ""
-    assert search.cli.main([*flags, "--check", "--study-name", "other"]) == 1
+    assert cli.main.main([*flags, "--check", "--study-name", "other"]) == 1
     err = capsys.readouterr().err
     assert "convscope search: unhealthy:" in err and "'other'" in err
     monkeypatch.setenv("CONVSCOPE_RUNS_DIR", str(tmp_path))  # the worker's health check in the stack
     monkeypatch.setenv("CONVSCOPE_STUDY_NAME", "s")
     port, statuses = health_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    assert search.cli.main(["search", "--check"]) == 1  # MLflow's /health answers 404
+    assert cli.main.main(["search", "--check"]) == 1  # MLflow's /health answers 404
     assert f"MLflow http://127.0.0.1:{port}" in capsys.readouterr().err
     statuses["/health"] = 200
-    assert search.cli.main(["search", "--check"]) == 0
+    assert cli.main.main(["search", "--check"]) == 0
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}/")
-    assert search.cli.main(["search", "--check"]) == 1
+    assert cli.main.main(["search", "--check"]) == 1
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # embedded: not checked
-    assert search.cli.main(["search", "--check"]) == 0
+    assert cli.main.main(["search", "--check"]) == 0
 
 
 def test_check_finds_the_runs_folder_of_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,9 +329,9 @@ def test_check_finds_the_runs_folder_of_the_config_file(tmp_path: Path, monkeypa
     config = tmp_path / "study.yaml"
     config.write_text(f"tracking:\n  runs_dir: {tmp_path / 'elsewhere'}\n")
     flags = ["search", "--config", str(config), "--study-name", "s"]
-    assert search.cli.main([*flags, "--init-only"]) == 0
+    assert cli.main.main([*flags, "--init-only"]) == 0
     assert (tmp_path / "elsewhere" / "optuna" / "journal.log").is_file()
-    assert search.cli.main([*flags, "--check"]) == 0
+    assert cli.main.main([*flags, "--check"]) == 0
 
 
 def test_auth_database_uri_with_percent_escapes_reads_back_in_mlflow(
@@ -344,4 +344,4 @@ def test_auth_database_uri_with_percent_escapes_reads_back_in_mlflow(
     _, env = serve(exec_calls, "mlflow", "--auth", "--auth-database-uri", auth_db)
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", env["MLFLOW_AUTH_CONFIG_PATH"])
     assert read_auth_config().database_uri == auth_db
-    assert search.cli.main(["serve", "mlflow", "--auth", "--auth-database-uri", "sqlite:///a\nadmin_password = x"]) == 2
+    assert cli.main.main(["serve", "mlflow", "--auth", "--auth-database-uri", "sqlite:///a\nadmin_password = x"]) == 2

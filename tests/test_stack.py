@@ -52,7 +52,7 @@ def executable(argv: list[str]) -> list[str]:
     """``convscope …`` as installed beside this interpreter (what the image has on PATH)."""
     assert argv[0] == "convscope", argv
     script = Path(sys.executable).parent / "convscope"
-    return [str(script), *argv[1:]] if script.exists() else [sys.executable, "-m", "search.cli", *argv[1:]]
+    return [str(script), *argv[1:]] if script.exists() else [sys.executable, "-m", "cli", *argv[1:]]
 
 
 class Stack:

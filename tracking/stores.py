@@ -1,10 +1,9 @@
 """Where runs are stored: the embedded default under one folder, or URLs.
 
-Embedded default (no server): ``<runs>/mlflow.db`` (MLflow sqlite store) with
-artifacts in ``<runs>/mlartifacts``, TensorBoard events in
-``<runs>/tensorboard/<experiment>/<run>``. ``--mlflow-uri`` or
-``MLFLOW_TRACKING_URI`` replaces the MLflow store (e.g. a tracking server that
-proxies artifacts).
+Embedded default (no server): MLflow's sqlite store and its artifacts, TensorBoard's
+events and the checkpoints all under the runs folder (``tracking.layout`` says where).
+``--mlflow-uri`` or ``MLFLOW_TRACKING_URI`` replaces the MLflow store (e.g. a tracking
+server that proxies artifacts).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any
 
 from tracking.base import FanOut, Tracker
 from tracking.errors import ConfigError
+from tracking.layout import RunsLayout
 
 DEFAULT_UI_HOST = "127.0.0.1"
 DEFAULT_MLFLOW_PORT = 5000
@@ -33,14 +33,18 @@ class Stores:
     ui_url: str | None  # where `convscope ui` (or the server) shows MLflow runs
 
     @property
+    def layout(self) -> RunsLayout:
+        return RunsLayout(self.runs_dir)
+
+    @property
     def tensorboard_root(self) -> Path:
-        return self.runs_dir / "tensorboard"
+        return self.layout.tensorboard
 
     def tensorboard_dir(self, experiment: str, run_name: str) -> Path:
-        return self.tensorboard_root / experiment / run_name
+        return self.layout.tensorboard_run(experiment, run_name)
 
     def checkpoint_dir(self, experiment: str, run_name: str) -> Path:
-        return self.runs_dir / "checkpoints" / experiment / run_name
+        return self.layout.checkpoint(experiment, run_name)
 
     @property
     def embedded(self) -> bool:
@@ -108,10 +112,11 @@ def resolve_stores(runs_dir: str | Path, mlflow_uri: str = "", *, check: bool = 
         uri = tracking_uri(uri, "--mlflow-uri" if mlflow_uri else "MLFLOW_TRACKING_URI", check=check)
         ui = uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
         return Stores(root, uri, None, ui)
+    layout = RunsLayout(root)
     return Stores(
         root,
-        f"sqlite:///{root / 'mlflow.db'}",
-        (root / "mlartifacts").as_uri(),
+        layout.mlflow_uri,
+        layout.artifacts.as_uri(),
         f"http://{DEFAULT_UI_HOST}:{DEFAULT_MLFLOW_PORT}",
     )
 
@@ -174,12 +179,43 @@ def first_open_lock(stores: Stores) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock (a single process per runs folder is safe anyway)
         yield
         return
-    with open(stores.runs_dir / ".mlflow-open.lock", "w") as handle:
+    with open(stores.layout.open_lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            create_embedded_store(stores)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+STORE_CREATION_ATTEMPTS = 3
+"""How often a new embedded MLflow store is created before its error is shown."""
+
+
+def create_embedded_store(stores: Stores) -> None:
+    """Create the embedded MLflow store (its schema migrations) if it does not exist yet.
+
+    SQLAlchemy 2.1 can fail a migration with ``CircularDependencyError`` now and then (it
+    sorts the tables of a flush in an order that varies between runs); the half-built
+    database is then removed and created again, up to ``STORE_CREATION_ATTEMPTS`` times.
+    Any other error, and an existing store, are left alone. Call it holding ``first_open_lock``."""
+    database = stores.layout.mlflow_db
+    if not stores.embedded or database.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for attempt in range(1, STORE_CREATION_ATTEMPTS + 1):
+        try:
+            SqlAlchemyStore(stores.mlflow_uri, stores.artifact_location)
+            return
+        except Exception as error:  # noqa: BLE001 — only the known flaky one is retried
+            if type(error).__name__ != "CircularDependencyError" or attempt == STORE_CREATION_ATTEMPTS:
+                raise
+            engine = SqlAlchemyStore._engine_map.pop(stores.mlflow_uri, None)  # a retry opens the new file
+            if engine is not None:
+                engine.dispose()
+            for leftover in (database, database.with_name(database.name + "-journal")):
+                leftover.unlink(missing_ok=True)
 
 
 CONNECT_TIMEOUT_SECONDS = 5

@@ -9,17 +9,19 @@ A checkpoint folder holds:
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
-
-from train.atomic import write_atomically
 
 from train.config import RunConfig, from_dict, to_dict
 from train.errors import ConfigError
@@ -61,11 +63,39 @@ def save_model(directory: Path, model: nn.Module, config: RunConfig, extra: dict
     No password reaches the JSON: every string in ``config`` and ``extra`` is written as
     ``saved_form`` gives it, so a tracking URI with a password is saved with ``***``
     (``resume_tracking`` then asks for the real one on ``--resume``)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    write_together(directory, _model_files(model, config, extra, epoch))
+
+
+def _model_files(model: nn.Module, config: RunConfig, extra: dict[str, Any], epoch: int) -> dict[str, bytes]:
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    write_atomically(directory / MODEL_FILE, lambda tmp: save_file(state, tmp, metadata={"epoch": str(epoch)}))
     payload = saved_form({"config": to_dict(config), **extra, "epoch": epoch})
-    write_atomically(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
+    return {
+        MODEL_FILE: save_safetensors(state, metadata={"epoch": str(epoch)}),
+        CONFIG_FILE: json.dumps(payload, indent=2, default=str).encode(),
+    }
+
+
+def write_together(directory: Path, files: Mapping[str, bytes]) -> None:
+    """Write every one of ``files`` (name → content) into ``directory``, all or none.
+
+    Each file goes to a uniquely named temp file first; only when every one is complete are they
+    renamed over the old files (renaming needs no space). A failed write (a full disk: an
+    ``OSError`` with its errno and file name) removes the temp files and propagates, leaving the
+    folder's previous files, a consistent checkpoint, untouched.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    temps = {name: directory / f"{name}.{uuid.uuid4().hex}.tmp" for name in files}
+    try:
+        for name, content in files.items():
+            with open(temps[name], "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for name, temp in temps.items():
+            os.replace(temp, directory / name)
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
 
 
 def resume_tracking(config: RunConfig, environ: Mapping[str, str] | None = None) -> RunConfig:
@@ -99,8 +129,12 @@ def resume_tracking(config: RunConfig, environ: Mapping[str, str] | None = None)
 def save_checkpoint(
     directory: Path, model: nn.Module, config: RunConfig, extra: dict[str, Any], loop_state: dict[str, Any]
 ) -> None:
-    save_model(directory, model, config, extra, int(loop_state["epoch"]))
-    write_atomically(directory / STATE_FILE, lambda tmp: torch.save(loop_state, tmp))
+    """The weights, the config JSON and the loop state of one epoch, written together
+    (``write_together``): a checkpoint folder always holds one epoch's three files."""
+    state = io.BytesIO()
+    torch.save(loop_state, state)
+    write_together(directory, {**_model_files(model, config, extra, int(loop_state["epoch"])),
+                               STATE_FILE: state.getvalue()})
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:

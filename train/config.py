@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses, one comment per default.
 
-The CLI is generated from these classes (see ``train.cliargs``): every field is a
+The CLI is generated from these classes (see ``cli.setting_flags``): every field is a
 flag, its comment is the help text. The fully resolved ``RunConfig`` is logged
 with every run (``config.yaml``, which ``--config`` reads back), so a run can
 always be reproduced.

@@ -1,7 +1,7 @@
 """One training run, end to end: config → data → model → epochs → tracked results.
 
-``prepare`` does everything that can fail on bad input (data, model, probes)
-before any tracker is opened. ``execute`` trains and logs into a tracker the
+``prepare`` does everything that can fail on bad input (data, model, probes, a
+runs folder that cannot be written) before any tracker is opened. ``execute`` trains and logs into a tracker the
 caller owns. ``run`` is both plus opening and closing the trackers, with the
 right status (FINISHED, FAILED, or KILLED on Ctrl-C/SIGTERM).
 """
@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
-from tracking.base import RunStatus, Tracker
+from tracking.base import Tracker
 from tracking.epoch_visuals import EpochVisuals, Probes
+from tracking.faults import check_writable, store_error
+from tracking.lifecycle import tracked_run
 from tracking.stores import Stores, open_tracker, resolve_stores
 from train import provenance
 from train.batches import Batches, LabelTap, Normalizer, make_batches
-from train.checkpoint import Checkpoint, save_checkpoint, save_model
+from train.checkpoint import STATE_FILE, Checkpoint, save_checkpoint, save_model
 from train.config import RunConfig
 from train.data import Splits, load_data
 from train.images import decode_file
@@ -71,7 +73,8 @@ class RunResult:
 
 def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callable[[str], None] = print,
             progress: bool = True) -> Prepared:
-    """Load data, build the model, pick probes. Raises ConfigError for bad input.
+    """Load data, build the model, pick probes. Raises ConfigError for bad input, a runs folder
+    that cannot be written (``tracking.faults.check_writable``) included.
 
     The data, split, normaliser sample and probes follow the data seed; the weights ``--seed``."""
     data_seed = config.data.effective_seed(config.optim.seed)
@@ -81,6 +84,7 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
     resolve_precision(config.optim.precision, device)  # a bad --precision fails before any decoding
     validate(config.model)  # fail fast on a bad architecture, before decoding any image
     stores = resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
+    check_writable(config.tracking.runs_dir, "--runs-dir", files=("mlflow.db",) if stores.embedded else ())
     run_name = config.tracking.run_name or (resume.extra.get("run_name") if resume else None) or default_run_name(config)
     data = load_data(
         config.data, config.model.image_size, data_seed,
@@ -301,28 +305,45 @@ def run(
     resume: Checkpoint | None = None,
     echo: Callable[[str], None] = print,
 ) -> RunResult:
-    """Prepare, open the configured trackers, execute, and close them with the right status."""
-    prepared = prepare(config, resume=resume, echo=echo, progress=progress)
-    tracking = prepared.config.tracking
-    resume_run_id = None
-    if resume is not None:
-        resume_run_id = resume.extra.get("links", {}).get("mlflow_run_id")
-    tracker = open_tracker(
-        prepared.stores, tracking.experiment, prepared.run_name,
-        mlflow=tracking.mlflow, tensorboard=tracking.tensorboard, resume_run_id=resume_run_id,
-        tags={"convscope.kind": "train"},
-    )
-    links = tracker.links()
-    echo(f"run {prepared.run_name} on {prepared.device}: " + ", ".join(f"{k} {v}" for k, v in sorted(links.items())))
-    status = RunStatus.FAILED
+    """Prepare, open the configured trackers, execute, and close them with the right status
+    (``tracking.lifecycle.tracked_run``: one stderr line for a run that did not finish).
+
+    Raises:
+        StoreWriteError: the runs folder or the MLflow store could not be written (no space left,
+            read-only): one line naming it, what to free, and where the last checkpoint is.
+        ConfigError: bad input, before any run is opened (``prepare``).
+    """
+    prepared: Prepared | None = None
     try:
-        result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=progress, echo=echo)
-        status = RunStatus.FINISHED
-        return result
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        raise
-    finally:
-        if status is not RunStatus.FINISHED:
-            print(f"run {prepared.run_name} ended {status.value}; completed epochs stay browsable", file=sys.stderr)
-        tracker.close(status)
+        prepared = prepare(config, resume=resume, echo=echo, progress=progress)
+        tracking = prepared.config.tracking
+        resume_run_id = None
+        if resume is not None:
+            resume_run_id = resume.extra.get("links", {}).get("mlflow_run_id")
+        tracker = open_tracker(
+            prepared.stores, tracking.experiment, prepared.run_name,
+            mlflow=tracking.mlflow, tensorboard=tracking.tensorboard, resume_run_id=resume_run_id,
+            tags={"convscope.kind": "train"},
+        )
+        links = tracker.links()
+        echo(f"run {prepared.run_name} on {prepared.device}: " + ", ".join(f"{k} {v}" for k, v in sorted(links.items())))
+        with tracked_run(tracker, prepared.run_name, note="completed epochs stay browsable",
+                         where=str(prepared.stores.runs_dir) if prepared.stores.embedded else None):
+            return execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=progress, echo=echo)
+    except Exception as error:
+        stores = prepared.stores if prepared is not None else None
+        converted = store_error(error, config.tracking.runs_dir, "--runs-dir", note=_checkpoint_note(prepared),
+                                server="" if stores is None or stores.embedded else stores.mlflow_uri)
+        if converted is None:
+            raise
+        raise converted from error
+
+
+def _checkpoint_note(prepared: Prepared | None) -> str:
+    """Where the last complete checkpoint of ``prepared``'s run is, if one was written."""
+    if prepared is None:
+        return ""
+    folder = prepared.stores.checkpoint_dir(prepared.config.tracking.experiment, prepared.run_name)
+    if not (folder / STATE_FILE).is_file():
+        return "no epoch was checkpointed"
+    return f"the last complete epoch's checkpoint is {folder}; continue with --resume {folder}"

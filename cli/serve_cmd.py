@@ -100,9 +100,14 @@ def mlflow_command(
     config file it writes is appended to ``temp_files`` (the caller removes it)."""
     from tracking.servers import mlflow_server_command
 
+    from tracking.stores import tracking_uri
+
     backend = _required(environ, "MLFLOW_BACKEND_STORE_URI", "the tracking database, e.g. postgresql+psycopg2://…")
     artifacts = _required(environ, "MLFLOW_ARTIFACTS_DESTINATION", "the folder or URI proxied artifacts go to")
     extra_env: dict[str, str] = {}
+    resolved = tracking_uri(backend, "MLFLOW_BACKEND_STORE_URI")  # parsed, its driver added, and it answers
+    if resolved != backend:
+        extra_env["MLFLOW_BACKEND_STORE_URI"] = resolved
     app_name = None
     if args.auth:
         import importlib.util
@@ -113,7 +118,9 @@ def mlflow_command(
             _required(environ, name, "the admin account of MLflow's basic-auth app (--auth)")
         _required(environ, "MLFLOW_FLASK_SERVER_SECRET_KEY",
                   "a long random string that signs sign-in forms (--auth; the same on every server)")
-        auth_db = args.auth_database_uri or _beside(artifacts, "basic_auth.db")
+        from tracking.stores import database_url
+
+        auth_db = database_url(args.auth_database_uri or _beside(artifacts, "basic_auth.db"), "--auth-database-uri")
         auth_config = write_auth_config(auth_db)
         if temp_files is not None:
             temp_files.append(auth_config)
@@ -156,6 +163,7 @@ def dashboard_command(
     from tracking.servers import optuna_dashboard_command
 
     storage = _required(environ, "CONVSCOPE_STORAGE", "the study storage URL (postgresql+psycopg2://…)")
+    storage = _checked_storage(storage)
     handle, path = tempfile.mkstemp(prefix="convscope-dashboard-", suffix=".toml")  # mode 0600
     if temp_files is not None:
         temp_files.append(Path(path))
@@ -164,9 +172,33 @@ def dashboard_command(
     return optuna_dashboard_command(None, args.host, args.port, config_file=path)
 
 
+def _checked_storage(storage: str) -> str:
+    """The study storage optuna-dashboard opens: a database URL (its driver added) that answers,
+    or a journal file in an existing folder; ConfigError naming CONVSCOPE_STORAGE otherwise."""
+    from tracking.stores import check_database, database_url
+
+    if "://" not in storage:
+        folder = Path(storage).expanduser().parent
+        if not folder.is_dir():
+            raise ConfigError(f"CONVSCOPE_STORAGE {storage}: folder {folder} does not exist; give the journal "
+                              "file of a study (convscope search writes one) or a database URL")
+        return storage
+    url = database_url(storage, "CONVSCOPE_STORAGE")
+    check_database(url, "CONVSCOPE_STORAGE", storage)
+    return url
+
+
+def check_port(port: int, flag: str = "--port") -> int:
+    """``port`` if it is a TCP port a server can listen on, else ConfigError naming ``flag``."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{flag} must be between 1 and 65535 (got {port})")
+    return port
+
+
 def handle_serve(args: argparse.Namespace) -> int:
     from tracking.servers import tensorboard_command
 
+    check_port(args.port)
     if args.check:
         healthy, detail = check(health_url(args.service, args.host, args.port))
         if not healthy:
@@ -179,6 +211,8 @@ def handle_serve(args: argparse.Namespace) -> int:
             cmd, extra_env = mlflow_command(args, environ, temp_files)
             environ.update(extra_env)
         elif args.service == "tensorboard":
+            if Path(args.logdir).exists() and not Path(args.logdir).is_dir():
+                raise ConfigError(f"--logdir {args.logdir}: not a folder; give the folder of the event files")
             cmd = tensorboard_command(args.logdir, args.host, args.port)
         else:
             cmd = dashboard_command(args, environ, temp_files)

@@ -51,6 +51,14 @@ def study_run_ids(runs_dir: Path, study_name: str, storage: str, top: int) -> li
 
 
 def handle_compare(args: argparse.Namespace) -> int:
+    if args.folds < 2:
+        raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1 (got {args.top})")
+    if args.study and args.run_ids:
+        raise ConfigError("give RUN_IDs or --study NAME, not both")
+    if not args.study and not args.run_ids:
+        raise ConfigError("give one or more RUN_IDs, or --study NAME")
     from tracking.compare import compare_runs, load_run_activations
     from tracking.compare_report import comparison_figures, probe_map_sizes, summary_lines, write_report
     from tracking.fetch import fetch_run, run_record

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-from search.run_flags import add_run_flags, run_overrides
-from search.space import SPEC_SYNTAX
-from train.config import build_config
+from cli.setting_flags import add_config_flags, add_setting_flags, setting_layers
+from search.space import SPEC_SYNTAX, SearchSpace
+from train.config import RunConfig, build_config
 from train.errors import ConfigError
 
-SPACE_FLAGS = ("depth", "base_width", "growth", "layer_width", "dropout", "lr", "weight_decay", "batch_size")
+SPACE_FLAGS = ("depth", "widths", "base_width", "growth", "layer_width", "dropout", "lr", "weight_decay", "batch_size")
+EXCLUDED = ("run_name", *SPACE_FLAGS)  # trials are named by the study; the space flags take a range
 EXAMPLES = SPEC_SYNTAX + """
 
 examples:
@@ -37,19 +39,22 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     space = parser.add_argument_group("search space (a spec per parameter; see below)")
-    space.add_argument("--depth", metavar="SPEC", help="conv blocks (default: 1..the largest depth that fits)")
-    space.add_argument("--widths", choices=("growth", "per-layer"), help="width as base width × growth "
-                       "(default) or one width per block (sampled together with TPESampler(group=True))")
-    space.add_argument("--base-width", metavar="SPEC", help="channels of conv1 (default: 8..64, log)")
-    space.add_argument("--growth", metavar="SPEC", help="channel multiplier per block (default: 1.0..2.5)")
-    space.add_argument("--layer-width", metavar="SPEC", help="each block's width with --widths per-layer "
-                       "(default: 8,16,32,64,128,256)")
-    space.add_argument("--dropout", metavar="SPEC", help="Dropout2d after every block (default: 0.0..0.5)")
-    space.add_argument("--lr", metavar="SPEC", help="peak learning rate (default: the run's value; on = 1e-4..3e-2:log)")
-    space.add_argument("--weight-decay", metavar="SPEC", help="AdamW weight decay (default: the run's value; on = 1e-5..1e-1:log)")
-    space.add_argument("--batch-size", metavar="SPEC", help="batch size (default: the run's value; on = 32,64,128,256)")
-    space.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
-                       help="fix any run setting or search parameter, e.g. --fix epochs=3 (repeatable)")
+    specs = (
+        ("--depth", "conv blocks (default: 1..the largest depth that fits)"),
+        ("--widths", "growth: width as base width × growth (default); per-layer: one width per block (sampled "
+         "together with TPESampler(group=True)); or fixed widths such as 16,32,64"),
+        ("--base-width", "channels of conv1 (default: 8..64, log)"),
+        ("--growth", "channel multiplier per block (default: 1.0..2.5)"),
+        ("--layer-width", "each block's width with --widths per-layer (default: 8,16,32,64,128,256)"),
+        ("--dropout", "Dropout2d after every block (default: 0.0..0.5)"),
+        ("--lr", "peak learning rate (default: the run's value; on = 1e-4..3e-2:log)"),
+        ("--weight-decay", "AdamW weight decay (default: the run's value; on = 1e-5..1e-1:log)"),
+        ("--batch-size", "batch size (default: the run's value; on = 32,64,128,256)"),
+    )
+    for flag, help_text in specs:
+        action = space.add_argument(flag, dest=f"space.{flag[2:].replace('-', '_')}", metavar="SPEC",
+                                    default=argparse.SUPPRESS, help=help_text)
+        action.fixable = True  # type: ignore[attr-defined]  # --fix lr=1e-3 is --lr 1e-3: a fixed value
     study = parser.add_argument_group("study")
     study.add_argument("--study-name", default="convscope-study", help="the study's name; rerunning continues it")
     study.add_argument("--storage", default="", help="SQLAlchemy URL (postgresql://…) or a journal file; "
@@ -67,7 +72,6 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="what trials report every epoch and the study optimises (default: val/accuracy)")
     study.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median",
                        help="stop unpromising trials early (default: median)")
-    study.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default: 0)")
     study.add_argument("--quiet", action="store_true", help="only the final summary")
     study.add_argument("--check", action="store_true",
                        help="run no trial: exit 0 when the study's storage holds the study and the MLflow "
@@ -75,38 +79,53 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--init-only", action="store_true",
                        help="create the study (and a database's tables) and exit: run once before starting "
                        "many workers, as the stack's study-init service does")
-    run = parser.add_argument_group("run settings shared by every trial (more with --fix)")
-    add_run_flags(run, config_help="YAML or TOML: run settings and a `search:` section",
-                  data_help="synthetic (default), cifar10, oxford-pets or an image folder",
-                  epochs_help="epochs per trial (default: 10)")
+    add_config_flags(parser, "YAML or TOML: run settings and a `search:` section")
+    add_setting_flags(parser, exclude=EXCLUDED, title="{section} settings shared by every trial")
     parser.set_defaults(handler=handle_search)
 
 
-def build_settings(args: argparse.Namespace) -> Any:
-    from search.objective import StudySettings
-    from search.fixes import apply_fixes, parse_fixes
-    from search.space import space_from_settings
-    from search.study import visible_gpus
-    from search.storage import resolve_storage
-    from train.model import validate
+def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
+    """(the trials' base config, the search space) from the flags, the environment and the config file."""
+    from search.space import space_from_settings, spec_values
+    from train.geometry import validate
 
-    preset, overrides, file_search = run_overrides(args)
-    base = build_config(preset, overrides)
-    fixes = parse_fixes(args.fix)
-    base = apply_fixes(base, fixes)
-    flags = {name: getattr(args, name) for name in SPACE_FLAGS if getattr(args, name) is not None}
-    if args.widths:
-        flags["widths"] = args.widths
-    space = space_from_settings({**file_search, **flags}, fixes, base)
-    validate(base.model)
+    preset, overrides, file_search = setting_layers(args)
+    base = build_config(preset or "seed", overrides)
+    flags = {dest.removeprefix("space."): value for dest, value in vars(args).items() if dest.startswith("space.")}
+    labels = {dest.removeprefix("space."): label for dest, label in getattr(args, "fix_labels", {}).items()
+              if dest.startswith("space.")}
+    space = space_from_settings({**file_search, **flags}, base, labels=labels)  # the depth range fits the input
+    if space.depth is None:
+        validate(base.model)
+    else:  # the other shape settings, at the smallest depth searched
+        lowest = min(spec_values(space.depth))
+        widths = space.widths[:lowest] if isinstance(space.widths, tuple) else ()
+        validate(dataclasses.replace(base.model, depth=lowest, widths=widths))
+    return base, space
+
+
+def build_settings(args: argparse.Namespace) -> Any:
+    """The study's settings from the flags, the environment and the config file; every value is
+    checked (ConfigError naming it) before torch or a study storage is touched."""
+
+    if args.trials < 1:
+        raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
+    if args.jobs < 1 or args.trials_per_gpu < 0:
+        raise ConfigError(f"--jobs must be at least 1 and --trials-per-gpu at least 0 "
+                          f"(got {args.jobs} and {args.trials_per_gpu})")
+    if args.heartbeat < 1:
+        raise ConfigError(f"--heartbeat must be at least 1 second (got {args.heartbeat})")
+    base, space = study_space(args)
+    from search.objective import StudySettings
+    from search.storage import resolve_storage
+    from search.study import visible_gpus
+
     jobs = args.trials_per_gpu * max(1, visible_gpus()) if args.trials_per_gpu else args.jobs
-    if args.trials < 1 or jobs < 1:
-        raise ConfigError("--trials and --jobs must be at least 1")
     return StudySettings(
         study_name=args.study_name,
         storage=resolve_storage(Path(base.tracking.runs_dir), args.storage, args.heartbeat),
         base=base, space=space, metric=args.metric, pruner=args.pruner, trials=args.trials, jobs=jobs,
-        seed=args.seed, device=base.optim.device,
+        seed=base.optim.seed, device=base.optim.device,
     )
 
 
@@ -116,11 +135,11 @@ def check_worker(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from search.cli_serve import check
+    from cli.serve_cmd import check
     from search.storage import resolve_storage
 
-    preset, overrides, _ = run_overrides(args)  # the runs folder and MLflow URI may come from --config
-    tracking = build_config(preset, overrides).tracking
+    preset, overrides, _ = setting_layers(args)  # the runs folder and MLflow URI may come from --config
+    tracking = build_config(preset or "seed", overrides).tracking
     storage = resolve_storage(Path(tracking.runs_dir), args.storage, args.heartbeat)
     problems = []
     try:
@@ -155,10 +174,10 @@ def handle_search(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
     from search.session import run_study
     from search.study import StudyStopped
 
-    settings = build_settings(args)
     if args.init_only:
         from search.study import create
 

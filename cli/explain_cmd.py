@@ -45,7 +45,9 @@ def suggested_commands(config: RunConfig, run_id: str, epochs: int) -> tuple[str
 
 
 def handle_explain(args: argparse.Namespace) -> int:
-    from search.cli_depth import run_config
+    if args.folds < 2:
+        raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
+    from search.sources import run_config
     from tracking.compare import load_run_activations
     from tracking.evidence import Ablation, DepthAnswer, drops_from_results, explain
     from tracking.explain_report import report_html, short_text
@@ -56,8 +58,6 @@ def handle_explain(args: argparse.Namespace) -> int:
     from tracking.verdicts import Training, more_epochs, problems
     from train.config import build_config
 
-    if args.folds < 2:
-        raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
     stores = resolve_stores(args.runs_dir, args.mlflow_uri)
     uri = stores.mlflow_uri
     try:

@@ -1,7 +1,7 @@
-"""The ``convscope`` command: mounts every sub-command.
+"""The ``convscope`` command: mounts every sub-command and maps errors to exit codes.
 
-It lives in ``search`` because that is the top of the layering
-(search → train → tracking): this is the one place that may import them all.
+Exit codes: 0 done, 1 a run or check failed, 2 a usage error (one line on stderr, no
+traceback), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ import argparse
 import os
 import sys
 
-from search.cli_depth import add_depth_parser
-from search.cli_explain import add_explain_parser
-from search.cli_search import add_search_parser
-from search.cli_serve import add_serve_parser
-from search.env_flags import PREFIX, EnvFlagError, with_env_flags
-from search.compare_cmd import add_compare_parser
-from train.cli import add_train_parser, add_ui_parser
+from cli.compare_cmd import add_compare_parser
+from cli.depth_cmd import add_depth_parser
+from cli.env_flags import PREFIX, EnvFlagError, subcommand_parsers, with_env_flags
+from cli.explain_cmd import add_explain_parser
+from cli.search_cmd import add_search_parser
+from cli.serve_cmd import add_serve_parser
+from cli.setting_flags import FIX_LABELS, FixError, expand_fixes
+from cli.train_cmd import add_train_parser
+from cli.ui_cmd import add_ui_parser
 from train.errors import ConfigError, NonFiniteLossError
 
 
@@ -38,13 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        argv = with_env_flags(parser, sys.argv[1:] if argv is None else argv)
-    except EnvFlagError as error:
-        print(f"convscope: error: {error}", file=sys.stderr)
-        return 2
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Environment flags inserted, ``--fix`` items rewritten into the flags they name, parsed.
+
+    Raises EnvFlagError or FixError for a value that can't be a flag; argparse's own usage
+    errors exit 2 as usual."""
+    argv = with_env_flags(parser, argv)
+    command = argv[0] if argv else ""
+    sub = subcommand_parsers(parser).get(command)
+    labels: dict[str, str] = {}
+    if sub is not None:
+        rest, labels = expand_fixes(sub, argv[1:])
+        argv = [command, *rest]
     try:
         args = parser.parse_args(argv)
     except SystemExit as stopped:
@@ -53,6 +60,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"convscope: note: flags were also taken from the environment: {', '.join(names)}",
                   file=sys.stderr)
         raise
+    setattr(args, FIX_LABELS, labels)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parse(parser, sys.argv[1:] if argv is None else list(argv))
+    except (EnvFlagError, FixError) as error:
+        print(f"convscope: error: {error}", file=sys.stderr)
+        return 2
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads are small: no bars in output
     try:
         return int(args.handler(args) or 0)

@@ -1,0 +1,89 @@
+"""``convscope train``: train one network, tracked in MLflow and TensorBoard."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from cli.setting_flags import add_config_flags, add_setting_flags, resolve_config
+from tracking.stores import mask_secrets
+
+EXAMPLES = """examples:
+  convscope train                                  # seed network on the built-in synthetic data
+  convscope train --data PetImages --epochs 12     # a folder with one sub-folder per class
+  convscope train --depth 3 --widths 32 64 128 --dropout 0.2 --dry-run
+  convscope train --config run.yaml --lr 1e-3      # flags override the file
+  convscope ui                                     # browse runs in MLflow and TensorBoard
+"""
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train one CNN and log feature maps, saliency and statistics every epoch",
+        description=(
+            "Train one CNN. Before training and after every epoch, every conv block's feature maps, "
+            "saliency maps and activation statistics for fixed probe images go to MLflow and TensorBoard."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_flags(parser, "YAML or TOML file of settings; flags override it")
+    parser.add_argument("--dry-run", action="store_true", help="build the model, print its layer table and exit")
+    parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint folder (runs/checkpoints/…)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_setting_flags(parser)
+    parser.set_defaults(handler=handle_train)
+
+
+def handle_train(args: argparse.Namespace) -> int:
+    from train.geometry import validate
+
+    checkpoint = None
+    if args.resume:
+        from train.checkpoint import load_checkpoint, resume_tracking
+
+        checkpoint = load_checkpoint(args.resume)
+        config = resume_tracking(resolve_config(args, checkpoint.config))  # its saved MLflow URI has no password
+    else:
+        config = resolve_config(args)  # every flag and the config file checked before torch is imported
+    validate(config.model)
+    if args.dry_run:
+        from train.model import build_model, layer_table
+
+        print(layer_table(build_model(config.model)))
+        return 0
+    from train.interrupts import sigterm_as_interrupt
+    from train.run import run
+
+    with sigterm_as_interrupt():
+        result = run(config, progress=not args.quiet, resume=checkpoint, echo=_echo(args.quiet))
+    summary = result.final
+    print(
+        f"finished {result.run_name}: val accuracy {summary.get('val/accuracy', float('nan')):.3f} "
+        f"(best {result.best_val_accuracy:.3f}), val loss {summary.get('val/loss', float('nan')):.4f}"
+    )
+    from tracking.verdicts import Training, problems
+
+    curve = tuple(epoch["val/accuracy"] for epoch in result.history)
+    record = Training(result.run_name, curve, result.val_images, result.chance)
+    for line in problems([record], needs_learning=[record]) if curve else []:
+        print(f"  note: {line}")
+    for key in ("mlflow_run_url", "tensorboard_dir"):
+        if key in result.links:
+            print(f"  {key.replace('_', ' ')}: {mask_secrets(result.links[key])}")
+    if "mlflow_run_id" in result.links and config.tracking.visuals:
+        print(f"  what it learned: convscope explain {result.links['mlflow_run_id']}")
+    print(f"  checkpoint: {result.checkpoint_dir}")
+    if "mlflow_run_url" in result.links and result.links["mlflow_run_url"].startswith("http://127.0.0.1:5000"):
+        print("  browse: convscope ui")
+    return 0
+
+
+def _echo(quiet: bool) -> Callable[[str], None]:
+    """What a run prints its lines with: nothing when ``quiet``, and never a password."""
+    def echo(line: str) -> None:
+        if not quiet:
+            print(mask_secrets(line), flush=True)
+
+    return echo

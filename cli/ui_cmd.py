@@ -1,0 +1,85 @@
+"""``convscope ui``: the MLflow UI, TensorBoard and (with a study) optuna-dashboard on the runs folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from train.errors import ConfigError
+
+
+def add_ui_parser(subparsers: argparse._SubParsersAction) -> None:
+    from tracking.stores import DEFAULT_MLFLOW_PORT, DEFAULT_TENSORBOARD_PORT, DEFAULT_UI_HOST
+
+    parser = subparsers.add_parser(
+        "ui",
+        help="start the MLflow UI and TensorBoard on the runs folder",
+        description="Start `mlflow ui` and `tensorboard` against the embedded stores and print both URLs.",
+    )
+    parser.add_argument("--runs-dir", default="runs", help="the runs folder (default: runs)")
+    parser.add_argument("--host", default=DEFAULT_UI_HOST, help=f"address to bind (default: {DEFAULT_UI_HOST})")
+    parser.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT, help="MLflow UI port (default: 5000)")
+    parser.add_argument(
+        "--tensorboard-port", type=int, default=DEFAULT_TENSORBOARD_PORT, help="TensorBoard port (default: 6006)"
+    )
+    parser.add_argument("--dashboard-port", type=int, default=8080,
+                        help="optuna-dashboard port, started when the runs folder holds a study (default: 8080)")
+    parser.set_defaults(handler=handle_ui)
+
+
+def handle_ui(args: argparse.Namespace) -> int:
+    from tracking.servers import (
+        mlflow_server_command,
+        optuna_dashboard_command,
+        start_process_group,
+        stop_process_group,
+        tensorboard_command,
+        wait_for_http,
+    )
+    from tracking.stores import resolve_stores
+
+    from cli.serve_cmd import check_port
+
+    for flag in ("--mlflow-port", "--tensorboard-port", "--dashboard-port"):
+        check_port(getattr(args, flag[2:].replace("-", "_")), flag)
+    stores = resolve_stores(args.runs_dir)
+    if not stores.embedded:
+        raise ConfigError("MLFLOW_TRACKING_URI points at a server: open that server's own UI instead of `convscope ui`")
+    runs = stores.runs_dir
+    if not runs.is_dir():
+        raise ConfigError(f"--runs-dir {args.runs_dir}: no such folder; train a run first (convscope train)")
+    logs = stores.layout.logs
+    logs.mkdir(exist_ok=True)
+    processes = []
+    try:
+        mlflow_cmd = mlflow_server_command(stores.mlflow_uri, args.host, args.mlflow_port, ui_only=True)
+        tensorboard_cmd = tensorboard_command(stores.tensorboard_root, args.host, args.tensorboard_port)
+        stores.tensorboard_root.mkdir(parents=True, exist_ok=True)
+        processes.append(start_process_group(mlflow_cmd, logs / "mlflow-ui.log"))
+        processes.append(start_process_group(tensorboard_cmd, logs / "tensorboard.log"))
+        mlflow_url = f"http://{args.host}:{args.mlflow_port}"
+        tensorboard_url = f"http://{args.host}:{args.tensorboard_port}"
+        journal = stores.layout.study_journal
+        if journal.is_file():
+            processes.append(start_process_group(
+                optuna_dashboard_command(journal, args.host, args.dashboard_port), logs / "optuna-dashboard.log"
+            ))
+        wait_for_http(mlflow_url + "/health", timeout=60, proc=processes[0])
+        wait_for_http(tensorboard_url, timeout=60, proc=processes[1])
+        print(f"MLflow:      {mlflow_url}/#/experiments?workflowType=machine_learning")
+        print(f"TensorBoard: {tensorboard_url}")
+        if journal.is_file():
+            dashboard_url = f"http://{args.host}:{args.dashboard_port}"
+            wait_for_http(dashboard_url, timeout=60, proc=processes[2])
+            print(f"Optuna:      {dashboard_url}")
+        print("Ctrl-C stops both.", flush=True)
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+        print("a UI process exited; see " + str(logs), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in processes:
+            stop_process_group(process)

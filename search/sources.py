@@ -1,0 +1,87 @@
+"""Where a depth study's network comes from: a trained run's config, or a study's best trial."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.config import RunConfig, from_dict
+from train.errors import ConfigError
+
+
+def run_config(command: RunConfig, run_id: str) -> RunConfig:
+    """The RunConfig a run trained: its ``model/config.json`` artifact (a finished run), else its
+    ``config.yaml`` artifact (logged when the run starts)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from tracking.mlflow_sink import CONFIG_ARTIFACT
+    from tracking.stores import resolve_stores
+
+    stores = resolve_stores(command.tracking.runs_dir, command.tracking.mlflow_uri)
+    client = MlflowClient(stores.mlflow_uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException as error:
+        raise ConfigError(f"--ablate {run_id}: no such run in {stores.mlflow_uri} "
+                          f"({str(error).splitlines()[0]})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "model/config.json", tmp)
+            return from_dict(json.loads(Path(path).read_text())["config"])
+        except Exception:  # no model artifact (a run that did not finish): the config it started with
+            pass
+        try:
+            path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+        except Exception:
+            raise ConfigError(f"--ablate {run_id}: the run has neither a model/config.json nor a {CONFIG_ARTIFACT} "
+                              "artifact; give a run made by convscope train or search") from None
+        return from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def study_config(base: RunConfig, name: str, storage_url: str) -> tuple[RunConfig, tuple[int, ...], str]:
+    """``base`` with the best trial's parameters of study ``name``; its per-layer widths, if any."""
+    import optuna
+
+    from search.space import IntRange, SearchSpace, config_from_params
+    from search.storage import open_storage, resolve_storage
+    from search.study import best_trial
+
+    storage = resolve_storage(Path(base.tracking.runs_dir), storage_url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    except KeyError:
+        raise ConfigError(f"--study {name}: no such study in {storage.display} (give --storage where it lives)") from None
+    best = best_trial(study)
+    if best is None:
+        raise ConfigError(f"--study {name}: the study has no completed trial yet")
+    params, drawn = best.params, {name: _spec(d) for name, d in best.distributions.items()}
+    space = SearchSpace(  # the study's own ranges (a value outside today's defaults must still fit)
+        depth=IntRange(1, None) if "depth" in params else None,  # up to what fits this run's image size
+        widths="per-layer" if "width_1" in params else "growth", layer_width=drawn.get("width_1"),
+        **{key: drawn.get(key) for key in ("base_width", "growth", "dropout", "lr", "weight_decay", "batch_size")},
+    )
+    with warnings.catch_warnings():  # FixedTrial warns when the best depth is above what fits: validate says more
+        warnings.simplefilter("ignore")
+        config = config_from_params(params, space, base)
+    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return config, tuple(config.model.widths), f"study {name!r}, best trial #{best.number} ({shown})"
+
+
+def _spec(distribution: Any) -> Any:
+    """An Optuna distribution as a search-space spec."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from search.space import Choice, FloatRange, IntRange
+
+    if isinstance(distribution, IntDistribution):
+        return IntRange(distribution.low, distribution.high, distribution.log, distribution.step)
+    if isinstance(distribution, FloatDistribution):
+        return FloatRange(distribution.low, distribution.high, distribution.log)
+    return Choice(tuple(distribution.choices))
