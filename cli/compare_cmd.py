@@ -59,15 +59,19 @@ def handle_compare(args: argparse.Namespace) -> int:
         raise ConfigError("give RUN_IDs or --study NAME, not both")
     if not args.study and not args.run_ids:
         raise ConfigError("give one or more RUN_IDs, or --study NAME")
+    from tracking.stores import require_runs, resolve_stores
+
+    stores = resolve_stores(args.runs_dir, args.mlflow_uri)
+    if args.run_ids:
+        require_runs(stores, f"RUN_ID {args.run_ids[0]}")
     from tracking.compare import compare_runs, load_run_activations
     from tracking.compare_report import comparison_figures, probe_map_sizes, summary_lines, write_report
     from tracking.fetch import fetch_run, run_record
     from tracking.probes import chance_accuracy
     from tracking.verdicts import Training
-    from tracking.mlflow_sink import MlflowTracker
-    from tracking.stores import first_open_lock, resolve_stores
+    from tracking.faults import store_errors
+    from tracking.lifecycle import open_parent_run, tracked_run
 
-    stores = resolve_stores(args.runs_dir, args.mlflow_uri)
     if args.study:
         run_ids = study_run_ids(stores.runs_dir, args.study, args.storage, args.top)
     else:
@@ -91,19 +95,14 @@ def handle_compare(args: argparse.Namespace) -> int:
         figures = comparison_figures(comparison)
         report_dir = Path(tmp) / "report"
         files = write_report(comparison, report_dir, figures, map_sizes=probe_map_sizes(runs))
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        with first_open_lock(stores):
-            tracker = MlflowTracker(
-                stores.mlflow_uri, args.experiment, f"compare-{stamp}",
-                artifact_location=stores.artifact_location, ui_url=stores.ui_url,
-                tags={"convscope.kind": "compare", "convscope.compared_runs": ",".join(run_ids)},
-            )
-        try:
-            tracker.log_params({"compare.runs": ",".join(run_ids), "compare.folds": args.folds})
-            for path in files:
-                tracker.log_file(path, "report")
-        finally:
-            tracker.close()
+        name = f"compare-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        with store_errors(args.runs_dir, "--runs-dir", server="" if stores.embedded else stores.mlflow_uri):
+            tracker = open_parent_run(stores, args.experiment, name,
+                                      tags={"convscope.kind": "compare", "convscope.compared_runs": ",".join(run_ids)})
+            with tracked_run(tracker, name):
+                tracker.log_params({"compare.runs": ",".join(run_ids), "compare.folds": args.folds})
+                for path in files:
+                    tracker.log_file(path, "report")
     for line in summary_lines(comparison):
         print(line)
     where = tracker.run_url or f"run {tracker.run_id} in {stores.mlflow_uri}"

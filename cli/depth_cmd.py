@@ -87,6 +87,11 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
         side = command.model.image_size
         raise ConfigError(f"--max-depth {args.max_depth}: the largest depth that fits {side}x{side} inputs is "
                           f"{max_depth(command.model)} (use a larger --image-size or --padding)")
+    if args.name is not None and not args.name.strip():
+        raise ConfigError("--name must not be empty: it names the parent run and prefixes the fold runs")
+    from train.preflight import preflight
+
+    preflight(command)
     from search.depth import DepthSettings, ablation_variants, default_name, depth_variants
     from search.sources import run_config, study_config
 

@@ -47,6 +47,10 @@ def suggested_commands(config: RunConfig, run_id: str, epochs: int) -> tuple[str
 def handle_explain(args: argparse.Namespace) -> int:
     if args.folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
+    from tracking.stores import require_runs, resolve_stores
+
+    stores = resolve_stores(args.runs_dir, args.mlflow_uri)
+    require_runs(stores, f"RUN_ID {args.run_id}")
     from search.sources import run_config
     from tracking.compare import load_run_activations
     from tracking.evidence import Ablation, DepthAnswer, drops_from_results, explain
@@ -54,11 +58,9 @@ def handle_explain(args: argparse.Namespace) -> int:
     from tracking.fetch import fetch_run, latest_images, run_record, study_results
     from tracking.mlflow_sink import attach_to_run
     from tracking.probes import chance_accuracy
-    from tracking.stores import resolve_stores
     from tracking.verdicts import Training, more_epochs, problems
     from train.config import build_config
 
-    stores = resolve_stores(args.runs_dir, args.mlflow_uri)
     uri = stores.mlflow_uri
     try:
         record = run_record(uri, args.run_id)

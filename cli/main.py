@@ -19,6 +19,7 @@ from cli.serve_cmd import add_serve_parser
 from cli.setting_flags import FIX_LABELS, FixError, expand_fixes
 from cli.train_cmd import add_train_parser
 from cli.ui_cmd import add_ui_parser
+from tracking.errors import StoreWriteError
 from train.errors import ConfigError, NonFiniteLossError
 
 
@@ -45,8 +46,12 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
     Raises EnvFlagError or FixError for a value that can't be a flag; argparse's own usage
     errors exit 2 as usual."""
+    given = list(argv)
     argv = with_env_flags(parser, argv)
     command = argv[0] if argv else ""
+    from_env = [token.split("=", 1)[0] for token in argv[len(given) and 1:] if token.startswith("--")]
+    from_env = [flag for flag in dict.fromkeys(from_env) if flag not in given[1:] and
+                not any(token.startswith(flag + "=") for token in given[1:])]
     sub = subcommand_parsers(parser).get(command)
     labels: dict[str, str] = {}
     if sub is not None:
@@ -61,10 +66,21 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
                   file=sys.stderr)
         raise
     setattr(args, FIX_LABELS, labels)
+    args.env_flags = from_env
     return args
 
 
+def with_env_source(message: str, env_flags: list[str]) -> str:
+    """``message`` with the ``CONVSCOPE_*`` variable named when the flag it starts with came from
+    the environment (``--trials must be …`` → ``… (set by CONVSCOPE_TRIALS)``)."""
+    for flag in env_flags:
+        if message == flag or message.startswith((flag + " ", flag + ":")):
+            return f"{message} (set by {PREFIX}{flag[2:].upper().replace('-', '_')})"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines are not ours to print
     parser = build_parser()
     try:
         args = parse(parser, sys.argv[1:] if argv is None else list(argv))
@@ -74,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads are small: no bars in output
     try:
         return int(args.handler(args) or 0)
-    except ConfigError as error:
+    except StoreWriteError as error:  # a run was under way: it failed (exit 1), its line says what to free
         print(f"convscope {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except ConfigError as error:
+        print(f"convscope {args.command}: error: {with_env_source(str(error), args.env_flags)}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:
         print(f"convscope {args.command}: {error}", file=sys.stderr)

@@ -92,8 +92,10 @@ def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
     preset, overrides, file_search = setting_layers(args)
     base = build_config(preset or "seed", overrides)
     flags = {dest.removeprefix("space."): value for dest, value in vars(args).items() if dest.startswith("space.")}
-    labels = {dest.removeprefix("space."): label for dest, label in getattr(args, "fix_labels", {}).items()
-              if dest.startswith("space.")}
+    labels = {str(name).replace("-", "_"): f"--config {args.config}: search.{name} {value}"
+              for name, value in file_search.items() if str(name).replace("-", "_") not in flags}
+    labels.update({dest.removeprefix("space."): label for dest, label in getattr(args, "fix_labels", {}).items()
+                   if dest.startswith("space.")})
     space = space_from_settings({**file_search, **flags}, base, labels=labels)  # the depth range fits the input
     if space.depth is None:
         validate(base.model)
@@ -115,15 +117,22 @@ def build_settings(args: argparse.Namespace) -> Any:
                           f"(got {args.jobs} and {args.trials_per_gpu})")
     if args.heartbeat < 1:
         raise ConfigError(f"--heartbeat must be at least 1 second (got {args.heartbeat})")
+    if not args.study_name.strip():
+        raise ConfigError("--study-name must not be empty: it names the study that reruns and workers share")
     base, space = study_space(args)
-    from search.objective import StudySettings
+    from train.preflight import preflight
+
+    preflight(base)
     from search.storage import resolve_storage
+
+    storage = resolve_storage(Path(base.tracking.runs_dir), args.storage, args.heartbeat)
+    from search.objective import StudySettings
     from search.study import visible_gpus
 
     jobs = args.trials_per_gpu * max(1, visible_gpus()) if args.trials_per_gpu else args.jobs
     return StudySettings(
         study_name=args.study_name,
-        storage=resolve_storage(Path(base.tracking.runs_dir), args.storage, args.heartbeat),
+        storage=storage,
         base=base, space=space, metric=args.metric, pruner=args.pruner, trials=args.trials, jobs=jobs,
         seed=base.optim.seed, device=base.optim.device,
     )
@@ -174,7 +183,7 @@ def handle_search(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    settings = build_settings(args)
+    settings = build_settings(args)  # --runs-dir is checked writable there
     from search.session import run_study
     from search.study import StudyStopped
 

@@ -53,6 +53,9 @@ def handle_train(args: argparse.Namespace) -> int:
 
         print(layer_table(build_model(config.model)))
         return 0
+    from train.preflight import preflight
+
+    preflight(config)
     from train.interrupts import sigterm_as_interrupt
     from train.run import run
 

@@ -19,6 +19,7 @@ import json
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,11 +29,12 @@ import optuna
 from search.depth_report import accuracy_figure, report_html, table_csv, table_rows, table_text
 from search.depth_verdict import Outcome, Variant, Verdict, drop, recommend
 from search.objective import release_memory
-from tracking.base import RunStatus
+from tracking.faults import store_errors
 from tracking.html_report import figure_png
+from tracking.lifecycle import open_parent_run, tracked_run
 from tracking.mlflow_sink import MlflowTracker
 from tracking.probes import chance_accuracy
-from tracking.stores import Stores, first_open_lock, open_tracker
+from tracking.stores import Stores, open_tracker
 from train.config import RunConfig, flatten
 from train.errors import ConfigError
 from train.model import max_depth as largest_depth
@@ -114,50 +116,54 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
         raise ConfigError(f"--folds must be at least 2 (got {settings.folds})")
     first = _prepare(settings, settings.variants[0], 0)  # bad data or flags fail before any run is opened
     stores = first.stores
-    parent = _open_parent(settings, stores) if base.tracking.mlflow else None
-    with warnings.catch_warnings():  # WilcoxonPruner is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1) if settings.prune_folds else optuna.pruners.NopPruner()
-    study = optuna.create_study(direction="maximize", pruner=pruner)
-    outcomes: list[Outcome] = []
-    status = RunStatus.FAILED
-    try:
-        for variant in settings.variants:
-            outcome = Outcome(variant)
-            outcomes.append(outcome)
-            trial = study.ask()
-            for fold in range(settings.folds):
-                prepared = first if first is not None else _prepare(settings, variant, fold)
-                first = None
-                accuracy = _fold_run(settings, prepared, variant, fold, parent, echo, outcome)
-                trial.report(accuracy, fold)
-                if fold < settings.folds - 1 and trial.should_prune():
-                    outcome.pruned = True
-                    echo(f"{variant.label}: pruned after {fold + 1} folds — clearly worse than the best so far "
-                         "(Wilcoxon signed-rank test)")
-                    break
-            if outcome.pruned:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            else:
-                study.tell(trial, outcome.mean)
-        verdict = recommend(outcomes, settings.mode)
-        rows = table_rows(outcomes, verdict, settings.mode)
-        echo(table_text(rows))
-        echo(verdict.sentence)
-        report_dir = stores.runs_dir / "depth" / settings.name
-        _write_report(settings, outcomes, verdict, rows, report_dir, parent)
-        status = RunStatus.FINISHED
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        raise
-    finally:
-        if parent is not None:
-            parent.close(status)
+    server = "" if stores.embedded else stores.mlflow_uri
+    with store_errors(base.tracking.runs_dir, "--runs-dir", server=server):
+        parent = _open_parent(settings, stores) if base.tracking.mlflow else None
+        with tracked_run(parent, settings.name) if parent is not None else nullcontext():
+            if parent is not None:
+                _log_parent_params(settings, parent)
+            outcomes, verdict, report_dir = _run_variants(settings, first, stores, parent, echo)
     echo(f"report: {report_dir / 'report.html'}" + (f" and the parent run {parent.run_url or parent.run_id} "
                                                    "(artifacts depth/report.html, depth/depth_table.csv)"
                                                    if parent else ""))
     return DepthReport(outcomes, verdict, report_dir, parent.run_id if parent else None,
                        parent.run_url if parent else None)
+
+
+def _run_variants(settings: DepthSettings, first: Prepared | None, stores: Stores, parent: MlflowTracker | None,
+                  echo: Callable[[str], None]) -> tuple[list[Outcome], Verdict, Path]:
+    """Every fold of every variant (``first``: fold 0 of the first variant, prepared), then the
+    verdict and the report; the outcomes, the verdict and the report folder."""
+    with warnings.catch_warnings():  # WilcoxonPruner is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1) if settings.prune_folds else optuna.pruners.NopPruner()
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    outcomes: list[Outcome] = []
+    for variant in settings.variants:
+        outcome = Outcome(variant)
+        outcomes.append(outcome)
+        trial = study.ask()
+        for fold in range(settings.folds):
+            prepared = first if first is not None else _prepare(settings, variant, fold)
+            first = None
+            accuracy = _fold_run(settings, prepared, variant, fold, parent, echo, outcome)
+            trial.report(accuracy, fold)
+            if fold < settings.folds - 1 and trial.should_prune():
+                outcome.pruned = True
+                echo(f"{variant.label}: pruned after {fold + 1} folds — clearly worse than the best so far "
+                     "(Wilcoxon signed-rank test)")
+                break
+        if outcome.pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, outcome.mean)
+    verdict = recommend(outcomes, settings.mode)
+    rows = table_rows(outcomes, verdict, settings.mode)
+    echo(table_text(rows))
+    echo(verdict.sentence)
+    report_dir = stores.layout.depth_report(settings.name)
+    _write_report(settings, outcomes, verdict, rows, report_dir, parent)
+    return outcomes, verdict, report_dir
 
 
 def _prepare(settings: DepthSettings, variant: Variant, fold: int) -> Prepared:
@@ -178,21 +184,17 @@ def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fol
         prepared.stores, tracking.experiment, prepared.run_name,
         mlflow=tracking.mlflow, tensorboard=tracking.tensorboard,
         parent_run_id=parent.run_id if parent else None,
-        tensorboard_dir=prepared.stores.tensorboard_root / tracking.experiment / settings.name / f"{variant.slug}-fold{fold}",
+        tensorboard_dir=prepared.stores.layout.tensorboard_run(tracking.experiment, settings.name,
+                                                               f"{variant.slug}-fold{fold}"),
         tags={"convscope.kind": "depth-fold", "depth.study": settings.name, "depth.variant": variant.label,
               "depth.blocks": str(variant.blocks), "depth.fold": str(fold)},
     )
     started = time.perf_counter()
-    status = RunStatus.FAILED
     try:
-        result = execute(prepared, tracker, progress=False, echo=lambda line: None,
-                         compared=("folds", "fold"))
-        status = RunStatus.FINISHED
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        raise
+        with tracked_run(tracker, prepared.run_name):
+            result = execute(prepared, tracker, progress=False, echo=lambda line: None,
+                             compared=("folds", "fold"))
     finally:
-        tracker.close(status)
         release_memory()
     accuracy = float(result.final["val/accuracy"])
     labels = prepared.data.val.labels
@@ -208,13 +210,15 @@ def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fol
 
 def _open_parent(settings: DepthSettings, stores: Stores) -> MlflowTracker:
     base = settings.variants[0].config
-    with first_open_lock(stores):
-        parent = MlflowTracker(
-            stores.mlflow_uri, base.tracking.experiment, settings.name,
-            artifact_location=stores.artifact_location, ui_url=stores.ui_url,
-            tags={"convscope.kind": f"{settings.mode}-study", **({"depth.ablate_run": settings.ablate_run}
-                                                                 if settings.ablate_run else {})},
-        )
+    return open_parent_run(
+        stores, base.tracking.experiment, settings.name,
+        tags={"convscope.kind": f"{settings.mode}-study", **({"depth.ablate_run": settings.ablate_run}
+                                                             if settings.ablate_run else {})},
+    )
+
+
+def _log_parent_params(settings: DepthSettings, parent: MlflowTracker) -> None:
+    base = settings.variants[0].config
     params = {f"base.{key}": value for key, value in flatten(base).items()
               if not key.startswith(("model.depth", "model.widths", "tracking.run_name"))}
     parent.log_params({
@@ -222,7 +226,6 @@ def _open_parent(settings: DepthSettings, stores: Stores) -> MlflowTracker:
         "depth.variants": "; ".join(f"{v.label}: {','.join(map(str, v.widths))}" for v in settings.variants),
         "depth.widths_from": settings.source, "depth.prune_folds": settings.prune_folds,
     })
-    return parent
 
 
 def results_json(settings: DepthSettings, outcomes: Sequence[Outcome], verdict: Verdict) -> str:

@@ -12,6 +12,8 @@ plugin). Outcomes:
 - NaN/inf loss → FAIL with the reason (a failed trial can never be the best);
 - any other error → FAIL, the error in the user attribute ``error`` and the MLflow run FAILED;
 - Ctrl-C → the MLflow run KILLED, the interrupt goes on to stop the study.
+
+The run is opened and closed through ``tracking.lifecycle.tracked_run``.
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ import torch
 from search.space import SearchSpace, config_keys, suggest
 from search.storage import StudyStorage
 from tracking.base import RunStatus
+from tracking.lifecycle import tracked_run
 from tracking.stores import Stores, open_tracker, resolve_stores, without_password
 from train.config import RunConfig
 from train.errors import NonFiniteLossError
 from train.run import execute, prepare
 
 METRICS = {"val/accuracy": "maximize", "val/loss": "minimize"}
+OPTUNA_STATE = {RunStatus.FINISHED: "COMPLETE", RunStatus.PRUNED: "PRUNED",
+                RunStatus.FAILED: "FAIL", RunStatus.KILLED: "FAIL"}
+"""The tag ``optuna.state`` of a trial's run, by how the run ended."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class StudySettings:
         return resolve_stores(self.base.tracking.runs_dir, self.base.tracking.mlflow_uri)
 
     def study_tensorboard_dir(self) -> Path:
-        return self.stores().tensorboard_root / self.base.tracking.experiment / self.study_name
+        return self.stores().layout.tensorboard_run(self.base.tracking.experiment, self.study_name)
 
 
 def trial_run_name(study_name: str, number: int) -> str:
@@ -91,47 +97,40 @@ class Objective:
             hparams={**trial.params, "trial": trial.number},
             tags={"optuna.study": settings.study_name, "optuna.trial": str(trial.number), "convscope.kind": "trial"},
         )
-        links = tracker.links()
-        for key in ("mlflow_run_id", "mlflow_run_url", "mlflow_tracking_uri"):
-            if key in links:  # the study's storage is no place for a password
-                trial.set_user_attr(key, without_password(links[key]))
-        trial.set_user_attr("tensorboard_dir", str(tb_dir))
-        if "mlflow_artifact_uri" in links:
-            trial.set_user_attr("activations", links["mlflow_artifact_uri"].rstrip("/") + "/activations")
 
         def on_epoch_end(epoch: int, metrics: Mapping[str, float]) -> None:
             trial.report(metrics[settings.metric], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch}")
 
-        state, status = "FAIL", RunStatus.FAILED
         try:
-            result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=False, echo=lambda line: None,
-                             compared=config_keys(trial.params))
-            value = result.final[settings.metric]
-            state, status = "COMPLETE", RunStatus.FINISHED
-            return value
-        except optuna.TrialPruned as pruned:
-            trial.set_user_attr("pruned_reason", str(pruned))
-            state, status = "PRUNED", RunStatus.PRUNED
-            raise
-        except torch.OutOfMemoryError as error:
-            reason = f"CUDA out of memory: {str(error).splitlines()[0]}"
-            trial.set_user_attr("pruned_reason", reason)
-            state, status = "PRUNED", RunStatus.PRUNED
-            raise optuna.TrialPruned(reason) from None
-        except NonFiniteLossError as error:
-            trial.set_user_attr("error", str(error))
-            raise
-        except KeyboardInterrupt:
-            state, status = "FAIL", RunStatus.KILLED
-            raise
-        except Exception as error:
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-            raise
+            with tracked_run(tracker, name, pruned=(optuna.TrialPruned,),
+                             final_tags=lambda status: {"optuna.state": OPTUNA_STATE[status]}):
+                links = tracker.links()
+                for key in ("mlflow_run_id", "mlflow_run_url", "mlflow_tracking_uri"):
+                    if key in links:  # the study's storage is no place for a password
+                        trial.set_user_attr(key, without_password(links[key]))
+                trial.set_user_attr("tensorboard_dir", str(tb_dir))
+                if "mlflow_artifact_uri" in links:
+                    trial.set_user_attr("activations", links["mlflow_artifact_uri"].rstrip("/") + "/activations")
+                try:
+                    result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=False,
+                                     echo=lambda line: None, compared=config_keys(trial.params))
+                except optuna.TrialPruned as pruned:
+                    trial.set_user_attr("pruned_reason", str(pruned))
+                    raise
+                except torch.OutOfMemoryError as error:
+                    reason = f"CUDA out of memory: {str(error).splitlines()[0]}"
+                    trial.set_user_attr("pruned_reason", reason)
+                    raise optuna.TrialPruned(reason) from None
+                except NonFiniteLossError as error:
+                    trial.set_user_attr("error", str(error))
+                    raise
+                except Exception as error:
+                    trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+                    raise
+                return result.final[settings.metric]
         finally:
-            tracker.set_tags({"optuna.state": state})
-            tracker.close(status)
             del prepared
             release_memory()
 

@@ -1,4 +1,10 @@
-"""One ``convscope search`` invocation: parent run, workers, progress, end-of-study report."""
+"""One ``convscope search`` invocation: parent run, workers, progress, end-of-study report.
+
+The parent run is opened with ``tracking.lifecycle.open_parent_run`` (tagged with this
+process) and closed through ``tracked_run``. When the study starts and when it ends, parent
+runs of the same study whose process was killed (SIGKILL, a crash) are ended KILLED
+(``tracking.orphans``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import optuna
@@ -25,10 +32,12 @@ from search.study import (
     run_workers,
     summary_line,
 )
-from tracking.base import RunStatus
+from tracking.faults import check_writable, describe_error, store_errors
 from tracking.hparams import write_experiment_config
+from tracking.lifecycle import open_parent_run, tracked_run
 from tracking.mlflow_sink import MlflowTracker
-from tracking.stores import Stores, first_open_lock, mask_secrets
+from tracking.orphans import close_orphaned_runs
+from tracking.stores import Stores, mask_secrets
 
 
 def run_study(
@@ -46,33 +55,26 @@ def run_study(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     echo = _without_secrets(echo)
+    check_writable(settings.base.tracking.runs_dir, "--runs-dir")  # before the journal or any run is written
     study = create(settings)
     say = echo if not quiet else (lambda line: None)
     echo(f"study {settings.study_name!r} in {settings.storage.display}")
     say(describe(settings.space))
     stores = settings.stores()
-    parent = _open_parent(settings, stores)
-    settings = dataclasses.replace(settings, parent_run_id=parent.run_id if parent else None)
-    write_experiment_config(settings.study_tensorboard_dir(), _hparam_domains(settings), [settings.metric])
-    remaining = max(0, settings.trials - finished_count(study))
-    if remaining == 0:
-        say(f"the study already holds {settings.trials} finished trials (--trials is a total): nothing to run")
-    status = RunStatus.FAILED
+    server = "" if stores.embedded else stores.mlflow_uri
+    parent: MlflowTracker | None = None
+    name = f"{settings.study_name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     try:
-        with ProgressMonitor(study, echo, quiet, settings.trials):
-            if remaining:
-                run_workers(settings, remaining, pruner=pruner)
-        streak = failure_streak(study)
-        if streak is not None:
-            raise StudyStopped(f"stopped: the last trials all failed with the same error: {streak}")
-        status = RunStatus.FINISHED
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        raise
+        with store_errors(settings.base.tracking.runs_dir, "--runs-dir", server=server, keep=(StudyStopped,)):
+            _close_orphaned_parents(settings, stores, echo)  # parents of this study's workers that were killed
+            parent = _open_parent(settings, stores, name)
+            settings = dataclasses.replace(settings, parent_run_id=parent.run_id if parent else None)
+            with tracked_run(parent, name) if parent is not None else nullcontext():
+                if parent is not None:
+                    _log_parent_params(settings, parent)
+                _run(study, settings, echo, say, quiet, pruner, parent)
     finally:
-        if parent is not None:
-            _report(study, parent, settings)
-            parent.close(status)
+        _close_orphaned_parents(settings, stores, echo)
         echo(summary_line(study))
         best = best_trial(study)
         if best is not None:
@@ -81,6 +83,42 @@ def run_study(
         if parent is not None and parent.run_url:
             echo(f"parent run: {parent.run_url}")
     return study
+
+
+def _run(study: optuna.Study, settings: StudySettings, echo: Callable[[str], None], say: Callable[[str], None],
+         quiet: bool, pruner: optuna.pruners.BasePruner | None, parent: MlflowTracker | None) -> None:
+    """The workers until the study holds ``settings.trials`` finished trials, then (also after an
+    error or an interrupt) the report into ``parent``. Raises StudyStopped after a failure streak."""
+    write_experiment_config(settings.study_tensorboard_dir(), _hparam_domains(settings), [settings.metric])
+    remaining = max(0, settings.trials - finished_count(study))
+    if remaining == 0:
+        say(f"the study already holds {settings.trials} finished trials (--trials is a total): nothing to run")
+    try:
+        with ProgressMonitor(study, echo, quiet, settings.trials):
+            if remaining:
+                run_workers(settings, remaining, pruner=pruner)
+        streak = failure_streak(study)
+        if streak is not None:
+            raise StudyStopped(f"stopped: the last trials all failed with the same error: {streak}")
+    finally:
+        if parent is not None:
+            _report(study, parent, settings)
+
+
+def _close_orphaned_parents(settings: StudySettings, stores: Stores, echo: Callable[[str], None]) -> None:
+    """End KILLED the parent runs of this study whose ``convscope search`` process is provably gone
+    (``tracking.orphans``); one line each. A failure to look is one line on stderr, never an error."""
+    if not settings.base.tracking.mlflow:
+        return
+    try:
+        ended = close_orphaned_runs(stores.mlflow_uri, settings.base.tracking.experiment,
+                                    {"convscope.kind": "study", "optuna.study": settings.study_name})
+    except Exception as error:  # the study's own work matters more than this clean-up
+        print(f"could not look for stale parent runs of study {settings.study_name!r}: {describe_error(error)}",
+              file=sys.stderr)
+        return
+    for run_id, name, reason in ended:
+        echo(f"parent run {name} ({run_id}) of study {settings.study_name!r} ended killed: {reason}")
 
 
 def _without_secrets(echo: Callable[[str], None]) -> Callable[[str], None]:
@@ -92,23 +130,23 @@ def _without_secrets(echo: Callable[[str], None]) -> Callable[[str], None]:
     return masked
 
 
-def _open_parent(settings: StudySettings, stores: Stores) -> MlflowTracker | None:
+def _open_parent(settings: StudySettings, stores: Stores, name: str) -> MlflowTracker | None:
+    """The study's parent run named ``name`` (None without MLflow), tagged with the study and its process."""
     if not settings.base.tracking.mlflow:
         return None
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    with first_open_lock(stores):
-        parent = MlflowTracker(
-            stores.mlflow_uri, settings.base.tracking.experiment, f"{settings.study_name}-{stamp}",
-            artifact_location=stores.artifact_location, ui_url=stores.ui_url,
-            tags={"convscope.kind": "study", "optuna.study": settings.study_name,
-                  "optuna.storage": settings.storage.display},
-        )
+    return open_parent_run(
+        stores, settings.base.tracking.experiment, name,
+        tags={"convscope.kind": "study", "optuna.study": settings.study_name,
+              "optuna.storage": settings.storage.display},
+    )
+
+
+def _log_parent_params(settings: StudySettings, parent: MlflowTracker) -> None:
     parent.log_params({
         "study.name": settings.study_name, "study.metric": settings.metric, "study.direction": settings.direction,
         "study.pruner": settings.pruner, "study.trials": settings.trials, "study.jobs": settings.jobs,
         "study.seed": settings.seed, "study.space": describe(settings.space).replace("\n", "; "),
     })
-    return parent
 
 
 class _NameRecorder:

@@ -21,9 +21,10 @@ def run_config(command: RunConfig, run_id: str) -> RunConfig:
     from mlflow.exceptions import MlflowException
 
     from tracking.mlflow_sink import CONFIG_ARTIFACT
-    from tracking.stores import resolve_stores
+    from tracking.stores import require_runs, resolve_stores
 
     stores = resolve_stores(command.tracking.runs_dir, command.tracking.mlflow_uri)
+    require_runs(stores, f"--ablate {run_id}")
     client = MlflowClient(stores.mlflow_uri)
     try:
         client.get_run(run_id)

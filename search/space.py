@@ -259,7 +259,8 @@ def space_from_settings(settings: dict[str, Any] | None, base: RunConfig | None 
         try:
             values[name] = _setting(name, raw)
         except ConfigError as error:
-            raise ConfigError(f"{origins[name] if name in SETTINGS else _flag(name)}: {error}") from None
+            shown_as = origins[name] if name in SETTINGS or name in (labels or {}) else _flag(name)
+            raise ConfigError(f"{shown_as}: {error}") from None
     space = replace(SearchSpace(), **values, origins=tuple(origins.items()))
     _check(space)
     return resolve(space, base) if base is not None else space

@@ -138,9 +138,11 @@ def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: Frozen
         return
     from mlflow import MlflowClient
 
-    client = MlflowClient(uri)
-    client.set_tag(run_id, "convscope.status", RunStatus.KILLED.value)
-    client.set_terminated(run_id, status="KILLED")
+    from tracking.mlflow_sink import end_run
+    from tracking.orphans import KILLED_TAG
+
+    end_run(MlflowClient(uri), run_id, RunStatus.KILLED,
+            {KILLED_TAG: f"the worker of trial {trial.number} stopped sending heartbeats"})
 
 
 def run_workers(settings: StudySettings, remaining: int, *, pruner: optuna.pruners.BasePruner | None = None) -> None:

@@ -6,15 +6,22 @@ Contract:
   ``put`` blocks while the queue is full (back-pressure instead of unbounded memory).
 - Arguments are handed over, not copied: mappings are snapshotted with ``dict(...)``,
   but images and figures must not be mutated by the caller after the call.
-- A call or job that raises is logged (``logging`` warning naming the call) and
-  counted in ``errors``; the worker goes on with the next item and nothing is
-  raised to the caller.
+- A call or job that raises is counted in ``errors`` and logged as a one-line
+  ``logging`` warning naming the call (no traceback; the same error again is logged
+  at debug level only); ``first_error`` keeps the first one. The worker goes on with
+  the next item and nothing is raised to the caller — except a storage fault
+  (``tracking.faults``: no space left, read-only): every later call would fail the
+  same way and the run's record is broken, so it is logged at debug level only and
+  the caller's next call raises it (``store_error``): the run ends instead of
+  training on unrecorded, and whoever ends it reports the fault once.
 - A call made from the worker thread itself (e.g. a job that logs to this tracker)
   runs inline, so jobs cannot deadlock on a full queue.
 - ``flush`` returns when everything submitted so far has run. ``close(status)``
   flushes, closes the inner tracker, stops the worker and is idempotent; it may be
-  called from the main thread after a ``KeyboardInterrupt``. Calls after ``close``
-  raise ``RuntimeError``.
+  called from the main thread after a ``KeyboardInterrupt``. It never raises for
+  the inner tracker and never waits longer than ``close_timeout`` seconds: what went
+  wrong (the inner close's error or its ``close_error``, or a ``TimeoutError``) is
+  kept in ``close_error``. Calls after ``close`` raise ``RuntimeError``.
 - ``links`` is answered directly by the inner tracker.
 """
 
@@ -24,11 +31,13 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracking.base import RunStatus, Tracker
+from tracking.faults import describe_error, store_fault
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,6 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _STOP = object()
+CLOSE_TIMEOUT_SECONDS = 300.0
+"""The longest ``close`` waits for the pending calls and the inner close (a store that does not
+answer must not hang the process; MLflow's HTTP client retries a dead server for minutes)."""
 
 
 class BackgroundTracker:
@@ -45,13 +57,19 @@ class BackgroundTracker:
     Args:
         inner: the tracker that does the work (a sink or a ``FanOut``).
         maxsize: queue capacity; a call blocks while this many items are waiting.
+        close_timeout: the longest ``close`` waits, in seconds.
     """
 
-    def __init__(self, inner: Tracker, maxsize: int = 16) -> None:
+    def __init__(self, inner: Tracker, maxsize: int = 16, close_timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1 (got {maxsize}); it bounds the pending calls")
         self.inner = inner
         self.errors = 0
+        self.first_error: BaseException | None = None
+        self.store_error: BaseException | None = None
+        self.close_error: BaseException | None = None
+        self.close_timeout = close_timeout
+        self._reported: set[tuple[str, str]] = set()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self._closed = False
         self._close_lock = threading.Lock()
@@ -78,11 +96,29 @@ class BackgroundTracker:
             job()
         except BaseException as error:  # noqa: BLE001 - a sink must never stop the worker
             self.errors += 1
-            log.warning("background tracker call %s failed: %r", name, error, exc_info=True)
+            self.first_error = self.first_error or error
+            fault = store_fault(error)
+            if fault and self.store_error is None:
+                self.store_error = error  # raised to the caller at its next call: no warning
+            key = ("store", fault) if fault else (type(error).__name__, str(error))
+            level = logging.DEBUG if fault or key in self._reported else logging.WARNING
+            self._reported.add(key)
+            log.log(level, "background tracker call %s failed: %s", name, describe_error(error))
+
+    def _close_inner(self, status: RunStatus) -> None:
+        try:
+            self.inner.close(status)
+        except BaseException as error:  # noqa: BLE001 - kept for the caller of close
+            self.close_error = error
+            log.warning("background tracker call close(%s) failed: %s", RunStatus(status).value, describe_error(error))
+        else:
+            self.close_error = getattr(self.inner, "close_error", None)
 
     def _enqueue(self, name: str, job: Callable[[], None]) -> None:
         if self._closed:
             raise RuntimeError(f"{name} called on a closed BackgroundTracker")
+        if self.store_error is not None and threading.current_thread() is not self._thread:
+            raise self.store_error
         if threading.current_thread() is self._thread:
             self._run(name, job)  # re-entrant call from a job: run now, never wait on the queue
         else:
@@ -138,16 +174,29 @@ class BackgroundTracker:
         return self.inner.links()
 
     def close(self, status: RunStatus = RunStatus.FINISHED) -> None:
-        """Run everything pending, close ``inner`` with ``status``, stop the worker."""
+        """Run everything pending, close ``inner`` with ``status``, stop the worker; at most
+        ``close_timeout`` seconds (see the module docstring for ``close_error``)."""
+        deadline = time.monotonic() + self.close_timeout
         with self._close_lock:
             if self._closed:
                 return
             if threading.current_thread() is self._thread:
                 raise RuntimeError("BackgroundTracker.close cannot be called from one of its jobs")
-            self._queue.put((f"close({RunStatus(status).value})", lambda: self.inner.close(status)))
-            self._queue.put(_STOP)
-            self._closed = True
-        self._thread.join()
+            try:  # pending jobs may still log to this tracker: it is marked closed once they are queued
+                for item in ((f"close({RunStatus(status).value})", lambda: self._close_inner(status)), _STOP):
+                    self._queue.put(item, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                self.close_error = self._timed_out()
+                return
+            finally:
+                self._closed = True
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self.close_error = self._timed_out()
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"the tracking store took more than {self.close_timeout:g} s to take the run's "
+                            "last calls; the run may still show as running")
 
 
 def _yield_to_training() -> None:

@@ -4,7 +4,10 @@ A ``Tracker`` receives everything a run produces: params, the complete config, t
 metrics, images, figures and files. Images are part of the protocol, so no caller ever reaches
 into a backend client. Whoever opens a tracker closes it, exactly once, with a
 ``RunStatus``; ``close`` must flush anything buffered and must not raise for a
-backend that already went away (the run's other sinks still need closing).
+backend that already went away (the run's other sinks still need closing). A sink
+that could not write its end (the store went away, is full or read-only) may say so
+in an attribute ``close_error`` (None when it closed cleanly); ``tracking.lifecycle``
+reads it to tell the user.
 
 Conventions shared by all sinks:
 - ``step`` is the epoch; step 0 is the state before training.
@@ -135,6 +138,11 @@ class FanOut:
         for sink in self.sinks:
             merged.update(sink.links())
         return merged
+
+    @property
+    def close_error(self) -> BaseException | None:
+        """The first sink's ``close_error`` (see the module docstring), None when all closed cleanly."""
+        return next((error for sink in self.sinks if (error := getattr(sink, "close_error", None)) is not None), None)
 
     def close(self, status: RunStatus = RunStatus.FINISHED) -> None:
         errors: list[BaseException] = []

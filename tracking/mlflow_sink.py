@@ -20,7 +20,8 @@ Contract (on top of ``tracking.base``):
   of a run that did not finish in ``STATUS_SUFFIX`` (`` (pruned)``, `` (failed)``,
   `` (killed)``: MLflow's runs table shows the name, a green tick for pruned runs too and
   one red icon for failed and killed alike), is
-  idempotent and only warns (``logging``) if the backend cannot be reached.
+  idempotent and only warns (``logging``) if the backend cannot be reached, keeping the
+  error in ``close_error``.
   Note that MLflow's HTTP client retries a dead server before giving up
   (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT``).
 """
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from tracking.base import RunStatus
+from tracking.stores import mask_secrets
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,6 +58,28 @@ _MLFLOW_STATUS = {
 }
 
 _T = TypeVar("_T")
+
+
+class _StoreFaultFilter(logging.Filter):
+    """Drops MLflow's own traceback of a storage fault: the error is raised to the caller as well,
+    and the caller says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tracking.faults import store_fault
+
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or store_fault(error) is None
+
+
+_STORE_FAULT_FILTER = _StoreFaultFilter()
+
+
+def hush_store_fault_tracebacks() -> None:
+    """Keep MLflow's SQL store from logging a traceback for a full or read-only database (idempotent);
+    every other record of it is kept."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if _STORE_FAULT_FILTER not in logger.filters:
+        logger.addFilter(_STORE_FAULT_FILTER)
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
@@ -139,7 +163,9 @@ class MlflowTracker:
         self._max_batch = MAX_PARAMS_TAGS_PER_BATCH
         self._max_param_len = MAX_PARAM_VAL_LENGTH
         self._closed = False
+        self.close_error: BaseException | None = None
 
+        hush_store_fault_tracebacks()
         if tracking_uri.startswith("sqlite:///"):
             # sqlite creates the file but not its folder.
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -278,26 +304,37 @@ class MlflowTracker:
         return links
 
     def close(self, status: RunStatus = RunStatus.FINISHED) -> None:
-        """Tag ``convscope.status`` and terminate the run; no-op when already closed."""
+        """Tag ``convscope.status`` and terminate the run; no-op when already closed.
+
+        When the store cannot be written (gone, full, read-only) it warns once and keeps the
+        error in ``close_error`` (None after a clean close) instead of raising."""
         if self._closed:
             return
         self._closed = True
         status = RunStatus(status)
         try:
-            self.client.set_tag(self.run_id, STATUS_TAG, status.value, synchronous=True)
-            self._name_status(status)
-            self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS[status])
+            end_run(self.client, self.run_id, status)
         except Exception as error:  # the backend went away: the run's other sinks still close
+            self.close_error = error
             log.warning(
                 "could not close MLflow run %s as %s at %s: %s",
-                self.run_id, status.value, self.tracking_uri, error,
+                self.run_id, status.value, mask_secrets(self.tracking_uri), mask_secrets(str(error).strip()),
             )
 
-    def _name_status(self, status: RunStatus) -> None:
-        current = self.client.get_run(self.run_id).info.run_name or self.run_id
-        wanted = _without_status(current) + STATUS_SUFFIX.get(status, "")
-        if wanted != current:
-            self.client.update_run(self.run_id, name=wanted)
+
+def end_run(client: Any, run_id: str, status: RunStatus, tags: Mapping[str, str] | None = None) -> None:
+    """End the MLflow run ``run_id`` through ``client`` as ``MlflowTracker.close`` does: ``tags``,
+    then ``convscope.status``, the name's ``STATUS_SUFFIX`` and MLflow's status. Raises what the
+    client raises."""
+    status = RunStatus(status)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value), synchronous=True)
+    client.set_tag(run_id, STATUS_TAG, status.value, synchronous=True)
+    current = client.get_run(run_id).info.run_name or run_id
+    wanted = _without_status(current) + STATUS_SUFFIX.get(status, "")
+    if wanted != current:
+        client.update_run(run_id, name=wanted)
+    client.set_terminated(run_id, status=_MLFLOW_STATUS[status])
 
 
 def attach_to_run(tracking_uri: str, run_id: str, files: Sequence[Path], artifact_path: str,

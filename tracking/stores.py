@@ -121,6 +121,14 @@ def resolve_stores(runs_dir: str | Path, mlflow_uri: str = "", *, check: bool = 
     )
 
 
+def require_runs(stores: Stores, what: str) -> None:
+    """ConfigError naming ``what`` (``--ablate RUN_ID``) when the embedded store does not exist:
+    looking a run up there would only create an empty store to find nothing in it."""
+    if stores.embedded and not stores.layout.mlflow_db.is_file():
+        raise ConfigError(f"{what}: no such run: {stores.runs_dir} holds no MLflow runs; give --runs-dir "
+                          "(or --mlflow-uri) where the run was logged")
+
+
 def open_tracker(
     stores: Stores,
     experiment: str,
@@ -387,12 +395,10 @@ def _check_server(uri: str, flag: str) -> None:
 
 
 def _mlflow_schemes() -> set[str]:
-    """The URI schemes MLflow has a tracking store for (plugins included)."""
-    known = {"file", "databricks", "databricks-uc", "uc", "http", "https", *DATABASE_SCHEMES}
-    try:
-        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    """The URI schemes MLflow has a tracking store for, plugins included (read from the
+    ``mlflow.tracking_store`` entry points, so MLflow itself need not be imported)."""
+    from importlib.metadata import entry_points
 
-        known.update(str(key) for key in _tracking_store_registry._registry)
-    except (ImportError, AttributeError):
-        pass
+    known = {"file", "databricks", "databricks-uc", "uc", "http", "https", *DATABASE_SCHEMES}
+    known.update(point.name for point in entry_points(group="mlflow.tracking_store"))
     return known

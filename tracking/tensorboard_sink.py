@@ -36,6 +36,30 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+_previous_excepthook: Any = None
+
+
+def _writer_thread_excepthook(args: Any) -> None:
+    from tracking.faults import store_fault
+
+    if type(args.thread).__name__ == "_AsyncWriterThread" and args.exc_value is not None \
+            and store_fault(args.exc_value) is not None:
+        return  # the writer raises it again on the next write, flush or close: reported there
+    _previous_excepthook(args)
+
+
+def hush_writer_thread_faults() -> None:
+    """Keep TensorBoard's event-writer thread from printing a traceback when the disk is full or
+    read-only (idempotent). The writer keeps the error and raises it on the next write, flush or
+    close, where this sink's caller reports it; every other thread exception is printed as before."""
+    import threading
+
+    global _previous_excepthook
+    if threading.excepthook is not _writer_thread_excepthook:
+        _previous_excepthook = threading.excepthook
+        threading.excepthook = _writer_thread_excepthook
+
+
 def markdown_table(rows: Mapping[str, Any], header: tuple[str, str] = ("name", "value")) -> str:
     """Two-column Markdown table of ``rows`` (``|`` and newlines escaped) for the text plugin."""
 
@@ -102,6 +126,7 @@ class TensorBoardTracker:
             ) from error
         from tracking.stats import METRIC_DESCRIPTIONS
 
+        hush_writer_thread_faults()
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self._closed = False

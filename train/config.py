@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ class ModelConfig:
         if self.widths:
             return tuple(self.widths)
         return tuple(max(1, round(self.base_width * self.growth**i)) for i in range(self.depth))
+
+
+SYNTHETIC_DEPTH = re.compile(r"synthetic-depth(\d+)")  # --data synthetic-depthK: a task that needs K blocks
+NAMED_DATA = ("synthetic", "cifar10", "oxford-pets")  # --data values that name no folder
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ def build_config(preset: str = "seed", overrides: dict[str, dict[str, Any]] | No
         if not isinstance(values, dict):
             raise ConfigError(f"config section {section} must be a mapping of settings (got {values!r})")
         merged.setdefault(section, {}).update(values)
+    given = (overrides or {}).get("model", {})
+    depth_follows = isinstance(given, dict) and "widths" in given and "depth" not in given
     parts: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
         known = {f.name for f in dataclasses.fields(cls)}
@@ -141,6 +148,8 @@ def build_config(preset: str = "seed", overrides: dict[str, dict[str, Any]] | No
         if unknown:
             raise ConfigError(f"unknown {section} setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
         parts[section] = cls(**_coerce(cls, values))
+    if depth_follows and parts["model"].widths:  # widths given, depth not: one block per width
+        parts["model"] = dataclasses.replace(parts["model"], depth=len(parts["model"].widths))
     config = RunConfig(preset=preset, **parts)
     check_values(config)
     return config

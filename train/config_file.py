@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from train.config import SECTIONS, check_value
+from train.config import PRESETS, SECTIONS, check_value
 from train.errors import ConfigError
 
 EXTRA_SECTIONS = ("search",)  # config-file sections that are not RunConfig sections
@@ -47,6 +47,8 @@ def load_config_file(path: str | Path) -> tuple[str | None, dict[str, dict[str, 
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {path}: expected a mapping of settings at the top level")
     preset = raw.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--config {path}: preset {preset!r} is none of {', '.join(PRESETS)}")
     owner = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():

@@ -47,7 +47,7 @@ from train.cache import (
     load_entry,
     store_entry,
 )
-from train.config import DataConfig
+from train.config import SYNTHETIC_DEPTH, DataConfig
 from train.errors import ConfigError
 from train.folders import Layout, find_layout
 from train.images import VANISHED, decode_file, decode_many
@@ -62,7 +62,6 @@ from train.synthetic import (
 )
 
 DECODE_CHUNK = 2048  # files decoded per batch of work: bounds the memory held outside the tensor
-SYNTHETIC_DEPTH = re.compile(r"synthetic-depth(\d+)")  # --data synthetic-depthK: a task that needs K blocks
 CHANGED = "changed since validated"  # its size or modification time differs from when it was validated
 MAX_LOST_FRACTION = 0.5  # more of a batch (or of the data set) lost after validation ends the run
 MIN_CHECKED_BATCH = 4  # batches smaller than this are not held to MAX_LOST_FRACTION (the data set still is)

@@ -84,12 +84,12 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
     resolve_precision(config.optim.precision, device)  # a bad --precision fails before any decoding
     validate(config.model)  # fail fast on a bad architecture, before decoding any image
     stores = resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
-    check_writable(config.tracking.runs_dir, "--runs-dir", files=("mlflow.db",) if stores.embedded else ())
+    check_writable(config.tracking.runs_dir, "--runs-dir", files=(stores.layout.mlflow_db.name,) if stores.embedded else ())
     run_name = config.tracking.run_name or (resume.extra.get("run_name") if resume else None) or default_run_name(config)
     data = load_data(
         config.data, config.model.image_size, data_seed,
-        cache_dir=Path(config.data.cache_dir) if config.data.cache_dir else stores.runs_dir / "cache",
-        dataset_dir=Path(config.data.dataset_dir) if config.data.dataset_dir else stores.runs_dir / "datasets",
+        cache_dir=Path(config.data.cache_dir) if config.data.cache_dir else stores.layout.cache,
+        dataset_dir=Path(config.data.dataset_dir) if config.data.dataset_dir else stores.layout.datasets,
         progress=progress,
     )
     echo(data.description)

@@ -1,0 +1,422 @@
+"""Bad invocations of every ``convscope`` command, run as a user would (a new process each).
+
+One table, one row per mistake: the command line, any environment additions, and any files
+the mistake needs (a config file, a damaged checkpoint, an empty data folder). Every row
+runs in a folder of its own (also the working directory) with ``--runs-dir <tmp>/runs``
+where the command takes it, no ``CONVSCOPE_*`` or ``MLFLOW_*`` variable from outside, and
+the repository first on ``PYTHONPATH``. The contract checked for every row:
+
+- exit code 2, within the row's time limit, and no ``Traceback`` on stdout or stderr;
+- stderr names the mistake in ONE line, the *error line*: for convscope's own checks stderr
+  is exactly that one non-empty line; for argparse's (an unknown flag, a value of the wrong
+  type, a choice not offered) its conventional usage lines (``usage: …`` and their indented
+  continuation) may come first and the error line is last. Either way the error line is
+  ``convscope …: error: …`` and it is the only stderr line holding ``: error:``;
+- rows that set a ``CONVSCOPE_*`` variable may have ONE more line after the error line,
+  ``convscope: note: flags were also taken from the environment: …``; no other row may.
+  An environment row's stderr (error line or note) names its variable, so the user learns
+  where the value came from;
+- the error line holds every substring the row names (the flag, the config key, the
+  variable or the file at fault, as the user wrote it);
+- nothing is left behind: if ``<tmp>/runs/mlflow.db`` exists it holds no run, no file lies
+  under ``<tmp>/runs/checkpoints``, a missing folder given (``<tmp>/no/…``) is not created,
+  the working directory stays empty, and no process the row started is still running.
+
+A separate test plants a password in URLs that fail and checks it never reaches stdout or stderr.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e_helpers import convscope
+
+REPO = Path(__file__).resolve().parents[1]
+NOTE = "convscope: note: flags were also taken from the environment"
+TOKEN_VAR = "BAD_INVOCATION_TOKEN"  # marks every process a row starts, to find what it left running
+CASE_TIMEOUT = 60.0  # a usage error takes seconds; a row that has not exited by then failed
+SERVER_TIMEOUT = 25.0  # rows that could start a server when the check is missing
+NO_RUN = "0123456789abcdef0123456789abcdef"  # a well-formed MLflow run id that no store holds
+RUNS_DIR_COMMANDS = ("train", "search", "depth", "compare", "explain", "ui")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGM8oaHBgA0wYRUdtBIA4DgBKJ8lCQoAAA"
+                       "AASUVORK5CYII=")  # an 8x8 RGB image
+ABSENT = object()  # ``conf``'s text for a config file that does not exist
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad invocation. ``{tmp}`` in argv, env, files and needles is the row's folder and
+    ``{port}`` a free TCP port; ``files`` maps a path below ``{tmp}`` to its text or bytes
+    (None: an empty folder)."""
+
+    argv: tuple[str, ...]
+    needles: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, str | bytes | None] = field(default_factory=dict)
+    runs: bool = True  # append --runs-dir {tmp}/runs
+    timeout: float = CASE_TIMEOUT
+    no_cuda: bool = False  # only wrong on a machine without a CUDA device
+
+
+def bad(case_id: str, *argv: str, needles: str | tuple[str, ...], **options: Any) -> Any:
+    """A table row: ``bad("train-epochs-0", *TRAIN, "--epochs", "0", needles="--epochs")``. It gets
+    ``--runs-dir`` when its command takes one and it gives none, and the servers' time limit
+    when it could start a server."""
+    command = argv[0] if argv else ""
+    options.setdefault("runs", command in RUNS_DIR_COMMANDS and "--runs-dir" not in argv)
+    options.setdefault("timeout", SERVER_TIMEOUT if command in ("serve", "ui") else CASE_TIMEOUT)
+    return pytest.param(Case(tuple(argv), (needles,) if isinstance(needles, str) else needles, **options),
+                        id=case_id)
+
+
+def conf(case_id: str, name: str, text: str | None | object, *needles: str, command: tuple[str, ...] = ()) -> Any:
+    """A row whose ``--config {tmp}/name`` holds ``text`` (None: a folder; ABSENT: no file)."""
+    files = {} if text is ABSENT else {name: text}
+    return bad(case_id, *(command or TRAIN), "--config", f"{{tmp}}/{name}", needles=(name, *needles), files=files)
+
+
+# Cheap settings first, the row's flags after them (the last flag wins): a check that is
+# missing then costs one short epoch instead of the seed network's default ten.
+TRAIN = ("train", "--synthetic-size", "200", "--epochs", "1", "--quiet", "--no-tensorboard")
+SEARCH = ("search", "--trials", "1", "--fix", "synthetic_size=200", "--quiet", "--no-tensorboard")
+DEPTH = ("depth", "--epochs", "1", "--folds", "2", "--fix", "synthetic_size=200", "--no-tensorboard")
+SQLITE_BACKEND = {"MLFLOW_BACKEND_STORE_URI": "sqlite:///{tmp}/serve.db", "MLFLOW_ARTIFACTS_DESTINATION": "{tmp}/art"}
+CHECKPOINT_CONFIG = '{"config": {"preset": "tiny", "model": {"depth": 3}}, "epoch": 1}'
+FILE = {"afile": "a regular file, not a folder\n"}
+ENV_TRAIN = ("train", "--synthetic-size", "200", "--quiet", "--no-tensorboard")  # no flag the variables set
+ENV_SEARCH = ("search", "--fix", "synthetic_size=200", "--quiet", "--no-tensorboard")
+
+
+def flag_rows(prefix: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[Any]:
+    """Rows ``(flag, value…)`` run after ``prefix`` whose error line must name the flag: id ``train-lr=nan``."""
+    return [bad(f"{prefix[0]}-{flag.lstrip('-')}" + (f"={' '.join(values)}" if values else ""), *prefix, flag,
+                *values, needles=flag) for flag, *values in rows]
+
+
+TRAIN_CASES = [
+    *flag_rows(TRAIN, [
+        ("--epochs", "0"), ("--epochs", "-1"), ("--epochs", "1.5"), ("--batch-size", "0"), ("--batch-size", "1"),
+        ("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"), ("--lr", "0"), ("--lr", "fast"), ("--weight-decay", "-1"),
+        ("--depth", "50"), ("--depth", "0"), ("--dropout", "1.5"), ("--dropout", "-0.1"), ("--image-size", "0"),
+        ("--image-size", "7"), ("--val-fraction", "1"), ("--folds", "1"), ("--precision", "fp16"),
+        ("--preset", "bogus"), ("--experiment", ""), ("--device", "tpu"), ("--nope",),
+        ("--mlflow-uri", "nonsense://x"), ("--mlflow-uri", "postgresql://127.0.0.1:1/nodb"),
+        ("--mlflow-uri", "http://127.0.0.1:1"),
+    ]),
+    bad("train-widths-depth-mismatch", *TRAIN, "--widths", "8", "16", "--depth", "3", needles=("--widths", "--depth")),
+    bad("train-crop-padding-too-big", *TRAIN, "--image-size", "32", "--crop-padding", "40", needles="--crop-padding"),
+    bad("train-device-cuda-without-gpu", *TRAIN, "--device", "cuda", needles="--device", no_cuda=True),
+    bad("train-data-missing-folder", *TRAIN, "--data", "{tmp}/no/such/folder", needles="{tmp}/no/such/folder"),
+    bad("train-data-empty-folder", *TRAIN, "--data", "{tmp}/empty", needles="{tmp}/empty", files={"empty": None}),
+    bad("train-data-one-class", *TRAIN, "--data", "{tmp}/one", needles="{tmp}/one",
+        files={f"one/cats/{i}.png": PNG for i in range(4)}),
+    bad("train-data-regular-file", *TRAIN, "--data", "{tmp}/afile", needles="{tmp}/afile", files=FILE),
+    bad("train-probe-missing-file", *TRAIN, "--probe", "{tmp}/nope.png", needles="{tmp}/nope.png"),
+    conf("train-config-missing", "missing.yaml", ABSENT),
+    conf("train-config-json-suffix", "run.json", '{"optim": {"epochs": 1}}\n'),
+    conf("train-config-a-folder", "conf.yaml", None),
+    conf("train-config-broken-yaml", "broken.yaml", "model: {depth: 3\noptim: [\n"),
+    conf("train-config-yaml-list", "list.yaml", "- depth\n- 3\n"),
+    conf("train-config-toml-widths-text", "run.toml", 'widths = "8,x"\n', "widths"),  # "8,16" is fine: 2 blocks
+    conf("train-config-depth-three", "run.yaml", 'model: {depth: "three"}\n', "model.depth"),
+    conf("train-config-lr-fast", "run.yaml", 'optim: {lr: "fast"}\n', "optim.lr"),
+    conf("train-config-unknown-key", "run.yaml", "depht: 3\n", "depht"),
+    conf("train-config-bad-preset", "run.yaml", "preset: huge\n", "preset"),
+    bad("train-resume-missing-folder", *TRAIN, "--resume", "{tmp}/nocheckpoint", needles="{tmp}/nocheckpoint"),
+    bad("train-resume-empty-folder", *TRAIN, "--resume", "{tmp}/ck", needles="{tmp}/ck", files={"ck": None}),
+    bad("train-resume-corrupt-state", *TRAIN, "--resume", "{tmp}/ck", needles="state.pt",
+        files={"ck/config.json": CHECKPOINT_CONFIG, "ck/state.pt": b"\x00not a torch file",
+               "ck/model.safetensors": b"\x00not safetensors"}),
+    bad("train-resume-corrupt-config", *TRAIN, "--resume", "{tmp}/ck", needles="config.json",
+        files={"ck/config.json": "{not json", "ck/state.pt": b"\x00", "ck/model.safetensors": b"\x00"}),
+    bad("train-resume-config-bad-value", *TRAIN, "--resume", "{tmp}/ck", needles=("config.json", "epochs"),
+        files={"ck/config.json": '{"config": {"optim": {"epochs": 0}}}', "ck/state.pt": b"\x00",
+               "ck/model.safetensors": b"\x00"}),
+    bad("train-runs-dir-is-a-file", *TRAIN, "--runs-dir", "{tmp}/afile", needles="--runs-dir", files=FILE),
+    bad("train-env-epochs-0", *ENV_TRAIN, needles="CONVSCOPE_EPOCHS", env={"CONVSCOPE_EPOCHS": "0"}),
+    bad("train-env-epochs-text", *ENV_TRAIN, needles="--epochs", env={"CONVSCOPE_EPOCHS": "abc"}),
+    bad("train-env-batch-size-1", *ENV_TRAIN, needles="CONVSCOPE_BATCH_SIZE", env={"CONVSCOPE_BATCH_SIZE": "1"}),
+    bad("train-env-mlflow-maybe", *ENV_TRAIN, needles="CONVSCOPE_MLFLOW", env={"CONVSCOPE_MLFLOW": "maybe"}),
+    bad("train-env-preset-bogus", *ENV_TRAIN, needles="--preset", env={"CONVSCOPE_PRESET": "bogus"}),
+]
+
+SEARCH_CASES = [
+    *flag_rows(SEARCH, [
+        ("--trials", "0"), ("--jobs", "0"), ("--depth", "5..2"), ("--depth", "abc"), ("--dropout", "0..2"),
+        ("--lr", "0..1:log"), ("--batch-size", "1..8"), ("--widths", "bogus"), ("--epochs", "0"),
+        ("--storage", "nonsense://"), ("--storage", "postgresql://127.0.0.1:1/x"), ("--metric", "bogus"),
+        ("--pruner", "bogus"), ("--trials-per-gpu", "-1"), ("--heartbeat", "0"), ("--study-name", ""),
+    ]),
+    bad("search-storage-sqlite-missing-dir", *SEARCH, "--storage", "sqlite:///{tmp}/no/such/dir/x.db",
+        needles="--storage"),
+    bad("search-storage-journal-under-a-file", *SEARCH, "--storage", "{tmp}/afile/journal.log", needles="--storage",
+        files=FILE),
+    bad("search-fix-unknown-name", *SEARCH, "--fix", "nope=1", needles="nope"),
+    bad("search-fix-epochs-0", *SEARCH, "--fix", "epochs=0", needles="epochs=0"),
+    bad("search-fix-no-value", *SEARCH, "--fix", "lr", needles="--fix lr"),
+    conf("search-config-search-section", "study.yaml", 'search: {depth: "x..y"}\n', "depth", command=SEARCH),
+    bad("search-env-trials-0", *ENV_SEARCH, needles="CONVSCOPE_TRIALS", env={"CONVSCOPE_TRIALS": "0"}),
+]
+
+DEPTH_CASES = [
+    bad("depth-folds-1", *DEPTH, "--max-depth", "2", "--folds", "1", needles="--folds"),
+    bad("depth-folds-0", *DEPTH, "--max-depth", "2", "--folds", "0", needles="--folds"),
+    bad("depth-max-depth-0", *DEPTH, "--max-depth", "0", needles="--max-depth"),
+    bad("depth-max-depth-50", *DEPTH, "--max-depth", "50", needles="--max-depth"),
+    bad("depth-ablate-last-without-ablate", *DEPTH, "--max-depth", "2", "--ablate-last", "2", needles="--ablate-last"),
+    bad("depth-ablate-last-negative", *DEPTH, "--ablate", NO_RUN, "--ablate-last", "-1", needles="--ablate-last"),
+    bad("depth-ablate-missing-run", *DEPTH, "--ablate", NO_RUN, needles=("--ablate", NO_RUN)),
+    bad("depth-study-missing", *DEPTH, "--max-depth", "2", "--study", "nosuchstudy",
+        needles=("--study", "nosuchstudy")),
+    bad("depth-widths-zero", *DEPTH, "--widths", "0", "8", needles="--widths"),
+    bad("depth-widths-and-study", *DEPTH, "--widths", "8", "16", "--study", "s", needles="--study"),
+    bad("depth-epochs-0", *DEPTH, "--max-depth", "2", "--epochs", "0", needles="--epochs"),
+]
+
+OTHER_CASES = [
+    bad("no-command", needles="COMMAND"),
+    bad("unknown-command", "bogus", needles="bogus"),
+    bad("compare-no-run-ids", "compare", needles="RUN_ID"),
+    bad("compare-missing-run", "compare", NO_RUN, needles=NO_RUN),
+    bad("compare-study-missing", "compare", "--study", "nosuchstudy", needles=("--study", "nosuchstudy")),
+    bad("compare-mlflow-uri-nonsense", "compare", NO_RUN, "--mlflow-uri", "nonsense://x", needles="--mlflow-uri"),
+    bad("explain-no-run-id", "explain", needles="RUN_ID"),
+    bad("explain-missing-run", "explain", NO_RUN, needles=NO_RUN),
+    bad("explain-folds-1", "explain", NO_RUN, "--folds", "1", needles="--folds"),
+    bad("serve-no-service", "serve", needles="SERVICE"),
+    bad("serve-mlflow-no-backend", "serve", "mlflow", "--port", "{port}", needles="MLFLOW_BACKEND_STORE_URI"),
+    bad("serve-mlflow-backend-nonsense", "serve", "mlflow", "--port", "{port}", needles="MLFLOW_BACKEND_STORE_URI",
+        env={**SQLITE_BACKEND, "MLFLOW_BACKEND_STORE_URI": "nonsense://x"}),
+    bad("serve-dashboard-storage-unreachable", "serve", "optuna-dashboard", "--port", "{port}",
+        needles="CONVSCOPE_STORAGE", env={"CONVSCOPE_STORAGE": "postgresql://127.0.0.1:1/x"}),
+    *(bad(f"serve-mlflow-port={port}", "serve", "mlflow", "--port", port, needles="--port", env=SQLITE_BACKEND)
+      for port in ("0", "-1", "70000")),
+    bad("serve-tensorboard-port-70000", "serve", "tensorboard", "--logdir", "{tmp}", "--port", "70000",
+        needles="--port"),
+    bad("serve-tensorboard-logdir-file", "serve", "tensorboard", "--logdir", "{tmp}/afile", "--port", "{port}",
+        needles="--logdir", files=FILE),
+    bad("ui-runs-dir-missing", "ui", "--runs-dir", "{tmp}/nope", needles="--runs-dir"),
+    bad("ui-runs-dir-is-a-file", "ui", "--runs-dir", "{tmp}/afile", needles="--runs-dir", files=FILE),
+    bad("ui-mlflow-port-70000", "ui", "--runs-dir", "{tmp}/runs", "--mlflow-port", "70000", "--tensorboard-port",
+        "{port}", "--dashboard-port", "{port}", needles="--mlflow-port", files={"runs": None}),
+]
+
+ALL_CASES = [*TRAIN_CASES, *SEARCH_CASES, *DEPTH_CASES, *OTHER_CASES]
+
+
+# -- running a row ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bare_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """No ``CONVSCOPE_*`` (but the test-only ones) or ``MLFLOW_*`` setting from outside, and an
+    empty working directory; yields that directory."""
+    for name in list(os.environ):
+        if (name.startswith("CONVSCOPE_") and "_TEST_" not in name) or name.startswith("MLFLOW_"):
+            monkeypatch.delenv(name)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    yield cwd
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fill(text: str, tmp: Path, port: int) -> str:
+    """``text`` with its ``{tmp}`` and ``{port}`` placeholders filled in."""
+    return text.replace("{tmp}", str(tmp)).replace("{port}", str(port))
+
+
+def make_files(tmp: Path, files: Mapping[str, str | bytes | None], port: int) -> None:
+    """Write a row's files below ``tmp``."""
+    for relative, content in files.items():
+        path = tmp / relative
+        if content is None:
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(fill(content, tmp, port))
+
+
+def marked_processes(token: str) -> list[int]:
+    """Processes whose environment holds ``token``: what one row started and left running."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if f"{TOKEN_VAR}={token}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def stop_marked(token: str, grace: float = 2.0) -> list[int]:
+    """Kill (by pid) the processes one row left running, after ``grace`` seconds to exit."""
+    deadline = time.monotonic() + grace
+    while (left := marked_processes(token)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def run_row(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str, list[int]]:
+    """(exit code or None when it timed out, stdout, stderr, pids it left running)."""
+    token = uuid.uuid4().hex
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # the tree under test first
+    env = {**env, TOKEN_VAR: token, "PYTHONPATH": path}
+    try:
+        done = convscope(*argv, env=env, timeout=timeout)
+        code, out, err = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as expired:
+        code, out, err = None, _text(expired.stdout), _text(expired.stderr)
+    return code, out, err, stop_marked(token)
+
+
+def _text(output: bytes | str | None) -> str:
+    """What a timed-out process had written (bytes or text or nothing) as text."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
+def runs_in(database: Path) -> int:
+    """Runs an MLflow sqlite store holds (0 when it has no ``runs`` table yet)."""
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return int(connection.execute("select count(*) from runs").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        connection.close()
+
+
+ERROR_LINE = re.compile(r"^convscope(?: [\w-]+)*: error: ")
+
+
+def contract_problems(case: Case, code: int | None, out: str, err: str, tmp: Path, needles: list[str]) -> list[str]:
+    """Everything in one row's outcome that breaks the contract of this module's docstring."""
+    problems = []
+    if code != 2:
+        problems.append(f"exit code {'none: still running at the time limit' if code is None else code}, not 2")
+    if "Traceback" in out or "Traceback" in err:
+        problems.append("a traceback")
+    lines = [line for line in err.splitlines() if line.strip()]
+    from_env = any(name.startswith("CONVSCOPE_") for name in case.env)
+    if from_env and lines and lines[-1].startswith(NOTE):
+        lines = lines[:-1]
+    elif any(line.startswith(NOTE) for line in lines):
+        problems.append("an environment note where none belongs" if not from_env else "the note is not last")
+    if lines and lines[0].startswith("usage: "):  # argparse: usage lines, then the error line
+        usage = lines[:-1]
+        if not all(line.startswith(("usage: ", " ")) for line in usage):
+            problems.append(f"more than the usage lines before the error line: {usage}")
+    elif len(lines) != 1:
+        problems.append(f"{len(lines)} stderr lines (besides a note), not 1")
+    error = lines[-1] if lines else ""
+    if not ERROR_LINE.match(error):
+        problems.append("the last line is not 'convscope …: error: …'")
+    if sum(": error:" in line for line in err.splitlines()) != 1:
+        problems.append("not exactly one ': error:' line")
+    missing = [needle for needle in needles if needle not in error]
+    if missing:
+        problems.append(f"the error line does not name {missing}")
+    for name in (n for n in case.env if n.startswith("CONVSCOPE_")):
+        if name not in err:
+            problems.append(f"stderr does not name {name}")
+    database = tmp / "runs" / "mlflow.db"
+    if database.is_file() and (count := runs_in(database)):
+        problems.append(f"{count} MLflow run(s) left in {database}")
+    checkpoints = tmp / "runs" / "checkpoints"
+    if checkpoints.is_dir() and (files := [p for p in checkpoints.rglob("*") if p.is_file()]):
+        problems.append(f"checkpoint files left: {[str(p.relative_to(tmp)) for p in files[:3]]}")
+    if (tmp / "no").exists():
+        problems.append("created the missing folder it was given")
+    if stray := sorted(p.name for p in Path.cwd().iterdir()):
+        problems.append(f"written into the working directory: {stray}")
+    return problems
+
+
+def describe(code: int | None, err: str, problems: list[str]) -> str:
+    """The failure message: what is wrong, the exit code and the last three stderr lines."""
+    tail = "\n".join("    " + line[:300] for line in err.strip().splitlines()[-3:])
+    return f"{'; '.join(problems)}\n  exit code: {code}\n  last stderr lines:\n{tail}"
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+@pytest.mark.usefixtures("bare_env")
+def test_bad_invocation_is_one_line_and_exit_2(case: Case, tmp_path: Path) -> None:
+    """The contract of this module's docstring, for one row of the table."""
+    if case.no_cuda:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present: --device cuda is a valid choice here")
+    tmp, port = tmp_path / "case", free_port()
+    tmp.mkdir()
+    make_files(tmp, case.files, port)
+    argv = [fill(arg, tmp, port) for arg in case.argv]
+    if case.runs:
+        argv += ["--runs-dir", str(tmp / "runs")]
+    env = {name: fill(value, tmp, port) for name, value in case.env.items()}
+    started = time.monotonic()
+    code, out, err, left = run_row(argv, env, case.timeout)
+    problems = contract_problems(case, code, out, err, tmp, [fill(n, tmp, port) for n in case.needles])
+    if left:
+        problems.append(f"left {len(left)} process(es) running (killed)")
+    if problems:
+        problems.append(f"took {time.monotonic() - started:.1f} s")
+    assert not problems, describe(code, err, problems)
+
+
+# -- no password on the console ----------------------------------------------------------
+
+PASSWORD = "S3CRETPW"
+SECRET_URL = f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"
+SECRET_TRAIN = ("train", "--epochs", "1", "--synthetic-size", "200")
+SECRET_SEARCH = ("search", "--trials", "1", "--fix", "synthetic_size=200")
+SECRET_CASES = [  # (id, argv, env)
+    ("train-mlflow-uri", (*SECRET_TRAIN, "--mlflow-uri", SECRET_URL), {}),
+    ("train-MLFLOW_TRACKING_URI", SECRET_TRAIN, {"MLFLOW_TRACKING_URI": SECRET_URL}),
+    ("search-storage", (*SECRET_SEARCH, "--storage", SECRET_URL), {}),
+    ("search-CONVSCOPE_STORAGE", SECRET_SEARCH, {"CONVSCOPE_STORAGE": SECRET_URL}),
+    ("depth-study-storage", ("depth", "--study", "s", "--storage", SECRET_URL), {}),
+    ("compare-mlflow-uri", ("compare", NO_RUN, "--mlflow-uri", SECRET_URL), {}),
+    ("serve-dashboard-CONVSCOPE_STORAGE", ("serve", "optuna-dashboard", "--port", "{port}"),
+     {"CONVSCOPE_STORAGE": SECRET_URL}),
+    ("serve-mlflow-MLFLOW_BACKEND_STORE_URI", ("serve", "mlflow", "--port", "{port}"),
+     {"MLFLOW_BACKEND_STORE_URI": SECRET_URL, "MLFLOW_ARTIFACTS_DESTINATION": "{tmp}/art"}),
+]
+
+
+@pytest.mark.parametrize(("argv", "env"), [pytest.param(*row[1:], id=row[0]) for row in SECRET_CASES])
+@pytest.mark.usefixtures("bare_env")
+def test_failing_url_password_never_printed(argv: tuple[str, ...], env: dict[str, str], tmp_path: Path) -> None:
+    """A URL with a password that cannot connect fails without the password on stdout or stderr."""
+    port = free_port()
+    full = [fill(arg, tmp_path, port) for arg in argv]
+    if full[0] in RUNS_DIR_COMMANDS:
+        full += ["--runs-dir", str(tmp_path / "runs")]
+    code, out, err, _ = run_row(full, {k: fill(v, tmp_path, port) for k, v in env.items()}, SERVER_TIMEOUT)
+    assert PASSWORD not in out and PASSWORD not in err, describe(code, err, ["the password was printed"])
+    assert code not in (0, None), describe(code, err, ["did not fail"])

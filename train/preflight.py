@@ -1,0 +1,40 @@
+"""The checks of a run's settings that need the file system but nothing heavy: done by the
+command line before torch, MLflow or a data set is loaded, so such a mistake is one line at once.
+
+What needs the data itself (its classes, its images) or the machine (a GPU) is checked where it
+is loaded; this only asks whether the named things exist and can be written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tracking.faults import check_writable
+from tracking.stores import resolve_stores
+from train.config import NAMED_DATA, SYNTHETIC_DEPTH, RunConfig
+from train.errors import ConfigError
+
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def preflight(config: RunConfig) -> None:
+    """ConfigError naming the flag for a ``--data`` folder or ``--probe`` file that does not
+    exist, a ``--device`` that names no device, a ``--runs-dir`` that cannot be written, or an
+    MLflow tracking URI (``--mlflow-uri``, ``MLFLOW_TRACKING_URI``) that is malformed or does not answer."""
+    data = config.data
+    if data.data not in NAMED_DATA and not SYNTHETIC_DEPTH.fullmatch(data.data):
+        folder = Path(data.data).expanduser()
+        if not folder.exists():
+            raise ConfigError(f"--data {data.data}: no such folder; give a folder with one sub-folder per class, "
+                              f"or one of {', '.join(NAMED_DATA)}, synthetic-depthK")
+        if not folder.is_dir():
+            raise ConfigError(f"--data {data.data}: not a folder; give a folder with one sub-folder per class")
+    for probe in data.probe:
+        if not Path(probe).expanduser().is_file():
+            raise ConfigError(f"--probe {probe}: no such file")
+    if not DEVICE.fullmatch(config.optim.device):
+        raise ConfigError(f"--device {config.optim.device}: use auto, cpu, cuda, cuda:N or mps")
+    check_writable(config.tracking.runs_dir, "--runs-dir")
+    if config.tracking.mlflow:
+        resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
