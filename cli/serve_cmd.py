@@ -106,7 +106,7 @@ def mlflow_command(
     artifacts = _required(environ, "MLFLOW_ARTIFACTS_DESTINATION", "the folder or URI proxied artifacts go to")
     extra_env: dict[str, str] = {}
     resolved = tracking_uri(backend, "MLFLOW_BACKEND_STORE_URI")  # parsed, its driver added, and it answers
-    if resolved != backend:
+    if _scheme(resolved) != _scheme(backend):  # a bare postgresql:// gets the installed driver
         extra_env["MLFLOW_BACKEND_STORE_URI"] = resolved
     app_name = None
     if args.auth:
@@ -120,6 +120,8 @@ def mlflow_command(
                   "a long random string that signs sign-in forms (--auth; the same on every server)")
         from tracking.stores import database_url
 
+        if "\n" in args.auth_database_uri or "\r" in args.auth_database_uri:
+            raise ConfigError("--auth-database-uri must be one line")
         auth_db = database_url(args.auth_database_uri or _beside(artifacts, "basic_auth.db"), "--auth-database-uri")
         auth_config = write_auth_config(auth_db)
         if temp_files is not None:
@@ -185,7 +187,11 @@ def _checked_storage(storage: str) -> str:
         return storage
     url = database_url(storage, "CONVSCOPE_STORAGE")
     check_database(url, "CONVSCOPE_STORAGE", storage)
-    return url
+    return storage if _scheme(url) == _scheme(storage) else url  # only a bare postgresql:// is rewritten
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0]
 
 
 def check_port(port: int, flag: str = "--port") -> int:

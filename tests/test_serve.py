@@ -194,7 +194,10 @@ def test_optuna_dashboard_reads_the_storage_from_a_private_file(
     password = 'pa"ss\\word#1'
     storage = f"postgresql+psycopg2://convscope:{password}@postgres:5432/optuna"
     monkeypatch.setenv("CONVSCOPE_STORAGE", storage)
+    checked: list[str] = []  # the stack's host "postgres" exists only inside compose: record the check instead
+    monkeypatch.setattr("tracking.stores.check_database", lambda url, flag, given="": checked.append(flag))
     cmd, env = serve(exec_calls, "optuna-dashboard", "--port", "8123")
+    assert checked == ["CONVSCOPE_STORAGE"]
     config_path = Path(after(cmd, "--from-config"))
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
     with config_path.open("rb") as config:

@@ -68,12 +68,17 @@ class Layout:
         return tuple(row for part in self.splits.values() for row in part.skipped)
 
 
-def find_layout(root: Path, flag: str = "--data") -> Layout:
-    """Inspect ``root``; ConfigError (naming ``flag``) when it is not a usable image folder."""
+def check_folder(root: Path, flag: str = "--data") -> None:
+    """ConfigError (naming ``flag``) when ``root`` does not exist or is no folder."""
     if not root.exists():
         raise ConfigError(f"{flag} {root}: no such folder; give a folder with one sub-folder per class")
     if not root.is_dir():
         raise ConfigError(f"{flag} {root}: is a file, not a folder; give a folder with one sub-folder per class")
+
+
+def find_layout(root: Path, flag: str = "--data") -> Layout:
+    """Inspect ``root``; ConfigError (naming ``flag``) when it is not a usable image folder."""
+    check_folder(root, flag)
     children = {p.name.lower(): p for p in _subfolders(root)}
     val_dir = next((children[name] for name in VAL_NAMES if name in children), None)
     if "train" in children and val_dir is not None:

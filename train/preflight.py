@@ -14,6 +14,7 @@ from tracking.faults import check_writable
 from tracking.stores import resolve_stores
 from train.config import NAMED_DATA, SYNTHETIC_DEPTH, RunConfig
 from train.errors import ConfigError
+from train.folders import check_folder
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -24,12 +25,7 @@ def preflight(config: RunConfig) -> None:
     MLflow tracking URI (``--mlflow-uri``, ``MLFLOW_TRACKING_URI``) that is malformed or does not answer."""
     data = config.data
     if data.data not in NAMED_DATA and not SYNTHETIC_DEPTH.fullmatch(data.data):
-        folder = Path(data.data).expanduser()
-        if not folder.exists():
-            raise ConfigError(f"--data {data.data}: no such folder; give a folder with one sub-folder per class, "
-                              f"or one of {', '.join(NAMED_DATA)}, synthetic-depthK")
-        if not folder.is_dir():
-            raise ConfigError(f"--data {data.data}: not a folder; give a folder with one sub-folder per class")
+        check_folder(Path(data.data).expanduser())
     for probe in data.probe:
         if not Path(probe).expanduser().is_file():
             raise ConfigError(f"--probe {probe}: no such file")
