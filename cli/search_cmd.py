@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,22 @@ from search.space import SPEC_SYNTAX, SearchSpace
 from train.config import RunConfig, build_config
 from train.errors import ConfigError
 
-SPACE_FLAGS = ("depth", "widths", "base_width", "growth", "layer_width", "dropout", "lr", "weight_decay", "batch_size")
+SPACE_FLAGS = ("depth", "widths", "base_width", "growth", "layer_width", "dropout", "lr", "weight_decay", "batch_size",
+               "image_size", "max_params", "head", "head_activation", "label_smoothing")
 EXCLUDED = ("run_name", *SPACE_FLAGS)  # trials are named by the study; the space flags take a range
+
+
+class _DefaultTrials(int):
+    """``--trials``'s default: equal to 20, but told apart from a ``--trials 20`` the user gave
+    (with ``--timeout`` and no ``--trials`` a study runs trials until the budget is spent)."""
+
+
+DEFAULT_TRIALS = _DefaultTrials(20)
 EXAMPLES = SPEC_SYNTAX + """
 
 examples:
   convscope search --trials 20 --jobs 2                       # depth, width, dropout on the synthetic data
+  convscope search --timeout 1h                               # as many trials as fit in an hour
   convscope search --depth 2..5 --dropout 0..0.3 --lr 1e-4..1e-2:log --fix epochs=8
   convscope search --widths per-layer --data ~/PetImages --trials 50
   convscope search --storage postgresql://user@db/optuna --study-name pets   # one of many workers
@@ -47,9 +58,17 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
         ("--growth", "channel multiplier per block (default: 1.0..2.5)"),
         ("--layer-width", "each block's width with --widths per-layer (default: 8,16,32,64,128,256)"),
         ("--dropout", "Dropout2d after every block (default: 0.0..0.5)"),
-        ("--lr", "peak learning rate (default: the run's value; on = 1e-4..3e-2:log)"),
-        ("--weight-decay", "AdamW weight decay (default: the run's value; on = 1e-5..1e-1:log)"),
+        ("--lr", "peak learning rate (default: 1e-3..3e-2:log; off = the run's value)"),
+        ("--weight-decay", "AdamW weight decay (default: 1e-5..1e-2:log; off = the run's value)"),
         ("--batch-size", "batch size (default: the run's value; on = 32,64,128,256)"),
+        ("--image-size", "input side in pixels (default: the run's value, 64; e.g. 64,96 searches it)"),
+        ("--head", "flatten (the seed's head), gap (global average pool) or flatten,gap to search both "
+         "(default: the run's value, flatten)"),
+        ("--head-activation", "a ReLU between the head's linears: true, false, or true,false to search it "
+         "(default: the run's value, false)"),
+        ("--label-smoothing", "of the training loss (default: the run's value, 0; on = 0.0..0.2)"),
+        ("--max-params", "parameter budget: a sampled network above it is pruned before it trains "
+         "(default: 2000000; off = none)"),
     )
     for flag, help_text in specs:
         action = space.add_argument(flag, dest=f"space.{flag[2:].replace('-', '_')}", metavar="SPEC",
@@ -62,8 +81,14 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
                        help="with a database storage: a worker silent for 3 heartbeats is dead and its trial "
                        "is retried (default: 10)")
-    study.add_argument("--trials", type=int, default=20, help="total finished trials the study should hold "
-                       "(counts earlier runs and other workers; default: 20)")
+    study.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="total finished trials the study "
+                       "should hold (counts earlier runs and other workers; default: 20, or no limit with --timeout)")
+    study.add_argument("--timeout", metavar="DURATION", default=None,
+                       help="time budget of this invocation: 3600 (seconds), 45s, 90m, 1h, 2h30m. After it no "
+                       "trial starts and running trials stop at the end of their epoch (MLflow run KILLED, "
+                       "Optuna trial FAIL marked stopped_by_budget; the next run retries them first), so the "
+                       "command returns about then. Every run of the study gets a fresh budget; --trials "
+                       "stays a total")
     study.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default: 1)")
     study.add_argument("--trials-per-gpu", type=int, default=0, metavar="K",
                        help="on GPUs: K workers share each visible GPU (sets --jobs to K × GPUs; "
@@ -97,12 +122,20 @@ def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
     labels.update({dest.removeprefix("space."): label for dest, label in getattr(args, "fix_labels", {}).items()
                    if dest.startswith("space.")})
     space = space_from_settings({**file_search, **flags}, base, labels=labels)  # the depth range fits the input
+    if space.image_size is not None:  # every setting must suit the smallest input searched
+        from train.config import check_values
+
+        smallest = min(spec_values(space.image_size))
+        check_values(dataclasses.replace(base, model=dataclasses.replace(base.model, image_size=smallest)))
+        if isinstance(space.image_size, int):
+            base = dataclasses.replace(base, model=dataclasses.replace(base.model, image_size=smallest))
     if space.depth is None:
         validate(base.model)
     else:  # the other shape settings, at the smallest depth searched
         lowest = min(spec_values(space.depth))
         widths = space.widths[:lowest] if isinstance(space.widths, tuple) else ()
-        validate(dataclasses.replace(base.model, depth=lowest, widths=widths))
+        side = min(spec_values(space.image_size)) if space.image_size is not None else base.model.image_size
+        validate(dataclasses.replace(base.model, depth=lowest, widths=widths, image_size=side))
     return base, space
 
 
@@ -110,8 +143,13 @@ def build_settings(args: argparse.Namespace) -> Any:
     """The study's settings from the flags, the environment and the config file; every value is
     checked (ConfigError naming it) before torch or a study storage is touched."""
 
+    started = time.time()  # the budget counts from here, in every worker process alike
+    from search.budget import parse_timeout
+
+    timeout = parse_timeout(args.timeout) if args.timeout is not None else None
     if args.trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
+    trials = None if timeout is not None and isinstance(args.trials, _DefaultTrials) else int(args.trials)
     if args.jobs < 1 or args.trials_per_gpu < 0:
         raise ConfigError(f"--jobs must be at least 1 and --trials-per-gpu at least 0 "
                           f"(got {args.jobs} and {args.trials_per_gpu})")
@@ -133,8 +171,9 @@ def build_settings(args: argparse.Namespace) -> Any:
     return StudySettings(
         study_name=args.study_name,
         storage=storage,
-        base=base, space=space, metric=args.metric, pruner=args.pruner, trials=args.trials, jobs=jobs,
+        base=base, space=space, metric=args.metric, pruner=args.pruner, trials=trials, jobs=jobs,
         seed=base.optim.seed, device=base.optim.device,
+        timeout=timeout, deadline=started + timeout if timeout is not None else None, started=started,
     )
 
 

@@ -65,6 +65,7 @@ def handle_train(args: argparse.Namespace) -> int:
     print(
         f"finished {result.run_name}: val accuracy {summary.get('val/accuracy', float('nan')):.3f} "
         f"(best {result.best_val_accuracy:.3f}), val loss {summary.get('val/loss', float('nan')):.4f}"
+        + (f", flip-TTA accuracy {summary['val/accuracy_tta']:.3f}" if "val/accuracy_tta" in summary else "")
     )
     from tracking.verdicts import Training, problems
 

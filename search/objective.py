@@ -11,7 +11,10 @@ plugin). Outcomes:
 - CUDA out of memory → PRUNED with the reason recorded, GPU memory released;
 - NaN/inf loss → FAIL with the reason (a failed trial can never be the best);
 - any other error → FAIL, the error in the user attribute ``error`` and the MLflow run FAILED;
-- Ctrl-C → the MLflow run KILLED, the interrupt goes on to stop the study.
+- Ctrl-C → the MLflow run KILLED, the interrupt goes on to stop the study;
+- the study's time budget ran out (``--timeout``) → at the end of that epoch (never the last)
+  FAIL with the user attribute ``stopped_by_budget``, the MLflow run KILLED with the reason in
+  ``convscope.killed``, and ``TimeBudgetSpent`` goes on to stop the worker (``search.budget``).
 
 The run is opened and closed through ``tracking.lifecycle.tracked_run``.
 """
@@ -27,10 +30,13 @@ from pathlib import Path
 import optuna
 import torch
 
+from search.budget import STOPPED_ATTR, TimeBudgetSpent, spent
+from search.size_limit import over_budget
 from search.space import SearchSpace, config_keys, suggest
 from search.storage import StudyStorage
 from tracking.base import RunStatus
 from tracking.lifecycle import tracked_run
+from tracking.orphans import KILLED_TAG
 from tracking.stores import Stores, open_tracker, resolve_stores, without_password
 from train.config import RunConfig
 from train.errors import NonFiniteLossError
@@ -52,11 +58,14 @@ class StudySettings:
     space: SearchSpace
     metric: str = "val/accuracy"
     pruner: str = "median"  # median | hyperband | none
-    trials: int = 20  # total finished (complete + pruned) trials the study should reach
+    trials: int | None = 20  # total finished (complete + pruned) trials the study should reach; None: no limit
     jobs: int = 1
     seed: int = 0
     device: str = "auto"
     parent_run_id: str | None = None
+    timeout: float | None = None  # this invocation's time budget in seconds (--timeout); None: none
+    deadline: float | None = None  # its end as time.time() seconds, the same in every worker process
+    started: float | None = None  # time.time() when the invocation started
 
     @property
     def direction(self) -> str:
@@ -81,6 +90,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         settings = self.settings
         config = suggest(trial, settings.space, settings.base)
+        too_big = over_budget(config, settings.space.max_params)
+        if too_big:  # pruned at once: no run, no time spent; the sampler learns to avoid it
+            trial.set_user_attr("pruned_reason", f"not trained: {too_big}")
+            raise optuna.TrialPruned(f"not trained: {too_big}")
         name = trial_run_name(settings.study_name, trial.number)
         config = dataclasses.replace(
             config,
@@ -98,14 +111,23 @@ class Objective:
             tags={"optuna.study": settings.study_name, "optuna.trial": str(trial.number), "convscope.kind": "trial"},
         )
 
+        stopped: list[str] = []  # why the budget stopped the trial, once it has
+
         def on_epoch_end(epoch: int, metrics: Mapping[str, float]) -> None:
             trial.report(metrics[settings.metric], epoch)
-            if trial.should_prune():
+            if epoch < config.optim.epochs and trial.should_prune():  # pruning the last epoch saves nothing
                 raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch}")
+            if epoch < config.optim.epochs and spent(settings.deadline):
+                stopped.append(f"the time budget (--timeout) ran out in epoch {epoch} of {config.optim.epochs}")
+                trial.set_user_attr(STOPPED_ATTR, stopped[0])
+                raise TimeBudgetSpent(stopped[0])
+
+        def final_tags(status: RunStatus) -> dict[str, str]:
+            return {"optuna.state": OPTUNA_STATE[status], **({KILLED_TAG: stopped[0]} if stopped else {})}
 
         try:
             with tracked_run(tracker, name, pruned=(optuna.TrialPruned,),
-                             final_tags=lambda status: {"optuna.state": OPTUNA_STATE[status]}):
+                             final_tags=final_tags):
                 links = tracker.links()
                 for key in ("mlflow_run_id", "mlflow_run_url", "mlflow_tracking_uri"):
                     if key in links:  # the study's storage is no place for a password

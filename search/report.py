@@ -10,6 +10,9 @@ Contract:
   Optuna draws with pyplot, so every returned figure sits in pyplot's registry until
   the caller logs it and calls ``close_figures``. Optuna's global ``ggplot`` style and
   its ExperimentalWarning stay inside this module (rcParams are restored).
+- ``best_over_time_figure`` draws the best value so far against wall-clock minutes since the
+  study's first trial started (None without a completed trial); it is not one of Optuna's
+  plots and not in ``study_figures``.
 - ``best_trials_table`` lists the best COMPLETE trials with a finite value, best first
   in the study's direction (ties: lower trial number first). Pruned, failed, running
   and waiting trials are never listed.
@@ -18,6 +21,7 @@ Contract:
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import logging
 import math
@@ -108,6 +112,53 @@ def study_figures(study: optuna.Study) -> dict[str, Figure]:
                 continue
             figures[name] = axes.figure  # every plot above returns one Axes
     return figures
+
+
+def best_over_time_figure(study: optuna.Study, metric: str = "value",
+                          marks: Mapping[str, datetime.datetime] | None = None) -> Figure | None:
+    """The best ``metric`` so far (a step line) and every completed trial's value (dots) against
+    wall-clock minutes since the study's first trial started; ``marks`` (label → local time,
+    e.g. this run's start and its deadline) are drawn as dashed vertical lines. None when no
+    trial has completed with a finite value.
+
+    Raises:
+        ValueError: a multi-objective study.
+    """
+    from matplotlib.figure import Figure
+
+    _single_objective(study)
+    done = sorted((t for t in completed_trials(study) if t.datetime_complete is not None),
+                  key=lambda t: t.datetime_complete)  # type: ignore[arg-type, return-value]
+    if not done:
+        return None
+    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
+    origin = min(starts)
+
+    def minutes(moment: datetime.datetime) -> float:
+        return (moment - origin).total_seconds() / 60.0
+
+    better = max if study.direction == StudyDirection.MAXIMIZE else min
+    xs: list[float] = []
+    best: list[float] = []
+    so_far: float | None = None
+    for trial in done:
+        so_far = float(trial.value) if so_far is None else better(so_far, float(trial.value))  # type: ignore[arg-type]
+        xs.append(minutes(trial.datetime_complete))  # type: ignore[arg-type]
+        best.append(so_far)
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.add_subplot()
+    axes.step(xs, best, where="post", label=f"best {metric} so far", color="tab:blue")
+    axes.scatter(xs, [float(t.value) for t in done], s=12, color="tab:gray",  # type: ignore[arg-type]
+                 alpha=0.6, label="completed trial")
+    for (label, moment), color in zip((marks or {}).items(), ("tab:green", "tab:red", "tab:purple")):
+        axes.axvline(minutes(moment), linestyle="--", color=color, label=label)
+    axes.set_xlabel("wall-clock minutes since the study started")
+    axes.set_ylabel(metric)
+    axes.set_title(f"best {metric} over time ({len(done)} completed trials)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    return figure
 
 
 def close_figures(figures: Mapping[str, Figure] | Iterable[Figure]) -> None:

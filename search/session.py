@@ -1,5 +1,11 @@
 """One ``convscope search`` invocation: parent run, workers, progress, end-of-study report.
 
+It starts with a line saying from which epoch trials may be pruned (``search.pruning``)
+and, with ``--timeout``, until when trials start (``search.budget``); trials an earlier
+run's budget stopped are enqueued again first. It ends with this run's wall time and how
+its trials ended, then the study's totals; the parent run gets the study's figures,
+a best-value-over-time figure among them, also after Ctrl-C.
+
 The parent run is opened with ``tracking.lifecycle.open_parent_run`` (tagged with this
 process) and closed through ``tracked_run``. When the study starts and when it ends, parent
 runs of the same study whose process was killed (SIGKILL, a crash) are ended KILLED
@@ -13,14 +19,17 @@ import datetime
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import optuna
 
+from search.budget import budget_line, format_duration, is_stopped, retry_stopped, run_line
 from search.objective import StudySettings
-from search.report import best_trials_table, close_figures, study_figures
+from search.pruning import pruning_start
+from search.report import best_over_time_figure, best_trials_table, close_figures, study_figures
 from search.space import describe, suggest
 from search.study import (
     ProgressMonitor,
@@ -47,7 +56,8 @@ def run_study(
     quiet: bool = False,
     pruner: optuna.pruners.BasePruner | None = None,
 ) -> optuna.Study:
-    """Create/load the study, run workers until ``settings.trials`` trials are finished, report.
+    """Create/load the study, run workers until ``settings.trials`` trials are finished or the
+    deadline has passed, report.
 
     Raises StudyStopped when the same error failed the last trials in a row;
     KeyboardInterrupt ends the parent run KILLED and leaves the study continuable.
@@ -55,11 +65,20 @@ def run_study(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     echo = _without_secrets(echo)
+    started = settings.started if settings.started is not None else time.time()
+    settings = dataclasses.replace(settings, started=started)
     check_writable(settings.base.tracking.runs_dir, "--runs-dir")  # before the journal or any run is written
     study = create(settings)
     say = echo if not quiet else (lambda line: None)
     echo(f"study {settings.study_name!r} in {settings.storage.display}")
     say(describe(settings.space))
+    optim = settings.base.optim
+    say(pruning_start(optim.epochs, optim.schedule).describe(settings.pruner))
+    if settings.timeout is not None and settings.deadline is not None:
+        say(budget_line(settings.timeout, settings.deadline))
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    for number in retry_stopped(study):
+        say(f"trial {number} was stopped by an earlier run's time budget: it runs again first, same parameters")
     stores = settings.stores()
     server = "" if stores.embedded else stores.mlflow_uri
     parent: MlflowTracker | None = None
@@ -72,9 +91,10 @@ def run_study(
             with tracked_run(parent, name) if parent is not None else nullcontext():
                 if parent is not None:
                     _log_parent_params(settings, parent)
-                _run(study, settings, echo, say, quiet, pruner, parent)
+                _run(study, settings, echo, say, quiet, pruner, parent, before)
     finally:
         _close_orphaned_parents(settings, stores, echo)
+        echo(run_line(_ended_since(study, before), time.time() - started, settings.timeout))
         echo(summary_line(study))
         best = best_trial(study)
         if best is not None:
@@ -85,24 +105,31 @@ def run_study(
     return study
 
 
+def _ended_since(study: optuna.Study, before: set[int]) -> list[optuna.trial.FrozenTrial]:
+    """The trials of ``study`` that ended since only the trials ``before`` had."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in before]
+
+
 def _run(study: optuna.Study, settings: StudySettings, echo: Callable[[str], None], say: Callable[[str], None],
-         quiet: bool, pruner: optuna.pruners.BasePruner | None, parent: MlflowTracker | None) -> None:
-    """The workers until the study holds ``settings.trials`` finished trials, then (also after an
-    error or an interrupt) the report into ``parent``. Raises StudyStopped after a failure streak."""
+         quiet: bool, pruner: optuna.pruners.BasePruner | None, parent: MlflowTracker | None,
+         before: set[int]) -> None:
+    """The workers until the study holds ``settings.trials`` finished trials or the deadline passed,
+    then (also after an error or an interrupt) the report into ``parent``. Raises StudyStopped
+    after a failure streak."""
     write_experiment_config(settings.study_tensorboard_dir(), _hparam_domains(settings), [settings.metric])
-    remaining = max(0, settings.trials - finished_count(study))
+    remaining = None if settings.trials is None else max(0, settings.trials - finished_count(study))
     if remaining == 0:
         say(f"the study already holds {settings.trials} finished trials (--trials is a total): nothing to run")
     try:
         with ProgressMonitor(study, echo, quiet, settings.trials):
-            if remaining:
+            if remaining is None or remaining > 0:
                 run_workers(settings, remaining, pruner=pruner)
         streak = failure_streak(study)
         if streak is not None:
             raise StudyStopped(f"stopped: the last trials all failed with the same error: {streak}")
     finally:
         if parent is not None:
-            _report(study, parent, settings)
+            _report(study, parent, settings, before)
 
 
 def _close_orphaned_parents(settings: StudySettings, stores: Stores, echo: Callable[[str], None]) -> None:
@@ -144,7 +171,9 @@ def _open_parent(settings: StudySettings, stores: Stores, name: str) -> MlflowTr
 def _log_parent_params(settings: StudySettings, parent: MlflowTracker) -> None:
     parent.log_params({
         "study.name": settings.study_name, "study.metric": settings.metric, "study.direction": settings.direction,
-        "study.pruner": settings.pruner, "study.trials": settings.trials, "study.jobs": settings.jobs,
+        "study.pruner": settings.pruner, "study.jobs": settings.jobs,
+        "study.trials": settings.trials if settings.trials is not None else "until the time budget",
+        "study.timeout": format_duration(settings.timeout) if settings.timeout is not None else "none",
         "study.seed": settings.seed, "study.space": describe(settings.space).replace("\n", "; "),
     })
 
@@ -175,13 +204,20 @@ def _hparam_domains(settings: StudySettings) -> dict[str, list | None]:
     return recorder.domains | {"trial": None}
 
 
-def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings) -> None:
-    """Plots, the best-trials table and the best trial's model, into the parent run."""
+def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings, before: set[int]) -> None:
+    """Plots (``best_over_time`` among them), this run's wall time and budget stops, the
+    best-trials table and the best trial's model, into the parent run."""
     try:
         figures = study_figures(study)
+        over_time = best_over_time_figure(study, settings.metric, _time_marks(settings, bool(before)))
+        if over_time is not None:
+            figures["best_over_time"] = over_time
         for key, figure in figures.items():
             parent.log_figure(key, figure)
         close_figures(figures)
+        ended = _ended_since(study, before)
+        parent.log_metrics({"study/wall_seconds": time.time() - (settings.started or time.time()),
+                            "study/stopped_by_budget": float(sum(1 for t in ended if is_stopped(t)))}, step=0)
         csv_text, markdown = best_trials_table(study)
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in (("best_trials.csv", csv_text), ("best_trials.md", markdown)):
@@ -197,3 +233,14 @@ def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings)
                 parent.log_metrics({f"best/{settings.metric}": float(best.value or 0.0)}, step=0)
     except Exception as error:  # the study's results stay in Optuna and the child runs
         print(f"could not write the study report: {error}", file=sys.stderr)
+
+
+def _time_marks(settings: StudySettings, resumed: bool) -> dict[str, datetime.datetime]:
+    """Vertical lines of the best-over-time figure: this run's start (when the study had trials
+    before it) and its deadline (once passed)."""
+    marks = {}
+    if resumed and settings.started is not None:
+        marks["this run started"] = datetime.datetime.fromtimestamp(settings.started)
+    if settings.deadline is not None and time.time() >= settings.deadline:
+        marks["time budget spent"] = datetime.datetime.fromtimestamp(settings.deadline)
+    return marks

@@ -16,16 +16,15 @@ base)`` in the objective and ``make_sampler(seed)`` for the study.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
-import math
 import typing
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
+from search.spec import Choice, FloatRange, IntRange, Spec, format_spec, number, parse_spec, spec_values
 from train.config import RunConfig
 from train.errors import ConfigError
 
@@ -34,38 +33,19 @@ if TYPE_CHECKING:  # optuna is imported when a study runs, not when the command 
     from optuna.trial import FixedTrial
 
 
-@dataclass(frozen=True)
-class IntRange:
-    """Whole numbers ``low..high`` inclusive; ``high=None`` (depth only) = the largest that fits."""
-    low: int
-    high: int | None
-    log: bool = False
-    step: int = 1
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    """Real numbers ``low..high`` inclusive, uniform or on a log scale."""
-    low: float
-    high: float
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of ``values`` (Optuna categorical)."""
-    values: tuple
-
-
-Spec = Union[IntRange, FloatRange, Choice, int, float, None]  # None = keep the base config's value
-
 WIDTH_MODES = ("growth", "per-layer")
-# What ``--lr on`` (etc.) searches; these are off (the base config's value) unless asked for.
+# What ``--batch-size on`` (etc.) searches; these are off (the base config's value) unless asked for.
 OPTIONAL_RANGES: dict[str, Spec] = {
-    "lr": FloatRange(1e-4, 3e-2, log=True),
-    "weight_decay": FloatRange(1e-5, 1e-1, log=True),
+    "lr": FloatRange(1e-3, 3e-2, log=True),
+    "weight_decay": FloatRange(1e-5, 1e-2, log=True),
     "batch_size": Choice((32, 64, 128, 256)),
+    "label_smoothing": FloatRange(0.0, 0.2),
 }
+WORDS: dict[str, tuple] = {"head": ("flatten", "gap"), "head_activation": (False, True)}
+"""Settings whose values are words, not numbers: one of them fixes it, a comma list (or ``on``) searches."""
+MAX_PARAMS = 2_000_000
+"""The default parameter budget of a study's networks: about five times the seed network's
+409,682, room for width 32 with padding 1 (1.6 M), small enough that any trial trains on a CPU."""
 
 
 @dataclass(frozen=True)
@@ -74,24 +54,32 @@ class SearchSpace:
     depth: Spec = IntRange(1, None)  # conv blocks; 1 .. the largest depth that fits the input size
     widths: str | tuple[int, ...] = "growth"  # growth (base_width * growth**i) | per-layer (width_1..width_N) | fixed widths
     base_width: Spec = IntRange(8, 64, log=True)  # channels of conv1 (growth mode)
-    growth: Spec = FloatRange(1.0, 2.5)  # channel multiplier from one block to the next (growth mode)
+    growth: Spec = FloatRange(1.0, 2.0)  # channel multiplier from one block to the next (growth mode)
     layer_width: Spec = Choice((8, 16, 32, 64, 128, 256))  # each block's width (per-layer mode)
     dropout: Spec = FloatRange(0.0, 0.5)  # Dropout2d probability after every block
-    lr: Spec = None  # peak learning rate; off unless asked for (--lr on = 1e-4..3e-2:log)
-    weight_decay: Spec = None  # AdamW weight decay; off unless asked for (--weight-decay on = 1e-5..1e-1:log)
+    lr: Spec = FloatRange(1e-3, 3e-2, log=True)  # peak learning rate (one-cycle)
+    weight_decay: Spec = FloatRange(1e-5, 1e-2, log=True)  # AdamW weight decay
     batch_size: Spec = None  # images per step; off unless asked for (--batch-size on = 32,64,128,256)
+    image_size: Spec = None  # input side in pixels; the run's --image-size unless searched (e.g. 64,96)
+    head: Spec = None  # flatten (the seed's) | gap (global average pool); the run's unless searched
+    head_activation: Spec = None  # a ReLU between the head's linears: true | false; the run's unless searched
+    label_smoothing: Spec = None  # of the training loss; off unless asked for (on = 0.0..0.2)
+    max_params: Spec = MAX_PARAMS  # networks above this many parameters are pruned before training
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)  # setting -> as the user wrote it
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(SearchSpace) if f.name != "origins")
-INT_SETTINGS = {"depth", "widths", "base_width", "layer_width", "batch_size"}
+INT_SETTINGS = {"depth", "widths", "base_width", "layer_width", "batch_size", "image_size", "max_params"}
+NOT_SAMPLED = ("max_params",)  # a limit on what is sampled, never a trial parameter itself
 LIMITS: dict[str, tuple[typing.Callable[[float], bool], str]] = {
-    **dict.fromkeys(("depth", "widths", "base_width", "layer_width"), (lambda v: v >= 1, "at least 1")),
+    **dict.fromkeys(("depth", "widths", "base_width", "layer_width", "image_size", "max_params"),
+                    (lambda v: v >= 1, "at least 1")),
     "batch_size": (lambda v: v >= 2, "at least 2 (BatchNorm needs two images per step)"),
     "growth": (lambda v: v > 0, "above 0"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "lr": (lambda v: v > 0, "above 0"),
     "weight_decay": (lambda v: v >= 0, "at least 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 SPEC_SYNTAX = """\
 search settings (flags, or the search: section of --config):
@@ -139,6 +127,7 @@ def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfi
         return spec
 
     model, optim = base.model, base.optim
+    model = replace(model, image_size=draw("image_size", space.image_size, model.image_size))
     depth = draw("depth", space.depth, model.depth)
     if isinstance(space.widths, tuple):
         shape: dict[str, Any] = {"widths": space.widths}
@@ -147,8 +136,11 @@ def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfi
     else:
         shape = {"widths": (), "base_width": draw("base_width", space.base_width, model.base_width),
                  "growth": draw("growth", space.growth, model.growth)}
-    model = replace(model, depth=depth, dropout=draw("dropout", space.dropout, model.dropout), **shape)
+    model = replace(model, depth=depth, dropout=draw("dropout", space.dropout, model.dropout),
+                    head=draw("head", space.head, model.head),
+                    head_activation=draw("head_activation", space.head_activation, model.head_activation), **shape)
     optim = replace(optim, lr=draw("lr", space.lr, optim.lr),
+                    label_smoothing=draw("label_smoothing", space.label_smoothing, optim.label_smoothing),
                     weight_decay=draw("weight_decay", space.weight_decay, optim.weight_decay),
                     batch_size=draw("batch_size", space.batch_size, optim.batch_size))
     validate(model)
@@ -174,6 +166,8 @@ def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
     from train.geometry import max_depth, min_image_size
 
     _check(space)
+    if space.image_size is not None:  # every depth searched must fit the smallest input searched
+        base = replace(base, model=replace(base.model, image_size=min(spec_values(space.image_size))))
     fits, side, depth = max_depth(base.model), base.model.image_size, space.depth
     if isinstance(space.widths, tuple):
         if depth not in (None, len(space.widths), SearchSpace.depth):  # the default depth follows
@@ -191,57 +185,6 @@ def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
         raise ConfigError(f"{source}: the largest depth that fits {side}x{side} inputs is {fits} "
                           f"({fewer}use --image-size {need} or more)")
     return replace(space, depth=depth)
-
-
-def parse_spec(text: str | int | float | list | tuple) -> IntRange | FloatRange | Choice | int | float:
-    """``"2..6"`` → IntRange, ``"0.0..0.5"`` → FloatRange, ``"1e-4..1e-1:log"`` → log range,
-    ``"16..128:step=16"``, ``"2.."`` (open top, depth only), ``"32,64,128"`` / a list → Choice,
-    a single number → that fixed value. Raises ConfigError (without the flag: callers add it)."""
-    if isinstance(text, bool):
-        raise ConfigError(f"{text} is not a range, a list or a number (write on / off to switch a setting)")
-    if isinstance(text, (int, float)):
-        return text
-    if isinstance(text, (list, tuple)):
-        return Choice(tuple(_number(str(item)) for item in text))
-    body, *options = str(text).strip().split(":")
-    if ".." not in body:
-        if options:
-            raise ConfigError(f":{options[0]} applies to ranges only, e.g. 1e-4..1e-1:log")
-        if "," in body:
-            return Choice(tuple(_number(item) for item in body.split(",") if item.strip()))
-        return _number(body)
-    low_text, _, high_text = body.partition("..")
-    low, high = _number(low_text), (_number(high_text) if high_text.strip() else None)
-    log, step = False, None
-    for option in (option.strip().lower() for option in options):
-        if option == "log":
-            log = True
-        elif option.startswith("step="):
-            step = _number(option[5:])
-        else:
-            raise ConfigError(f"unknown range option :{option} (use :log or :step=N)")
-    if isinstance(low, int) and isinstance(high, (int, type(None))) and isinstance(step, (int, type(None))):
-        return IntRange(low, high, log, 1 if step is None else step)
-    if step is not None:
-        raise ConfigError(":step=N needs whole numbers, e.g. 16..128:step=16")
-    if high is None:
-        raise ConfigError(f"{text!r} needs an upper end, e.g. {low}..{low * 10}")
-    return FloatRange(float(low), float(high), log)
-
-
-def format_spec(spec: Spec | str | tuple) -> str:
-    """The inverse of ``parse_spec`` (``None`` → ``off``)."""
-    if spec is None:
-        return "off"
-    if isinstance(spec, IntRange):
-        options = (":log" if spec.log else "") + (f":step={spec.step}" if spec.step != 1 else "")
-        return f"{spec.low}..{'' if spec.high is None else spec.high}{options}"
-    if isinstance(spec, FloatRange):
-        return f"{spec.low!r}..{spec.high!r}" + (":log" if spec.log else "")
-    values = spec.values if isinstance(spec, Choice) else spec if isinstance(spec, tuple) else None
-    if values is not None:
-        return ",".join(repr(v) if isinstance(v, float) else str(v) for v in values) + ("," * (len(values) == 1))
-    return repr(spec) if isinstance(spec, float) else str(spec)
 
 
 def space_from_settings(settings: dict[str, Any] | None, base: RunConfig | None = None,
@@ -277,25 +220,21 @@ def describe(space: SearchSpace) -> str:
             step = f", step {spec.step}" if getattr(spec, "step", 1) != 1 else ""
             return f"{format_spec(spec.low)} .. {top}" + ", log scale" * spec.log + step
         if isinstance(spec, Choice):
-            return "one of " + ", ".join(map(str, spec.values))
+            return "one of " + ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in spec.values)
         return f"fixed at {format_spec(spec)}"
 
     widths = ([("widths", space.widths)] if isinstance(space.widths, tuple) else
               [("width_1..N", space.layer_width)] if space.widths == "per-layer" else
               [("base_width", space.base_width), ("growth", space.growth)])
-    rows = [("depth", space.depth), *widths, *((n, getattr(space, n)) for n in ("dropout", "lr", "weight_decay", "batch_size"))]
-    return "\n".join(["search space (Optuna parameter: values):", *(f"  {n:<14}{text(spec)}" for n, spec in rows)])
+    names = ("dropout", "lr", "weight_decay", "batch_size", "image_size", "head", "head_activation", "label_smoothing")
+    rows = [("depth", space.depth), *widths, *((n, getattr(space, n)) for n in names)]
+    budget = (f"  networks of more than {space.max_params:,} parameters are pruned before training (--max-params)"
+              if space.max_params is not None else "  no parameter budget (--max-params off)")
+    return "\n".join(["search space (Optuna parameter: values):",
+                      *(f"  {n:<14}{text(spec)}" for n, spec in rows), budget])
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _number(text: str) -> int | float:
-    for kind in (int, float):
-        with contextlib.suppress(ValueError):
-            if math.isfinite(value := kind(text.strip())):
-                return value
-    raise ConfigError(f"{text.strip()!r} is not a number")
 
 
 def _flag(name: str) -> str:
@@ -313,6 +252,8 @@ def _setting(name: str, raw: Any) -> Any:
         raise ConfigError(f"not a search setting; {f'did you mean {close}? ' if close else ''}(search settings: "
                           f"{', '.join(SETTINGS)}; set anything else with its own flag)")
     word = raw.strip().lower() if isinstance(raw, str) else raw
+    if name in WORDS:
+        return _words(name, word)
     if name == "widths":
         if isinstance(word, str) and word.replace("_", "-") in WIDTH_MODES:
             return word.replace("_", "-")
@@ -326,6 +267,22 @@ def _setting(name: str, raw: Any) -> Any:
     if word == "off" or word is False or word is None:
         return None
     return _typed(name, parse_spec(raw))
+
+
+def _words(name: str, word: Any) -> Any:
+    """A word setting's spec: one value (fixed), several (a Choice), ``on`` (all), ``off`` (None)."""
+    allowed = WORDS[name]
+    if word in ("off", None):
+        return None
+    items = list(allowed) if word == "on" else word if isinstance(word, (list, tuple)) else str(word).split(",")
+    values = []
+    for item in items:
+        text = str(item).strip().lower()
+        value = {"true": True, "false": False}.get(text, text) if bool in map(type, allowed) else text
+        if value not in allowed:
+            raise ConfigError(f"use {', '.join(str(v).lower() for v in allowed)}, a comma list of them, or on")
+        values.append(value)
+    return values[0] if len(values) == 1 else Choice(tuple(dict.fromkeys(values)))
 
 
 def _typed(name: str, spec: Any) -> Any:
@@ -343,17 +300,10 @@ def _typed(name: str, spec: Any) -> Any:
     return spec if isinstance(spec, (IntRange, FloatRange)) else value(spec)
 
 
-def spec_values(spec: Any) -> tuple:
-    """The numbers a spec names: range ends, choices or the fixed value(s)."""
-    if isinstance(spec, (IntRange, FloatRange)):
-        return tuple(v for v in (spec.low, spec.high) if v is not None)
-    if isinstance(spec, Choice):
-        return spec.values
-    return () if spec is None else spec if isinstance(spec, tuple) else (spec,)
-
-
 def _check(space: SearchSpace) -> None:
     """The checks that do not need the input size (``resolve`` checks depth against it)."""
+    if space.max_params is not None and not isinstance(space.max_params, int):
+        raise ConfigError(f"{_source(space, 'max_params')}: give one number of parameters, e.g. 2000000, or off")
     if not (space.widths in WIDTH_MODES or isinstance(space.widths, tuple)):
         raise ConfigError(f"--widths {space.widths}: use growth, per-layer or a list of widths such as 16,32,64")
     if space.widths == "per-layer" and space.layer_width is None:
@@ -370,6 +320,8 @@ def _check(space: SearchSpace) -> None:
                        else "")
             if problem:
                 raise ConfigError(f"{source}: {problem}")
+        if name in WORDS:
+            continue
         allowed, text = LIMITS[name]
         bad = [v for v in spec_values(spec if name != "widths" or isinstance(spec, tuple) else None) if not allowed(v)]
         if bad:

@@ -2,9 +2,10 @@
 
 ``run_study`` is one invocation: it creates the study once (or loads it — trial
 numbers continue), opens one MLflow parent run, runs ``--jobs`` workers until
-the study holds ``--trials`` finished (complete + pruned) trials, prints a line
-per finished trial, and finally logs the optimisation plots, the best-trials
-table and the best model into the parent run. The same worker function serves
+the study holds ``--trials`` finished (complete + pruned) trials or the time budget
+(``--timeout``, ``search.budget``) is spent, prints a line per finished trial, and
+finally logs the optimisation plots, the best-trials table and the best model into
+the parent run. The same worker function serves
 ``--jobs`` processes here and other machines running the same command against
 one PostgreSQL storage.
 """
@@ -24,7 +25,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from search.budget import STOPPED_ATTR, TimeBudgetSpent, counts, hide_budget_tracebacks, is_stopped, spent
 from search.objective import Objective, StudySettings
+from search.pruning import make_pruner
 from search.space import make_sampler
 from search.storage import open_storage
 from tracking.base import RunStatus
@@ -39,14 +42,9 @@ class StudyStopped(RuntimeError):
     """The study stopped itself: the same error failed FAILURE_STREAK trials in a row."""
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}")
+def study_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
+    """``--pruner`` for the trials' epochs and schedule (``search.pruning.make_pruner``)."""
+    return make_pruner(settings.pruner, settings.base.optim.epochs, settings.base.optim.schedule)
 
 
 def failure_streak(study: optuna.Study) -> str | None:
@@ -67,7 +65,7 @@ def finished_count(study: optuna.Study) -> int:
 def load(settings: StudySettings, pruner: optuna.pruners.BasePruner | None = None, worker: int = 0) -> optuna.Study:
     storage = open_storage(settings.storage, on_dead_trial=partial(_mark_run_killed, settings))
     study = optuna.load_study(study_name=settings.study_name, storage=storage,
-                              pruner=pruner or make_pruner(settings.pruner))
+                              pruner=pruner or study_pruner(settings))
     study.sampler = make_sampler(sampler_seed(settings, worker, len(study.get_trials(deepcopy=False))))
     return study
 
@@ -89,7 +87,7 @@ def create(settings: StudySettings) -> optuna.Study:
         study_name=settings.study_name,
         storage=storage,
         sampler=make_sampler(settings.seed),
-        pruner=make_pruner(settings.pruner),
+        pruner=study_pruner(settings),
         direction=settings.direction,
         load_if_exists=True,
     )
@@ -99,30 +97,38 @@ def worker(
     settings: StudySettings, worker_index: int = 0, threads: int | None = None,
     device: str | None = None, pruner: optuna.pruners.BasePruner | None = None,
 ) -> None:
-    """Run trials, one at a time, until the study holds ``settings.trials`` finished trials.
+    """Run trials, one at a time, until the study holds ``settings.trials`` finished trials
+    (None: no limit) or ``settings.deadline`` has passed.
 
     Before each trial the worker counts the finished and running trials of the
     whole study (other workers and machines included), so workers stop together
     and overshoot only if two start a last trial in the same instant. A trial
     that fails does not count; FAILURE_STREAK identical failures stop the worker.
+    After the deadline no trial starts, and a running one stops at the end of its
+    epoch (``TimeBudgetSpent``, see ``search.budget``).
     """
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    hide_budget_tracebacks()
     study = load(settings, pruner, worker_index)
     objective = Objective(settings, device)
-    while True:
+    while not spent(settings.deadline):
         with warnings.catch_warnings():  # fail_stale_trials is marked experimental; it is what optimize() calls
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then retried (RDB heartbeat)
         # finished, plus running elsewhere; an enqueued (WAITING) retry still needs a worker
-        if len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))) >= settings.trials:
+        taken = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+        if settings.trials is not None and taken >= settings.trials:
             return
         if failure_streak(study) is not None:
             return
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except TimeBudgetSpent:  # the trial is FAIL with its reason; this worker is done
+            return
 
 
 def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -145,13 +151,16 @@ def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: Frozen
             {KILLED_TAG: f"the worker of trial {trial.number} stopped sending heartbeats"})
 
 
-def run_workers(settings: StudySettings, remaining: int, *, pruner: optuna.pruners.BasePruner | None = None) -> None:
-    """``settings.jobs`` workers share ``remaining`` trials: in this process for one job, else processes.
+def run_workers(
+    settings: StudySettings, remaining: int | None, *, pruner: optuna.pruners.BasePruner | None = None
+) -> None:
+    """``settings.jobs`` workers share ``remaining`` trials (None: until the deadline): in this process
+    for one job, else processes. Each worker process gets the same absolute deadline in ``settings``.
 
     On a CPU, workers split the cores instead of oversubscribing them; on a GPU
     (``--trials-per-gpu K`` sets the jobs) they share the device.
     """
-    jobs = max(1, min(settings.jobs, remaining))
+    jobs = max(1, settings.jobs if remaining is None else min(settings.jobs, remaining))
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)
     devices = worker_devices(settings.device, jobs, visible_gpus())
@@ -206,10 +215,11 @@ def worker_devices(device: str, jobs: int, gpus: int) -> list[str | None]:
 
 class ProgressMonitor:
     """One line per finished trial (number, state, value, params, seconds) above an overall
-    progress bar (finished of ``total``; done / pruned / failed; best so far)."""
+    progress bar (finished of ``total``, None: open-ended; done / pruned / failed; best so far)."""
 
     def __init__(
-        self, study: optuna.Study, echo: Callable[[str], None], quiet: bool, total: int, interval: float = 1.0
+        self, study: optuna.Study, echo: Callable[[str], None], quiet: bool, total: int | None,
+        interval: float = 1.0,
     ) -> None:
         self.study, self.echo, self.quiet, self.interval = study, echo, quiet, interval
         self.seen: set[int] = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -251,19 +261,20 @@ def trial_line(trial: FrozenTrial) -> str:
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     value = f"{trial.value:.4f}" if trial.value is not None else "-"
     params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-    reason = trial.user_attrs.get("error") or trial.user_attrs.get("pruned_reason") or ""
-    return f"trial {trial.number:>3} {trial.state.name:<8} {value:>8}  {seconds:6.1f}s  {params}" + (
+    reason = (trial.user_attrs.get("error") or trial.user_attrs.get("pruned_reason")
+              or trial.user_attrs.get(STOPPED_ATTR) or "")
+    state = "STOPPED" if is_stopped(trial) else trial.state.name
+    return f"trial {trial.number:>3} {state:<8} {value:>8}  {seconds:6.1f}s  {params}" + (
         f"  ({reason})" if reason and trial.state != TrialState.COMPLETE else ""
     )
 
 
 def summary_line(study: optuna.Study) -> str:
-    trials = study.get_trials(deepcopy=False)
-    counts = {state: sum(1 for t in trials if t.state == state) for state in TrialState}
+    tally = counts(study.get_trials(deepcopy=False))
     best = best_trial(study)
     best_text = f"best #{best.number} = {best.value:.4f}" if best is not None and best.value is not None else "no best yet"
-    return (f"[done {counts[TrialState.COMPLETE]} | pruned {counts[TrialState.PRUNED]} | "
-            f"failed {counts[TrialState.FAIL]} | {best_text}]")
+    stopped = f" | stopped {tally['stopped']}" if tally["stopped"] else ""
+    return f"[done {tally['done']} | pruned {tally['pruned']} | failed {tally['failed']}{stopped} | {best_text}]"
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

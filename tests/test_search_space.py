@@ -51,14 +51,14 @@ def test_growth_mode_produces_valid_configs_within_range() -> None:
     assert fits == 5
     for params, config in run_study(SearchSpace()):
         validate(config.model)
-        assert set(params) == {"depth", "base_width", "growth", "dropout"}
+        assert set(params) == {"depth", "base_width", "growth", "dropout", "lr", "weight_decay"}
         assert 1 <= config.model.depth <= fits and config.model.depth == params["depth"]
         assert config.model.widths == ()
-        assert 8 <= config.model.base_width <= 64 and 1.0 <= config.model.growth <= 2.5
+        assert 8 <= config.model.base_width <= 64 and 1.0 <= config.model.growth <= 2.0
         assert 0.0 <= config.model.dropout <= 0.5
+        assert 1e-3 <= config.optim.lr <= 3e-2 and 1e-5 <= config.optim.weight_decay <= 1e-2
         # optional settings are off: the base config's values
-        assert (config.optim.lr, config.optim.weight_decay, config.optim.batch_size) == (
-            BASE.optim.lr, BASE.optim.weight_decay, BASE.optim.batch_size)
+        assert (config.optim.batch_size, config.model.image_size) == (BASE.optim.batch_size, BASE.model.image_size)
 
 
 def test_per_layer_mode_samples_one_width_per_block() -> None:
@@ -67,7 +67,8 @@ def test_per_layer_mode_samples_one_width_per_block() -> None:
         validate(config.model)
         depth = config.model.depth
         assert 2 <= depth <= 4 and len(config.model.widths) == depth
-        assert set(params) == {"depth", "dropout", "lr", "batch_size"} | {f"width_{i}" for i in range(1, depth + 1)}
+        assert set(params) == ({"depth", "dropout", "lr", "weight_decay", "batch_size"}
+                               | {f"width_{i}" for i in range(1, depth + 1)})
         assert config.model.widths == tuple(params[f"width_{i}"] for i in range(1, depth + 1))
         assert set(config.model.widths) <= {8, 16, 32, 64, 128, 256}
         assert 1e-4 <= config.optim.lr <= 3e-2 and config.optim.batch_size in (32, 64, 128, 256)
@@ -96,7 +97,7 @@ def test_fixed_widths_fix_the_depth() -> None:
     base, space = fixed("--fix", "widths=16,32,64")
     assert space.widths == (16, 32, 64) and space.depth == 3
     for params, config in run_study(space, base, trials=3):
-        assert set(params) == {"dropout"} and config.model.widths == (16, 32, 64)
+        assert set(params) == {"dropout", "lr", "weight_decay"} and config.model.widths == (16, 32, 64)
     with pytest.raises(ConfigError, match=r"--fix widths=16,32,64 fixes the depth at 3: drop --depth 2..6"):
         fixed("--depth", "2..6", "--fix", "widths=16,32,64")
     assert fixed("--widths", "16,32")[1].widths == (16, 32)  # the flag and --fix are one setting
@@ -193,7 +194,7 @@ def test_fix_sets_fields_in_any_section_as_their_flags_do() -> None:
     args = search_args("--fix", "epochs=3", "--fix", "image-size=32", "--fix", "optim.weight_decay=1e-3",
                        "--fix", "flip=false", "--fix", "experiment=study", "--fix", "pool=max")
     config, space = study_space(args)
-    assert (config.optim.epochs, config.model.image_size, space.weight_decay) == (3, 32, 1e-3)
+    assert (config.optim.epochs, space.image_size, space.weight_decay) == (3, 32, 1e-3)
     assert (config.optim.flip, config.tracking.experiment, config.model.pool) == (False, "study", "max")
     assert study_space(search_args("--fix", "epochs=3", "--fix", "epochs=4"))[0].optim.epochs == 4  # later wins
     assert study_space(search_args("--fix", "epochs=3", "--epochs", "5"))[0].optim.epochs == 5
@@ -220,6 +221,27 @@ def test_bad_fixes_name_the_fix(items: list[str], message: str | None) -> None:
         fixed(*argv)
 
 
+def test_image_size_can_be_searched_and_depth_fits_the_smallest() -> None:
+    base, space = fixed("--image-size", "32,64")
+    assert space.image_size == Choice((32, 64)) and space.depth == IntRange(1, max_depth(
+        dataclasses.replace(base.model, image_size=32)))
+    for params, config in run_study(space, base, trials=4):
+        assert config.model.image_size == params["image_size"] in (32, 64)
+        validate(config.model)
+
+
+def test_the_parameter_budget_prunes_big_networks_before_they_train() -> None:
+    from search.size_limit import over_budget, parameter_count
+
+    seed = build_config("seed")
+    assert parameter_count(seed) == 409_682 and over_budget(seed, 409_682) is None
+    assert "409,682 parameters, over the budget of 400,000" in over_budget(seed, 400_000)
+    assert over_budget(seed, None) is None
+    assert fixed("--max-params", "off")[1].max_params is None
+    with pytest.raises(ConfigError, match="--max-params 1..9: give one number"):
+        fixed("--max-params", "1..9")
+
+
 def test_an_unknown_fix_suggests_close_matches() -> None:
     with pytest.raises(ValueError, match=r"--fix weight_dacay: no such setting; did you mean weight_decay\?"):
         fixed("--fix", "weight_dacay=1e-3")
@@ -231,3 +253,25 @@ def test_describe_lists_every_parameter() -> None:
         assert expected in text
     per_layer = describe(space_from_settings({"widths": "per-layer", "dropout": 0.1}))
     assert "width_1..N" in per_layer and "fixed at 0.1" in per_layer and "largest that fits" in per_layer
+
+
+def test_head_activation_and_label_smoothing_can_be_searched() -> None:
+    base, space = fixed("--head", "flatten,gap", "--head-activation", "on", "--label-smoothing", "on")
+    assert space.head == Choice(("flatten", "gap")) and space.head_activation == Choice((False, True))
+    assert space.label_smoothing == FloatRange(0.0, 0.2)
+    seen = set()
+    for params, config in run_study(space, base, trials=8):
+        assert {"head", "head_activation", "label_smoothing"} <= set(params)
+        assert (config.model.head, config.model.head_activation) == (params["head"], params["head_activation"])
+        assert config.optim.label_smoothing == params["label_smoothing"] <= 0.2
+        seen.add(config.model.head)
+    assert seen == {"flatten", "gap"}
+    assert fixed("--head", "gap")[1].head == "gap" and fixed("--head-activation", "true")[1].head_activation is True
+    with pytest.raises(ConfigError, match="--head avg: use flatten, gap"):
+        fixed("--head", "avg")
+
+
+def test_settings_are_checked_at_the_smallest_image_size_searched() -> None:
+    with pytest.raises(ConfigError, match="crop_padding must be below"):
+        fixed("--image-size", "32", "--crop-padding", "40")
+    assert fixed("--image-size", "32")[0].model.image_size == 32  # a fixed size is the trials' base size

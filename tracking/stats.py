@@ -49,6 +49,14 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
                  "than two active positions.",
 }
 
+#: Whole metric name → one sentence, for the training metrics whose meaning is not obvious from the name.
+SCALAR_DESCRIPTIONS: dict[str, str] = {
+    "val/accuracy_tta": "Validation accuracy with flip test-time augmentation (--tta): the prediction is the mean "
+                        "softmax of the image and its horizontal mirror; val/accuracy is the plain one.",
+    "val/loss_tta": "Validation cross-entropy of the flip test-time-augmented prediction (--tta): the mean softmax "
+                    "of the image and its horizontal mirror; val/loss is the plain one.",
+}
+
 
 def noise_not_available(h: int, w: int) -> str | None:
     """``"n/a (h×w)"`` when ``act_noise`` is not computed for h×w maps (a side below

@@ -6,10 +6,11 @@ Contract (on top of ``tracking.base``):
   ``section.field`` rows);
   tags → one ``tags`` text entry per ``set_tags`` call.
 - metrics → one scalar per key at ``global_step=step``; the first value this tracker logs
-  under a key whose statistic (the part before ``/``) is in ``tracking.stats.METRIC_DESCRIPTIONS``
-  carries that sentence as the tag's description (``SummaryMetadata.summary_description``;
-  TensorBoard keeps a tag's first metadata only). The Scalars tab shows it behind the
-  card's info button; the Time Series tab (TensorBoard 2.21) does not display descriptions.
+  under a key whose statistic (the part before ``/``) is in ``tracking.stats.METRIC_DESCRIPTIONS``,
+  or that is itself in ``tracking.stats.SCALAR_DESCRIPTIONS`` (``val/accuracy_tta``), carries
+  that sentence as the tag's description (``SummaryMetadata.summary_description``; TensorBoard
+  keeps a tag's first metadata only). The Scalars tab shows it behind the card's info button;
+  the Time Series tab (TensorBoard 2.21) does not display descriptions.
 - images → ``add_image(key, HWC uint8, global_step=step)``; figures are rendered with
   matplotlib's Agg canvas (no pyplot) and stored as images at ``step`` (0 if None).
 - files are ignored (TensorBoard has no artifact store).
@@ -124,13 +125,14 @@ class TensorBoardTracker:
                 "TensorBoardTracker needs the 'tensorboard' package: install it with "
                 "`pip install tensorboard`, or run without the TensorBoard sink."
             ) from error
-        from tracking.stats import METRIC_DESCRIPTIONS
+        from tracking.stats import METRIC_DESCRIPTIONS, SCALAR_DESCRIPTIONS
 
         hush_writer_thread_faults()
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self._closed = False
         self._descriptions = METRIC_DESCRIPTIONS
+        self._scalar_descriptions = SCALAR_DESCRIPTIONS
         self._described: set[str] = set()
         self._hparams_session = hparams is not None
         if hparams is not None:
@@ -161,7 +163,7 @@ class TensorBoardTracker:
         from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 
         for key, value in metrics.items():
-            description = self._descriptions.get(key.partition("/")[0])
+            description = self._scalar_descriptions.get(key) or self._descriptions.get(key.partition("/")[0])
             if description is None or key in self._described:
                 self.writer.add_scalar(key, float(value), global_step=step)
                 continue

@@ -31,7 +31,9 @@ class ModelConfig:
     padding: int = 0  # conv zero padding
     batch_norm: bool = True  # BatchNorm2d after every conv (convs then have no bias)
     pool: str = "none"  # after every block: none | max (2x2 max-pool)
+    head: str = "flatten"  # classifier head: flatten (the last map flattened, sized by --image-size) | gap (global average pool to one value per channel: any input size)
     head_hidden: int = 64  # width of the hidden linear layer of the head; 0 drops it
+    head_activation: bool = False  # a ReLU between the head's two linear layers (none when --head-hidden is 0)
     bypass: tuple[int, ...] = ()  # blocks (1-based) replaced by a linear shape adapter (ablation): average pooling to the block's output size, then a 1x1 conv to its width
     image_size: int = 64  # input height and width in pixels
     in_channels: int = field(default=3, metadata={"cli": False})  # input colour channels (set from the data)
@@ -83,6 +85,8 @@ class OptimConfig:
     patience: int = 0  # stop after this many epochs without a better validation loss; 0 = never
     flip: bool = True  # random horizontal flips while training
     crop_padding: int = 4  # random crops: pad by N pixels (reflect) and crop back; 0 = off
+    label_smoothing: float = 0.0  # label smoothing of the training loss only (train/loss); val/loss stays plain cross-entropy, comparable across runs
+    tta: bool = False  # also evaluate with flip test-time augmentation (mean softmax of image and mirror): logs val/accuracy_tta and val/loss_tta beside the plain val/accuracy
     seed: int = 0  # seed of initialisation and shuffling (and of the data when --data-seed is -1)
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with bf16 matrix units) | bf16 | fp32
@@ -171,6 +175,7 @@ def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 # call them with the name the user wrote; ``build_config`` calls ``check_values`` on every config.
 
 POOLS = ("none", "max")  # as train.model.POOLS
+HEADS = ("flatten", "gap")  # as train.model.HEADS
 SCHEDULES = ("onecycle", "cosine", "constant")  # as train.loop.SCHEDULES
 PRECISIONS = ("auto", "bf16", "fp32")  # as train.loop.PRECISIONS
 
@@ -202,6 +207,7 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("model", "stride"): _at_least(1),
     ("model", "padding"): _at_least(0),
     ("model", "pool"): _one_of(POOLS),
+    ("model", "head"): _one_of(HEADS),
     ("model", "head_hidden"): _at_least(0),
     ("model", "bypass"): _at_least(1),
     ("model", "image_size"): _at_least(1),
@@ -225,6 +231,7 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("optim", "schedule"): _one_of(SCHEDULES),
     ("optim", "patience"): _at_least(0),
     ("optim", "crop_padding"): _at_least(0),
+    ("optim", "label_smoothing"): _finite(lambda v: 0 <= v < 1, "in [0, 1)"),
     ("optim", "seed"): _at_least(0),
     ("optim", "device"): _NOT_EMPTY,
     ("optim", "precision"): _one_of(PRECISIONS),

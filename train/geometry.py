@@ -10,6 +10,7 @@ from train.config import ModelConfig
 from train.errors import ConfigError
 
 POOLS = ("none", "max")
+HEADS = ("flatten", "gap")
 
 
 def spatial_sizes(config: ModelConfig, depth: int | None = None) -> list[int]:
@@ -54,6 +55,8 @@ def validate(config: ModelConfig) -> None:
         raise ConfigError(f"--dropout must be in [0, 1) (got {config.dropout})")
     if config.pool not in POOLS:
         raise ConfigError(f"--pool must be one of {', '.join(POOLS)} (got {config.pool!r})")
+    if config.head not in HEADS:
+        raise ConfigError(f"--head must be one of {', '.join(HEADS)} (got {config.head!r})")
     if config.kernel_size < 1 or config.stride < 1 or config.padding < 0:
         raise ConfigError("--kernel-size and --stride must be at least 1 and --padding at least 0")
     if config.num_classes < 2:

@@ -98,12 +98,30 @@ def make_scheduler(
     raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)} (got {config.schedule!r})")
 
 
+def training_loss(label_smoothing: float = 0.0) -> nn.CrossEntropyLoss:
+    """The loss a training step minimises: cross-entropy with ``label_smoothing`` (``--label-smoothing``;
+    0 = plain). Training only: ``evaluate`` always scores plain cross-entropy, so runs with and without
+    smoothing have comparable ``val/loss``."""
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
+def flip_tta_probabilities(model: nn.Module, inputs: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Flip test-time augmentation: the mean of the softmax of ``inputs`` and of their horizontal mirror
+    (float32, (N, classes)). ``logits``: the model's output on ``inputs`` if already computed."""
+    if logits is None:
+        logits = model(inputs)
+    mirrored = model(inputs.flip(-1))
+    return (logits.float().softmax(dim=1) + mirrored.float().softmax(dim=1)) / 2
+
+
 @dataclass(frozen=True)
 class EpochStats:
     loss: float
     accuracy: float
     images: int
     seconds: float
+    tta_loss: float | None = None  # with flip TTA (``evaluate(tta=True)``): NLL of the averaged softmax
+    tta_accuracy: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -120,10 +138,12 @@ def train_one_epoch(
     description: str = "train",
     progress: bool = True,
     precision: str = "fp32",
+    label_smoothing: float = 0.0,
 ) -> EpochStats:
-    """One pass over ``batches``; raises NonFiniteLossError if the mean loss is NaN/inf."""
+    """One pass over ``batches`` minimising ``training_loss(label_smoothing)`` (the loss reported);
+    raises NonFiniteLossError if the mean loss is NaN/inf."""
     model.train()
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = training_loss(label_smoothing)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -168,23 +188,35 @@ def evaluate(
     *,
     return_predictions: bool = False,
     precision: str = "fp32",
+    tta: bool = False,
 ) -> tuple[EpochStats, torch.Tensor | None]:
-    """Mean loss and accuracy over ``batches`` in eval mode; optionally all predictions (CPU)."""
+    """Mean plain cross-entropy and accuracy over ``batches`` in eval mode; optionally all (plain)
+    predictions (CPU). ``tta``: also the loss and accuracy of ``flip_tta_probabilities`` (one more
+    forward pass per batch) in ``tta_loss`` / ``tta_accuracy``."""
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    tta_loss_sum = torch.zeros((), device=device)
+    tta_correct = torch.zeros((), device=device, dtype=torch.long)
     predictions: list[torch.Tensor] = []
     seen = 0
     start = time.perf_counter()
     for inputs, labels in batches:
         with autocast_for(device, precision):
             logits = model(inputs)
+            probabilities = flip_tta_probabilities(model, inputs, logits) if tta else None
         loss_sum += loss_fn(logits.float(), labels)
+        if probabilities is not None:
+            tta_loss_sum += nn.functional.nll_loss(probabilities.clamp_min(1e-12).log(), labels, reduction="sum")
+            tta_correct += (probabilities.argmax(dim=1) == labels).sum()
         predicted = logits.argmax(dim=1)
         correct += (predicted == labels).sum()
         seen += len(labels)
         if return_predictions:
             predictions.append(predicted)
-    stats = EpochStats((loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1), seen, time.perf_counter() - start)
+    count = max(seen, 1)
+    stats = EpochStats((loss_sum / count).item(), correct.item() / count, seen, time.perf_counter() - start,
+                       tta_loss=(tta_loss_sum / count).item() if tta else None,
+                       tta_accuracy=tta_correct.item() / count if tta else None)
     return stats, torch.cat(predictions).cpu() if return_predictions else None

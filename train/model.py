@@ -1,7 +1,8 @@
 """The model family: N conv blocks named conv1 … convN, then a linear head.
 
 Each block is ``Conv2d → BatchNorm2d → ReLU → Dropout2d`` (optionally followed by
-a 2x2 max-pool). The ``seed`` preset reproduces the reference network exactly
+a 2x2 max-pool), then a linear head on the flattened or globally average-pooled last map
+(``--head``). The ``seed`` preset reproduces the reference network exactly
 (409,682 parameters at 3x64x64 with two classes). A block listed in ``bypass`` is
 replaced by a :class:`Bypass` — the ablation of that block that leaves every other
 block, and the head, exactly as they were.
@@ -16,10 +17,10 @@ import torch
 from torch import nn
 
 from train.config import ModelConfig
-from train.geometry import POOLS, max_depth, min_image_size, spatial_sizes, validate
+from train.geometry import HEADS, POOLS, max_depth, min_image_size, spatial_sizes, validate
 
-__all__ = ["POOLS", "Bypass", "ConvBlock", "ConvNet", "build_model", "count_parameters", "layer_table", "max_depth",
-           "min_image_size", "spatial_sizes", "validate"]
+__all__ = ["HEADS", "POOLS", "Bypass", "ConvBlock", "ConvNet", "build_head", "build_model", "count_parameters",
+           "layer_table", "max_depth", "min_image_size", "spatial_sizes", "validate"]
 
 
 
@@ -68,8 +69,32 @@ class Bypass(nn.Module):
         return x
 
 
+def build_head(config: ModelConfig, channels: int, side: int) -> nn.Sequential:
+    """The classifier head on the last block's ``channels`` x ``side`` x ``side`` map.
+
+    ``flatten`` (the reference): Flatten → Linear(channels·side², head_hidden) → Linear(head_hidden,
+    classes), so its size follows the input size. ``gap``: AdaptiveAvgPool2d(1) → Flatten → the same
+    linears from ``channels`` inputs, so one set of weights takes any input size. ``head_activation``
+    puts a ReLU between the two linears (the reference has none); ``head_hidden`` 0 leaves one linear.
+    """
+    if config.head == "gap":
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        features = channels
+    else:
+        layers = [nn.Flatten()]
+        features = channels * side * side
+    if config.head_hidden > 0:
+        layers.append(nn.Linear(features, config.head_hidden))
+        if config.head_activation:
+            layers.append(nn.ReLU())
+        layers.append(nn.Linear(config.head_hidden, config.num_classes))
+    else:
+        layers.append(nn.Linear(features, config.num_classes))
+    return nn.Sequential(*layers)
+
+
 class ConvNet(nn.Module):
-    """``features`` (conv1 … convN) → ``head`` (Flatten → Linear → Linear)."""
+    """``features`` (conv1 … convN) → ``head`` (see :func:`build_head`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -84,15 +109,7 @@ class ConvNet(nn.Module):
                                                                                                   config)
             in_channels = width
         self.features = nn.Sequential(blocks)
-        side = spatial_sizes(config)[-1]
-        flat = in_channels * side * side
-        head: list[nn.Module] = [nn.Flatten()]
-        if config.head_hidden > 0:
-            # No activation between the two linears, as in the reference network.
-            head += [nn.Linear(flat, config.head_hidden), nn.Linear(config.head_hidden, config.num_classes)]
-        else:
-            head += [nn.Linear(flat, config.num_classes)]
-        self.head = nn.Sequential(*head)
+        self.head = build_head(config, in_channels, spatial_sizes(config)[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -221,11 +221,13 @@ def execute(
         fit = train_one_epoch(
             model, train_batches, optimizer, scheduler, device,
             description=f"epoch {epoch}/{config.optim.epochs}", progress=progress, precision=prepared.precision,
+            label_smoothing=config.optim.label_smoothing,
         )
-        val, _ = evaluate(model, val_batches, device, precision=prepared.precision)
+        val, _ = evaluate(model, val_batches, device, precision=prepared.precision, tta=config.optim.tta)
         metrics = {
             "train/loss": fit.loss, "train/accuracy": fit.accuracy,
             "val/loss": val.loss, "val/accuracy": val.accuracy,
+            **({"val/loss_tta": val.tta_loss, "val/accuracy_tta": val.tta_accuracy} if config.optim.tta else {}),
             "lr": lr, "epoch_seconds": fit.seconds + val.seconds, "train_seconds": fit.seconds,
             "images_per_second": fit.images_per_second,
         }
@@ -246,7 +248,9 @@ def execute(
         if progress:
             echo(
                 f"epoch {epoch}/{config.optim.epochs}  train loss {fit.loss:.4f} acc {fit.accuracy:.3f}  "
-                f"val loss {val.loss:.4f} acc {val.accuracy:.3f}  {fit.images_per_second:,.0f} img/s"
+                f"val loss {val.loss:.4f} acc {val.accuracy:.3f}"
+                + (f" (tta {val.tta_accuracy:.3f})" if val.tta_accuracy is not None else "")
+                + f"  {fit.images_per_second:,.0f} img/s"
             )
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)

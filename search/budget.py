@@ -1,0 +1,149 @@
+"""A study's time budget (``--timeout``): parsing it, its deadline, and what a stop by it leaves.
+
+The budget belongs to one ``convscope search`` invocation: its deadline is an absolute
+wall-clock time (``time.time()``) fixed when the command starts and handed, inside
+``StudySettings``, to every worker process, so all of them stop at the same moment. A
+rerun gets a fresh budget, as Optuna's own ``optimize(timeout=...)`` does; ``--trials``
+stays a total over the whole study.
+
+At the deadline no new trial starts, and a running trial stops at the end of the epoch
+in which the budget ran out (the last epoch of a trial is always finished): its MLflow
+run ends KILLED as on Ctrl-C, its Optuna trial FAIL with the user attribute
+``STOPPED_ATTR``. Such a trial is neither a failure (it counts in no failure streak and
+is listed as stopped, not failed) nor a pruner's verdict (a PRUNED trial would count
+towards ``--trials`` and the sampler would read its partial curve as a weak network).
+The next run of the study enqueues it again, with the same parameters, before anything
+else (``retry_stopped``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import time
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from train.errors import ConfigError
+
+STOPPED_ATTR = "stopped_by_budget"
+"""User attribute of a trial the time budget stopped: why, in words."""
+RETRY_ATTR = "retry_of"
+"""User attribute of a trial enqueued to redo a stopped one: the stopped trial's number."""
+UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
+_OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"  # where Optuna logs "Trial N failed …" with a traceback
+
+
+class TimeBudgetSpent(KeyboardInterrupt):
+    """Raised inside a trial when the study's deadline passed: the trial's run ends KILLED as on
+    Ctrl-C (``tracking.lifecycle``), Optuna records the trial FAIL and lets it through, and the
+    worker that catches it stops. A ``KeyboardInterrupt`` so that no ``except Exception`` on the
+    way mistakes it for a failure of the training."""
+
+
+def parse_timeout(text: str) -> float:
+    """Seconds in ``text``: plain seconds (``3600``, ``90.5``) or ``h``/``m``/``s`` parts in that
+    order (``1h``, ``90m``, ``45s``, ``2h30m``, ``1h0m30s``).
+
+    Raises:
+        ConfigError: anything else, or a duration of 0 or less.
+    """
+    cleaned = text.strip().lower()
+    seconds: float | None = None
+    try:
+        seconds = float(cleaned)
+    except ValueError:
+        match = _DURATION.fullmatch(cleaned)
+        if cleaned and match is not None:
+            seconds = sum(float(value) * UNITS[unit] for unit, value in match.groupdict().items() if value)
+    if seconds is None or not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"--timeout must be a duration above 0 such as 3600 (seconds), 45s, 90m, 1h or 2h30m "
+                          f"(got {text!r})")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``45.2s``, ``3m05s``, ``2h30m00s``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def spent(deadline: float | None, now: float | None = None) -> bool:
+    """True once ``deadline`` (``time.time()`` seconds; None: no budget) has passed."""
+    return deadline is not None and (time.time() if now is None else now) >= deadline
+
+
+def budget_line(timeout: float, deadline: float) -> str:
+    """The line a study starts with when it has a budget."""
+    at = datetime.datetime.fromtimestamp(deadline).strftime("%H:%M:%S")
+    return (f"time budget {format_duration(timeout)}: no trial starts after {at}; a running trial stops "
+            "at the end of that epoch (KILLED; the next run of the study retries it)")
+
+
+def is_stopped(trial: FrozenTrial) -> bool:
+    """Whether the time budget stopped ``trial`` (FAIL with ``STOPPED_ATTR``)."""
+    return trial.state == TrialState.FAIL and STOPPED_ATTR in trial.user_attrs
+
+
+def counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """``done`` (COMPLETE), ``pruned``, ``failed`` (FAIL, not by the budget) and ``stopped`` (by it)."""
+    stopped = sum(1 for t in trials if is_stopped(t))
+    return {
+        "done": sum(1 for t in trials if t.state == TrialState.COMPLETE),
+        "pruned": sum(1 for t in trials if t.state == TrialState.PRUNED),
+        "failed": sum(1 for t in trials if t.state == TrialState.FAIL) - stopped,
+        "stopped": stopped,
+    }
+
+
+def run_line(trials: list[FrozenTrial], seconds: float, timeout: float | None) -> str:
+    """The end-of-run line: wall time (and budget) and how the ``trials`` that ended in it ended."""
+    tally = counts(trials)
+    budget = f" of a {format_duration(timeout)} budget" if timeout is not None else ""
+    stopped = f", {tally['stopped']} stopped by the time budget" if timeout is not None or tally["stopped"] else ""
+    return (f"this run: wall time {format_duration(seconds)}{budget}; {len(trials)} trials ended: "
+            f"{tally['done']} done, {tally['pruned']} pruned, {tally['failed']} failed{stopped}")
+
+
+def retry_stopped(study: optuna.Study) -> list[int]:
+    """Enqueue, once each, the trials an earlier run's budget stopped, with their parameters
+    (they run before any newly sampled trial); the numbers of the trials enqueued."""
+    trials = study.get_trials(deepcopy=False)
+    redone = {t.user_attrs.get(RETRY_ATTR) for t in trials}
+    again = [t for t in trials if is_stopped(t) and t.number not in redone]
+    for trial in again:
+        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
+    return [t.number for t in again]
+
+
+class _HideBudgetStops(logging.Filter):
+    """Drops Optuna's two records about a trial the budget stopped: "Trial N failed … Traceback"
+    and the "Trial N failed with value None." that follows it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden: str | None = None  # "Trial N" whose first record was dropped
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and isinstance(record.exc_info[1], TimeBudgetSpent):
+            self.hidden = " ".join(message.split()[:2])
+            return False
+        if self.hidden is not None and message.startswith(f"{self.hidden} failed with value"):
+            self.hidden = None
+            return False
+        return True
+
+
+def hide_budget_tracebacks() -> None:
+    """A stop by the budget is no failure: keep Optuna from logging it with a traceback (idempotent)."""
+    logger = logging.getLogger(_OPTUNA_TRIAL_LOGGER)
+    if not any(isinstance(f, _HideBudgetStops) for f in logger.filters):
+        logger.addFilter(_HideBudgetStops())
