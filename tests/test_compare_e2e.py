@@ -72,7 +72,7 @@ def test_compare_unknown_run_is_a_usage_error(tmp_path: Path) -> None:
 def test_compare_the_best_trials_of_a_study(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     study = convscope("search", "--runs-dir", str(runs), "--trials", "2", "--pruner", "none", "--preset", "tiny",
-                      "--image-size", "32", "--fix", "epochs=1", "--fix", "synthetic_size=300",
+                      "--image-size", "32", "--depth", "3", "--fix", "epochs=1", "--fix", "synthetic_size=300",
                       "--fix", "analysis_size=60", "--study-name", "cmp", "--no-tensorboard", "--quiet")
     assert study.returncode == 0, study.stderr
     done = convscope("compare", "--study", "cmp", "--top", "2", "--runs-dir", str(runs), "--folds", "3")
