@@ -45,7 +45,8 @@ def worker(threads: int | None, seconds: float, batch_size: int) -> dict[str, ob
 
     from train.batches import Normalizer
     from train.config import build_config
-    from train.loop import make_optimizer, make_scheduler, train_one_epoch
+    from train.loop import make_scheduler, train_one_epoch
+    from train.step import Stepper, make_optimizer
     from train.model import build_model
     from train.synthetic import make_synthetic
 
@@ -59,7 +60,7 @@ def worker(threads: int | None, seconds: float, batch_size: int) -> dict[str, ob
     model = build_model(config.model).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, 10_000)
-    device = torch.device("cpu")
+    stepper = Stepper(model, optimizer, scheduler, torch.device("cpu"))
 
     def for_seconds(limit: float, least: int):
         start, done = time.perf_counter(), 0
@@ -67,9 +68,9 @@ def worker(threads: int | None, seconds: float, batch_size: int) -> dict[str, ob
             yield batches[done % len(batches)]
             done += 1
 
-    train_one_epoch(model, for_seconds(0.0, 2), optimizer, scheduler, device, progress=False)  # warm-up
+    train_one_epoch(stepper, for_seconds(0.0, 2), progress=False)  # warm-up
     load_before = os.getloadavg()
-    stats = train_one_epoch(model, for_seconds(seconds, 3), optimizer, scheduler, device, progress=False)
+    stats = train_one_epoch(stepper, for_seconds(seconds, 3), progress=False)
     return {"img_s": stats.images_per_second, "threads": torch.get_num_threads(),
             "load": [round(v, 2) for v in load_before], "load_after": [round(v, 2) for v in os.getloadavg()]}
 

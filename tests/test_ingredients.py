@@ -18,7 +18,8 @@ from cli.setting_flags import resolve_config
 from e2e_helpers import convscope, only_run
 from train.config import build_config, from_dict, to_dict
 from train.errors import ConfigError
-from train.loop import evaluate, flip_tta_probabilities, train_one_epoch, training_loss
+from train.loop import evaluate, train_one_epoch
+from train.step import Stepper, flip_tta_probabilities, training_loss
 from train.model import build_model, count_parameters, layer_table, validate
 
 pytestmark = pytest.mark.usefixtures("clean_env")  # the fixture is in conftest.py
@@ -153,8 +154,8 @@ def test_smoothing_reaches_the_training_step_but_not_evaluation() -> None:
     expected = smoothed_by_hand(logits.tolist(), labels.tolist(), 0.2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
-    fit = train_one_epoch(model, [(inputs, labels)], optimizer, scheduler, torch.device("cpu"), progress=False,
-                          label_smoothing=0.2)
+    stepper = Stepper(model, optimizer, scheduler, torch.device("cpu"), label_smoothing=0.2)
+    fit = train_one_epoch(stepper, [(inputs, labels)], progress=False)
     assert fit.loss == pytest.approx(expected, rel=1e-5)
     val, _ = evaluate(model, [(inputs, labels)], torch.device("cpu"))
     assert val.loss == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)

@@ -51,6 +51,16 @@ CLOSE_TIMEOUT_SECONDS = 300.0
 answer must not hang the process; MLflow's HTTP client retries a dead server for minutes)."""
 
 
+def in_order(tracker: Tracker, job: Callable[[], None], name: str) -> None:
+    """``job()`` on ``tracker``'s worker thread after the calls made before it when ``tracker`` has one
+    (a ``BackgroundTracker``), else now: per-epoch work (rendering, checkpoints) off the training thread."""
+    submit = getattr(tracker, "submit", None)
+    if submit is None:
+        job()
+    else:
+        submit(job, name)
+
+
 class BackgroundTracker:
     """Wraps ``inner`` so that its calls run on one worker thread (contract: module docstring).
 

@@ -62,6 +62,14 @@ class ProbeCapture:
     logits: Tensor
     targets: Tensor
 
+    def cpu(self) -> ProbeCapture:
+        """This capture with every tensor on the CPU (waits for the device: call it off the training thread)."""
+        return ProbeCapture(
+            activations={name: t.cpu() for name, t in self.activations.items()},
+            gradcam={name: t.cpu() for name, t in self.gradcam.items()},
+            gradient=self.gradient.cpu(), logits=self.logits.cpu(), targets=self.targets.cpu(),
+        )
+
 
 def _store_output(store: dict[str, Tensor], name: str, module: nn.Module, args: Any, output: Any) -> None:
     """Forward hook: keep ``output`` under ``name`` (graph kept, for autograd)."""
@@ -149,6 +157,8 @@ def capture_probes(
     layers: Mapping[str, nn.Module],
     inputs: Tensor,
     targets: Tensor | None = None,
+    *,
+    on_device: bool = False,
 ) -> ProbeCapture:
     """Run one forward and one backward pass over the probe images.
 
@@ -164,6 +174,8 @@ def capture_probes(
     interact in eval mode, each probe's gradients are those of its own score.
     Works inside ``torch.inference_mode()`` / ``no_grad()`` too (both are
     lifted locally). The model's mode and parameter gradients are left as found.
+    ``on_device``: the results stay on the model's device (nothing waits for it; ``ProbeCapture.cpu``
+    later), else they are copied to the CPU.
     """
     if inputs.dim() != 4:
         raise ValueError(f"inputs must be (P, 3, H, W), got shape {tuple(inputs.shape)}")
@@ -185,11 +197,12 @@ def capture_probes(
         if targets is None:
             chosen = predicted
         else:
-            given = targets.to(device=logits.device, dtype=torch.long).reshape(-1)
+            given = targets.to(dtype=torch.long).reshape(-1)  # checked where it is (the CPU, for probes)
             if given.shape[0] != logits.shape[0]:
                 raise ValueError(f"targets has {given.shape[0]} entries for {logits.shape[0]} probes")
             if bool((given >= logits.shape[1]).any()):
                 raise ValueError(f"targets {given.tolist()} out of range for {logits.shape[1]} classes")
+            given = given.to(logits.device, non_blocking=True)
             chosen = torch.where(given >= 0, given, predicted)
         score = logits.float().gather(1, chosen[:, None]).sum()
         names = list(layers)
@@ -197,18 +210,19 @@ def capture_probes(
         grads = torch.autograd.grad(score, [x, *acts], allow_unused=True)
         input_grad = grads[0] if grads[0] is not None else torch.zeros_like(x)
         gradcam = {
-            name: _gradcam(act.detach().float(), None if g is None else g.float(), size).cpu()
+            name: _gradcam(act.detach().float(), None if g is None else g.float(), size)
             for name, act, g in zip(names, acts, grads[1:])
         }
-        activations = {name: act.detach().float().cpu() for name, act in zip(names, acts)}
+        activations = {name: act.detach().float() for name, act in zip(names, acts)}
         store.clear()
-        return ProbeCapture(
+        capture = ProbeCapture(
             activations=activations,
             gradcam=gradcam,
-            gradient=_gradient_saliency(input_grad.detach().float()).cpu(),
-            logits=logits.detach().float().cpu(),
-            targets=chosen.cpu(),
+            gradient=_gradient_saliency(input_grad.detach().float()),
+            logits=logits.detach().float(),
+            targets=chosen,
         )
+        return capture if on_device else capture.cpu()
 
 
 def capture_pooled(

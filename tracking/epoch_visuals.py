@@ -18,7 +18,7 @@ everything to the sinks. Image keys:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from tracking.activations import save_analysis_activations, save_probe_activations
+from tracking.background import in_order
 from tracking.base import Tracker
 from tracking.capture import ProbeCapture, capture_pooled, capture_probes
 from tracking.overview import WIDTH_RATIO, channel_budget, layer_overview, select_channels, select_rows
@@ -81,14 +82,19 @@ class EpochVisuals:
 
     def log(self, model: nn.Module, step: int) -> None:
         """Capture now; render and write on the tracker's worker (or inline if it has none)."""
-        capture = capture_probes(model, self.layers, self.probes.inputs, self.probes.labels)
-        if self.channels is None or set(self.channels) != set(capture.activations):
+        on_device = capture_probes(model, self.layers, self.probes.inputs, self.probes.labels, on_device=True)
+        if self.channels is None or set(self.channels) != set(on_device.activations):
+            capture = on_device.cpu()  # the first epoch only: the overview's channels are chosen now
             self.channels = {
                 layer: select_channels(activation, channel_budget(*activation.shape[2:]))
                 for layer, activation in capture.activations.items()
             }
-        filters = self.first_conv.weight.detach().float().cpu().clone() if self.first_conv is not None else None
-        self._run(lambda sink: self._render(sink, capture, filters, step))
+        filters = self.first_conv.weight.detach().float().clone() if self.first_conv is not None else None
+
+        def render(sink: Tracker) -> None:  # copies to the CPU here, on the worker: training does not wait
+            self._render(sink, on_device.cpu(), None if filters is None else filters.cpu(), step)
+
+        self._run(render)
 
     def log_final(
         self, model: nn.Module, analysis_batches: list[torch.Tensor], analysis_labels: torch.Tensor,
@@ -102,13 +108,9 @@ class EpochVisuals:
         samples = (tuple(analysis_ids), data_fingerprint) if analysis_ids is not None else None
         self._run(lambda sink: self._render_final(sink, pooled, analysis_labels, y_true, y_pred, step, samples))
 
-    def _run(self, job: object) -> None:
-        submit = getattr(self.tracker, "submit", None)
-        if submit is not None:
-            inner = self.tracker.inner  # type: ignore[attr-defined]
-            submit(lambda: job(inner))  # type: ignore[operator]
-        else:
-            job(self.tracker)  # type: ignore[operator]
+    def _run(self, job: Callable[[Tracker], None]) -> None:
+        sink = getattr(self.tracker, "inner", self.tracker)  # a BackgroundTracker's jobs talk to its sinks
+        in_order(self.tracker, lambda: job(sink), "epoch visuals")
 
     def _render(self, sink: Tracker, capture: ProbeCapture, filters: torch.Tensor | None, step: int) -> None:
         assert self.channels is not None  # chosen in ``log`` before this job was queued

@@ -92,7 +92,10 @@ class DeviceBatches:
         flip: bool = False,
         crop_padding: int = 0,
         seed: int = 0,
+        drop_last: bool = False,
     ) -> None:
+        """``drop_last``: every batch is full (a CUDA graph's static shape); the remainder of fewer
+        than ``batch_size`` images, a different random one each epoch when shuffling, is left out."""
         self.images = images
         self.labels = labels
         self.normalizer = normalizer.to(images.device)
@@ -100,14 +103,17 @@ class DeviceBatches:
         self.shuffle = shuffle
         self.flip = flip
         self.crop_padding = crop_padding
+        self.drop_last = drop_last
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return len(self.labels) // self.batch_size
         return -(-len(self.labels) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, device=self.images.device, generator=self.generator) if self.shuffle else None
+        order = torch.randperm(len(self.labels), device=self.images.device, generator=self.generator) if self.shuffle else None
+        n = len(self.labels) // self.batch_size * self.batch_size if self.drop_last else len(self.labels)
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
             if self.shuffle and stop - start < 2:
@@ -167,7 +173,7 @@ class StreamingBatches:
     def __init__(
         self, image_set: ImageSet, normalizer: Normalizer, batch_size: int, device: torch.device, *,
         shuffle: bool = False, flip: bool = False, crop_padding: int = 0, seed: int = 0,
-        workers: int | None = None,
+        workers: int | None = None, drop_last: bool = False,
     ) -> None:
         self.device = device
         self.image_set = image_set
@@ -185,7 +191,7 @@ class StreamingBatches:
             num_workers=workers,
             collate_fn=_collate,
             pin_memory=device.type == "cuda",
-            drop_last=False,
+            drop_last=drop_last,
             persistent_workers=workers > 0,
         )
 
@@ -249,10 +255,10 @@ class LabelTap:
 
 def make_batches(
     image_set: ImageSet, normalizer: Normalizer, batch_size: int, device: torch.device, *,
-    shuffle: bool = False, flip: bool = False, crop_padding: int = 0, seed: int = 0,
+    shuffle: bool = False, flip: bool = False, crop_padding: int = 0, seed: int = 0, drop_last: bool = False,
 ) -> Batches:
     """DeviceBatches when the images are in memory (moved to ``device`` once), else StreamingBatches."""
-    options = {"shuffle": shuffle, "flip": flip, "crop_padding": crop_padding, "seed": seed}
+    options = {"shuffle": shuffle, "flip": flip, "crop_padding": crop_padding, "seed": seed, "drop_last": drop_last}
     if image_set.images is None:
         return StreamingBatches(image_set, normalizer, batch_size, device, **options)
     return DeviceBatches(image_set.images.to(device), image_set.labels.to(device), normalizer, batch_size, **options)

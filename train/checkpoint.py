@@ -66,8 +66,23 @@ def save_model(directory: Path, model: nn.Module, config: RunConfig, extra: dict
     write_together(directory, _model_files(model, config, extra, epoch))
 
 
-def _model_files(model: nn.Module, config: RunConfig, extra: dict[str, Any], epoch: int) -> dict[str, bytes]:
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+def snapshot(value: Any) -> Any:
+    """``value`` (nested dicts, lists and tuples) with every tensor detached and cloned on its own device:
+    cheap, no wait for the device, and unchanged by later training steps, so it can be written by
+    another thread (``save_checkpoint``) while training goes on."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {key: snapshot(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(item) for item in value)
+    return value
+
+
+def _model_files(model: nn.Module | Mapping[str, torch.Tensor], config: RunConfig, extra: dict[str, Any],
+                 epoch: int) -> dict[str, bytes]:
+    weights = model.state_dict() if isinstance(model, nn.Module) else model
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
     payload = saved_form({"config": to_dict(config), **extra, "epoch": epoch})
     return {
         MODEL_FILE: save_safetensors(state, metadata={"epoch": str(epoch)}),
@@ -127,14 +142,26 @@ def resume_tracking(config: RunConfig, environ: Mapping[str, str] | None = None)
 
 
 def save_checkpoint(
-    directory: Path, model: nn.Module, config: RunConfig, extra: dict[str, Any], loop_state: dict[str, Any]
+    directory: Path, model: nn.Module | Mapping[str, torch.Tensor], config: RunConfig, extra: dict[str, Any],
+    loop_state: dict[str, Any],
 ) -> None:
-    """The weights, the config JSON and the loop state of one epoch, written together
-    (``write_together``): a checkpoint folder always holds one epoch's three files."""
+    """The weights (a model or its ``snapshot``-ed state dict), the config JSON and the loop state of one
+    epoch, written together (``write_together``): a checkpoint folder always holds one epoch's three files.
+    Tensors on a device are copied to the CPU here."""
     state = io.BytesIO()
-    torch.save(loop_state, state)
+    torch.save(snapshot_on_cpu(loop_state), state)
     write_together(directory, {**_model_files(model, config, extra, int(loop_state["epoch"])),
                                STATE_FILE: state.getvalue()})
+
+
+def snapshot_on_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: snapshot_on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot_on_cpu(item) for item in value)
+    return value
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:

@@ -90,6 +90,8 @@ class OptimConfig:
     seed: int = 0  # seed of initialisation and shuffling (and of the data when --data-seed is -1)
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with bf16 matrix units) | bf16 | fp32
+    cuda_graph: str = "auto"  # auto (on CUDA each training and evaluation step replays one captured CUDA graph; every training batch full) | off
+    compile: bool = False  # torch.compile the model's training forward first (the first step's time, compile included, is logged as first_step_seconds)
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ POOLS = ("none", "max")  # as train.model.POOLS
 HEADS = ("flatten", "gap")  # as train.model.HEADS
 SCHEDULES = ("onecycle", "cosine", "constant")  # as train.loop.SCHEDULES
 PRECISIONS = ("auto", "bf16", "fp32")  # as train.loop.PRECISIONS
+GRAPH_MODES = ("auto", "off")  # --cuda-graph
 
 Limit = tuple[Callable[[Any], bool], str]
 
@@ -235,6 +238,7 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("optim", "seed"): _at_least(0),
     ("optim", "device"): _NOT_EMPTY,
     ("optim", "precision"): _one_of(PRECISIONS),
+    ("optim", "cuda_graph"): _one_of(GRAPH_MODES),
     ("tracking", "runs_dir"): _NOT_EMPTY,
     ("tracking", "experiment"): _NOT_EMPTY,
 }

@@ -7,7 +7,6 @@ the progress bar, which reads them at most once per second while it is shown.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from train.config import OptimConfig
 from train.errors import ConfigError, NonFiniteLossError
+from train.step import Scorer, Stepper
 from train.threads import apply_cpu_threads  # noqa: F401  (CPU runs: intra-op threads, see train/threads.py)
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -69,17 +69,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def autocast_for(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast when ``precision`` is bf16 (CUDA or CPU); plain float32 otherwise."""
-    if precision == "bf16" and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def make_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
-
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: OptimConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -98,22 +87,6 @@ def make_scheduler(
     raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)} (got {config.schedule!r})")
 
 
-def training_loss(label_smoothing: float = 0.0) -> nn.CrossEntropyLoss:
-    """The loss a training step minimises: cross-entropy with ``label_smoothing`` (``--label-smoothing``;
-    0 = plain). Training only: ``evaluate`` always scores plain cross-entropy, so runs with and without
-    smoothing have comparable ``val/loss``."""
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-
-def flip_tta_probabilities(model: nn.Module, inputs: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
-    """Flip test-time augmentation: the mean of the softmax of ``inputs`` and of their horizontal mirror
-    (float32, (N, classes)). ``logits``: the model's output on ``inputs`` if already computed."""
-    if logits is None:
-        logits = model(inputs)
-    mirrored = model(inputs.flip(-1))
-    return (logits.float().softmax(dim=1) + mirrored.float().softmax(dim=1)) / 2
-
-
 @dataclass(frozen=True)
 class EpochStats:
     loss: float
@@ -129,47 +102,33 @@ class EpochStats:
 
 
 def train_one_epoch(
-    model: nn.Module,
+    stepper: Stepper,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    device: torch.device,
     *,
     description: str = "train",
     progress: bool = True,
-    precision: str = "fp32",
-    label_smoothing: float = 0.0,
 ) -> EpochStats:
-    """One pass over ``batches`` minimising ``training_loss(label_smoothing)`` (the loss reported);
+    """One pass over ``batches`` with ``stepper`` (``train.step``; its loss is the one reported);
     raises NonFiniteLossError if the mean loss is NaN/inf."""
-    model.train()
-    loss_fn = training_loss(label_smoothing)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    stepper.model.train()
+    totals = stepper.totals
+    totals.reset()
     seen = 0
     start = time.perf_counter()
     bar = tqdm(batches, desc=description, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
     shown_at = start
     for inputs, labels in bar:
-        with autocast_for(device, precision):
-            logits = model(inputs)
-            loss = loss_fn(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.detach() * len(labels)
-        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        stepper(inputs, labels)
         seen += len(labels)
         if progress and (now := time.perf_counter()) - shown_at >= 1.0:
             shown_at = now
-            bar.set_postfix(_postfix(loss_sum, correct, seen, now - start), refresh=False)
+            bar.set_postfix(_postfix(totals.loss_sum, totals.correct, seen, now - start), refresh=False)
     bar.close()
+    mean_loss = (totals.loss_sum / max(seen, 1)).item()  # the epoch's one wait for the device
     seconds = time.perf_counter() - start
-    mean_loss = (loss_sum / max(seen, 1)).item()
     if not math.isfinite(mean_loss):
         raise NonFiniteLossError(f"training loss became {mean_loss} in {description}; lower --lr or check the data")
-    return EpochStats(mean_loss, correct.item() / max(seen, 1), seen, seconds)
+    return EpochStats(mean_loss, totals.correct.item() / max(seen, 1), seen, seconds)
 
 
 def _postfix(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> dict[str, str]:
@@ -180,7 +139,6 @@ def _postfix(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: 
     }
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -189,34 +147,26 @@ def evaluate(
     return_predictions: bool = False,
     precision: str = "fp32",
     tta: bool = False,
+    scorer: Scorer | None = None,
 ) -> tuple[EpochStats, torch.Tensor | None]:
     """Mean plain cross-entropy and accuracy over ``batches`` in eval mode; optionally all (plain)
     predictions (CPU). ``tta``: also the loss and accuracy of ``flip_tta_probabilities`` (one more
-    forward pass per batch) in ``tta_loss`` / ``tta_accuracy``."""
+    forward pass per batch) in ``tta_loss`` / ``tta_accuracy``. ``scorer``: a (graphed) ``Scorer`` of
+    ``model`` to reuse across epochs; predictions always come from an eager one."""
+    if scorer is None or return_predictions:
+        scorer = Scorer(model, device, precision=precision, tta=tta)
+        scorer.predictions = [] if return_predictions else None
     model.eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    tta_loss_sum = torch.zeros((), device=device)
-    tta_correct = torch.zeros((), device=device, dtype=torch.long)
-    predictions: list[torch.Tensor] = []
+    scorer.totals.reset()
     seen = 0
     start = time.perf_counter()
     for inputs, labels in batches:
-        with autocast_for(device, precision):
-            logits = model(inputs)
-            probabilities = flip_tta_probabilities(model, inputs, logits) if tta else None
-        loss_sum += loss_fn(logits.float(), labels)
-        if probabilities is not None:
-            tta_loss_sum += nn.functional.nll_loss(probabilities.clamp_min(1e-12).log(), labels, reduction="sum")
-            tta_correct += (probabilities.argmax(dim=1) == labels).sum()
-        predicted = logits.argmax(dim=1)
-        correct += (predicted == labels).sum()
+        scorer(inputs, labels)
         seen += len(labels)
-        if return_predictions:
-            predictions.append(predicted)
     count = max(seen, 1)
-    stats = EpochStats((loss_sum / count).item(), correct.item() / count, seen, time.perf_counter() - start,
-                       tta_loss=(tta_loss_sum / count).item() if tta else None,
-                       tta_accuracy=tta_correct.item() / count if tta else None)
-    return stats, torch.cat(predictions).cpu() if return_predictions else None
+    totals = scorer.totals
+    stats = EpochStats(totals.loss_sum.item() / count, totals.correct.item() / count, seen, time.perf_counter() - start,
+                       tta_loss=totals.tta_loss_sum.item() / count if scorer.tta else None,
+                       tta_accuracy=totals.tta_correct.item() / count if scorer.tta else None)
+    predictions = torch.cat(scorer.predictions).cpu() if scorer.predictions is not None else None
+    return stats, predictions

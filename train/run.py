@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import math
 import secrets
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from tracking.background import in_order
 from tracking.base import Tracker
 from tracking.epoch_visuals import EpochVisuals, Probes
 from tracking.faults import check_writable, store_error
@@ -26,12 +28,13 @@ from tracking.lifecycle import tracked_run
 from tracking.stores import Stores, open_tracker, resolve_stores
 from train import provenance
 from train.batches import Batches, LabelTap, Normalizer, make_batches
-from train.checkpoint import STATE_FILE, Checkpoint, save_checkpoint, save_model
+from train.checkpoint import STATE_FILE, Checkpoint, save_checkpoint, save_model, snapshot
 from train.config import RunConfig
 from train.data import Splits, load_data
 from train.images import decode_file
 from train.errors import ConfigError
-from train.loop import apply_cpu_threads, evaluate, make_optimizer, make_scheduler, resolve_precision, select_device, train_one_epoch
+from train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
+from train.step import Scorer, Stepper, graphs_wanted, make_optimizer, plain_optimizer_state
 from train.model import ConvNet, build_model, validate
 from train.run_record import run_config, run_facts, run_params
 
@@ -170,12 +173,13 @@ def execute(
     checkpoint_dir = prepared.stores.checkpoint_dir(experiment, prepared.run_name)
     result = RunResult(prepared.run_name, checkpoint_dir=checkpoint_dir, links=tracker.links(), val_images=len(data.val),
                        chance=float(data.val.labels.bincount().max()) / max(len(data.val), 1))
+    graphed, not_graphed = graphs_wanted(config.optim.cuda_graph, device)
     train_batches = make_batches(
-        data.train, prepared.normalizer, config.optim.batch_size, device,
+        data.train, prepared.normalizer, config.optim.batch_size, device, drop_last=graphed,
         shuffle=True, flip=config.optim.flip, crop_padding=config.optim.crop_padding, seed=config.optim.seed,
     )
     val_batches = make_batches(data.val, prepared.normalizer, max(256, config.optim.batch_size), device)
-    optimizer = make_optimizer(model, config.optim)
+    optimizer = make_optimizer(model, config.optim, capturable=graphed)
     scheduler = make_scheduler(optimizer, config.optim, len(train_batches))
     start_epoch, best_loss, stale = 0, math.inf, 0
     if prepared.resume is not None:
@@ -189,6 +193,13 @@ def execute(
         train_batches.generator.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
         result.best_val_loss = best_loss
+    say = functools.partial(print, file=sys.stderr)
+    compiled = torch.compile(model) if config.optim.compile else None
+    stepper = Stepper(model, optimizer, scheduler, device, precision=prepared.precision,
+                      label_smoothing=config.optim.label_smoothing, graphed=graphed, compiled=compiled, say=say)
+    scorer = Scorer(model, device, precision=prepared.precision, tta=config.optim.tta, graphed=graphed, say=say)
+    if not graphed and device.type == "cuda":
+        echo(f"eager steps: {not_graphed}")
     extra = {
         "run_name": prepared.run_name,
         "class_names": list(data.class_names),
@@ -217,21 +228,21 @@ def execute(
     last_epoch = start_epoch
     for epoch in range(start_epoch + 1, config.optim.epochs + 1):
         last_epoch = epoch
-        lr = optimizer.param_groups[0]["lr"]
-        fit = train_one_epoch(
-            model, train_batches, optimizer, scheduler, device,
-            description=f"epoch {epoch}/{config.optim.epochs}", progress=progress, precision=prepared.precision,
-            label_smoothing=config.optim.label_smoothing,
-        )
-        val, _ = evaluate(model, val_batches, device, precision=prepared.precision, tta=config.optim.tta)
+        lr = float(optimizer.param_groups[0]["lr"])
+        fit = train_one_epoch(stepper, train_batches, description=f"epoch {epoch}/{config.optim.epochs}",
+                              progress=progress)
+        val, _ = evaluate(model, val_batches, device, scorer=scorer)
         metrics = {
             "train/loss": fit.loss, "train/accuracy": fit.accuracy,
             "val/loss": val.loss, "val/accuracy": val.accuracy,
             **({"val/loss_tta": val.tta_loss, "val/accuracy_tta": val.tta_accuracy} if config.optim.tta else {}),
             "lr": lr, "epoch_seconds": fit.seconds + val.seconds, "train_seconds": fit.seconds,
             "images_per_second": fit.images_per_second,
+            **({"first_step_seconds": stepper.captured.first_call_seconds} if epoch == start_epoch + 1 else {}),
         }
         tracker.log_metrics(metrics, step=epoch)
+        if epoch == start_epoch + 1:
+            tracker.set_tags({"convscope.step": stepper.mode})
         if visuals is not None:
             visuals.log(model, step=epoch)
             extra["visual_channels"] = visuals.channels  # a resumed run keeps its overview columns
@@ -240,7 +251,7 @@ def execute(
         result.best_val_loss = best_loss
         result.best_val_accuracy = max(result.best_val_accuracy, val.accuracy)
         result.history.append({"epoch": epoch, **metrics})
-        save_checkpoint(checkpoint_dir, model, config, extra, {
+        _checkpoint_in_background(tracker, checkpoint_dir, model, config, dict(extra), {
             "epoch": epoch, "planned_epochs": config.optim.epochs, "best_val_loss": best_loss, "stale_epochs": stale,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "batch_rng": train_batches.generator.get_state(), "torch_rng": torch.get_rng_state(),
@@ -261,6 +272,15 @@ def execute(
 
     _log_final(prepared, tracker, visuals, val_batches, checkpoint_dir, last_epoch)
     return result
+
+
+def _checkpoint_in_background(tracker: Tracker, directory: Path, model: torch.nn.Module, config: RunConfig,
+                              extra: dict, loop_state: dict) -> None:
+    """Snapshot the epoch's state on the device now; copy and write it on the tracker's worker, in order
+    with the epoch's other records (a full disk surfaces at the next tracker call: ``tracking.background``)."""
+    weights, state = snapshot(model.state_dict()), snapshot(loop_state)
+    in_order(tracker, lambda: save_checkpoint(directory, weights, config, extra, {
+        **state, "optimizer": plain_optimizer_state(state["optimizer"])}), "checkpoint")
 
 
 def _log_final(

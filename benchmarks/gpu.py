@@ -1,0 +1,184 @@
+"""The seed network's training speed on one accelerator, every figure from the same run.
+
+Prints the device's name, then training images per second for
+- the naive loop: a DataLoader over CPU tensors, fp32, ``loss.item()`` every step, batch 128;
+- convscope's eager step and its graphed step (``train.step``; the ceiling: data already on the
+  device, no per-epoch work), at ``--batch-size``, and with ``--compile`` on top when asked;
+- ``convscope train`` with visuals on and off: steady-state epochs, all per-epoch work included
+  (validation, visuals, MLflow, TensorBoard, checkpoints), as a share of the graphed ceiling;
+- a small study (``convscope search``) with ``--trials-per-gpu 1`` and ``K``: wall time, trials per
+  minute and aggregate training images per second.
+
+On a CPU the graphed rows say why they are missing, and ``--quick`` shrinks everything so the script
+itself can be checked in a minute. Budget on an H100: about five minutes with the defaults.
+
+    python benchmarks/gpu.py [--quick] [--batch-size 512] [--train-images 20000] [--trials-per-gpu 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # as the convscope command sets it
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import EpochClock, device_description  # noqa: E402
+
+from train.batches import DeviceBatches, Normalizer  # noqa: E402
+from train.config import build_config  # noqa: E402
+from train.loop import make_scheduler, resolve_precision, select_device, train_one_epoch  # noqa: E402
+from train.model import build_model  # noqa: E402
+from train.step import Stepper, make_optimizer  # noqa: E402
+from train.synthetic import make_synthetic  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def naive_loop(device: torch.device, images: torch.Tensor, labels: torch.Tensor, seconds: float) -> float:
+    """The seed author's loop: DataLoader over CPU float tensors, fp32, ``loss.item()`` every step."""
+    model = build_model(build_config("seed").model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    loader = DataLoader(TensorDataset(Normalizer.fit(images)(images), labels), batch_size=128, shuffle=True)
+    done, start, warm = 0, 0.0, True
+    while True:
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+            if warm:  # the first step pays for cuDNN's choices
+                warm, start = False, time.perf_counter()
+                continue
+            done += len(targets)
+            if time.perf_counter() - start >= seconds:
+                return done / (time.perf_counter() - start)
+
+
+def convscope_step(device: torch.device, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                   seconds: float, *, graphed: bool, compiled: bool = False) -> tuple[float, str, float]:
+    """img/s of ``train.step.Stepper`` over device-resident batches; its mode; its first step's seconds."""
+    config = build_config("seed", {"optim": {"batch_size": batch_size, "epochs": 1000}})
+    torch.manual_seed(0)
+    model = build_model(config.model).to(device, memory_format=torch.channels_last)
+    batches = DeviceBatches(images.to(device), labels.to(device), Normalizer.fit(images), batch_size,
+                            shuffle=True, flip=True, crop_padding=4, drop_last=graphed)
+    optimizer = make_optimizer(model, config.optim, capturable=graphed)
+    scheduler = make_scheduler(optimizer, config.optim, len(batches))
+    precision = resolve_precision("auto", device)  # as convscope train chooses
+    stepper = Stepper(model, optimizer, scheduler, device, precision=precision, graphed=graphed,
+                      compiled=torch.compile(model) if compiled else None, say=print)
+    train_one_epoch(stepper, batches, progress=False)  # warm-up, capture (and compile)
+    rates = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rates) < 2:
+        _sync(device)
+        stats = train_one_epoch(stepper, batches, progress=False)
+        rates.append(stats.images_per_second)
+    return statistics.median(rates), stepper.mode, stepper.captured.first_call_seconds
+
+
+def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train_images: int, epochs: int,
+                    visuals: bool) -> float:
+    """Steady-state img/s of ``convscope train``'s whole epoch (the first two epochs dropped)."""
+    from train.run import run
+
+    config = build_config("seed", {
+        "data": {"synthetic_size": int(train_images / 0.8)},
+        "optim": {"epochs": epochs, "batch_size": batch_size, "device": str(device)},
+        "tracking": {"runs_dir": str(runs_dir), "visuals": visuals},
+    })
+    clock = EpochClock()
+    run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
+    steady = clock.epoch_seconds[2:] or clock.epoch_seconds[-1:]
+    return train_images / statistics.median(steady)
+
+
+def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epochs: int, train_images: int,
+          batch_size: int) -> tuple[float, int]:
+    """Wall seconds of a ``convscope search`` (depth, width, dropout) and its trials completed or pruned."""
+    command = [sys.executable, "-m", "cli", "search", "--trials", str(trials), "--epochs", str(epochs),
+               "--synthetic-size", str(int(train_images / 0.8)), "--batch-size", str(batch_size),
+               "--runs-dir", str(runs_dir), "--device", str(device), "--depth", "1..5"]
+    command += ["--trials-per-gpu", str(per_gpu)] if device.type == "cuda" else ["--jobs", str(per_gpu)]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"the study with {per_gpu} per device failed:\n{done.stderr[-2000:]}")
+    return wall, trials
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: check the script itself (a CPU minute)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--train-images", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per step row")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of each convscope train row")
+    parser.add_argument("--compile", action="store_true", help="also time the graphed step on torch.compile")
+    parser.add_argument("--trials", type=int, default=16, help="trials of each study row")
+    parser.add_argument("--study-epochs", type=int, default=5)
+    parser.add_argument("--trials-per-gpu", type=int, default=4, help="K of the second study row")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch_size, args.train_images, args.seconds, args.epochs = 64, 512, 1.0, 3
+        args.trials, args.study_epochs, args.trials_per_gpu = 2, 1, 2
+    device = select_device(args.device)
+    print(f"device: {device_description(device)}")
+    print(f"seed network, synthetic 64x64, {args.train_images:,} training images, batch {args.batch_size}")
+    images, labels = make_synthetic(args.train_images, 64, seed=0)
+
+    naive = naive_loop(device, images, labels, args.seconds)
+    print(f"{'naive loop (DataLoader, fp32, loss.item() every step, batch 128)':<66} {naive:>11,.0f} img/s")
+    eager, _, _ = convscope_step(device, images, labels, args.batch_size, args.seconds, graphed=False)
+    print(f"{'convscope eager step':<66} {eager:>11,.0f} img/s  {eager / naive:5.2f}x naive")
+    ceiling = eager
+    if device.type == "cuda":
+        graphed, mode, _ = convscope_step(device, images, labels, args.batch_size, args.seconds, graphed=True)
+        print(f"{f'convscope graphed step ({mode})':<66} {graphed:>11,.0f} img/s  {graphed / naive:5.2f}x naive")
+        ceiling = max(ceiling, graphed)
+        if args.compile:
+            compiled, mode, first = convscope_step(device, images, labels, args.batch_size, args.seconds,
+                                                   graphed=True, compiled=True)
+            print(f"{f'convscope graphed step on torch.compile ({mode})':<66} {compiled:>11,.0f} img/s  "
+                  f"first step {first:.1f} s (compile included)")
+    else:
+        print(f"{'convscope graphed step':<66} {'n/a':>11}  (CUDA graphs need a CUDA device)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for visuals in (False, True):
+            rate = convscope_train(device, Path(tmp) / f"train-{visuals}", args.batch_size, args.train_images,
+                                   args.epochs, visuals)
+            label = f"convscope train, visuals {'on' if visuals else 'off'} (whole epochs)"
+            print(f"{label:<66} {rate:>11,.0f} img/s  {100 * rate / ceiling:5.1f}% of the step ceiling")
+        for per_gpu in (1, args.trials_per_gpu):
+            wall, trials = study(Path(tmp) / f"study-{per_gpu}", device, args.trials, per_gpu, args.study_epochs,
+                                 args.train_images, args.batch_size)
+            images_per_s = trials * args.study_epochs * args.train_images / wall
+            label = f"study, {trials} trials x {args.study_epochs} epochs, {per_gpu} per device"
+            print(f"{label:<66} {wall:>9.1f} s  {60 * trials / wall:5.1f} trials/min  "
+                  f"{images_per_s:,.0f} training img/s in all")
+
+
+if __name__ == "__main__":
+    main()
