@@ -93,8 +93,10 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--trials-per-gpu", type=int, default=0, metavar="K",
                        help="on GPUs: K workers share each visible GPU (sets --jobs to K × GPUs; "
                        "workers go round-robin over the GPUs); default: --jobs")
-    study.add_argument("--metric", choices=("val/accuracy", "val/loss"), default="val/accuracy",
-                       help="what trials report every epoch and the study optimises (default: val/accuracy)")
+    study.add_argument("--metric", choices=("val/accuracy", "val/loss", "val/accuracy_tta", "val/loss_tta"),
+                       default="val/accuracy",
+                       help="what trials report every epoch and the study optimises; the _tta ones (flip "
+                       "test-time augmentation) need --tta (default: val/accuracy)")
     study.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median",
                        help="stop unpromising trials early (default: median)")
     study.add_argument("--quiet", action="store_true", help="only the final summary")
@@ -158,6 +160,9 @@ def build_settings(args: argparse.Namespace) -> Any:
     if not args.study_name.strip():
         raise ConfigError("--study-name must not be empty: it names the study that reruns and workers share")
     base, space = study_space(args)
+    if args.metric.endswith("_tta") and not base.optim.tta:
+        raise ConfigError(f"--metric {args.metric} needs --tta: only then do trials also evaluate with flip "
+                          "test-time augmentation")
     from train.preflight import preflight
 
     preflight(base)

@@ -33,6 +33,7 @@ from train.errors import ConfigError
 
 DEFAULT_PORTS = {"mlflow": 5000, "tensorboard": 6006, "optuna-dashboard": 8080}
 HEALTH_PATHS = {"mlflow": "/health", "tensorboard": "/data/environment", "optuna-dashboard": "/api/studies"}
+DEFAULT_MLFLOW_WORKERS = 2  # a few study workers uploading at once; MLflow's own default is 4
 AUTH_DEFAULT_PERMISSION = "READ"  # what a signed-in user without an explicit grant may do
 
 
@@ -52,6 +53,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
                         "MLFLOW_AUTH_ADMIN_USERNAME and MLFLOW_AUTH_ADMIN_PASSWORD (default: off)")
     mlflow.add_argument("--auth-database-uri", default="",
                         help="where basic-auth keeps users and permissions (default: sqlite beside the artifacts)")
+    mlflow.add_argument("--workers", type=int, default=DEFAULT_MLFLOW_WORKERS,
+                        help="web worker processes: more serve more workers' uploads at once, each ~150 MB "
+                        f"(default: {DEFAULT_MLFLOW_WORKERS}). MLflow's server-side job execution stays off "
+                        "unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true")
     tensorboard = _service(services, "tensorboard", "TensorBoard keeping every logged image step")
     tensorboard.add_argument("--logdir", default="runs/tensorboard", help="event folder (default: runs/tensorboard)")
     _service(services, "optuna-dashboard", "optuna-dashboard on the study storage (CONVSCOPE_STORAGE)")
@@ -129,8 +134,10 @@ def mlflow_command(
         extra_env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
         app_name = "basic-auth"
     del backend  # MLflow reads MLFLOW_BACKEND_STORE_URI itself: its password stays off the command line
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {args.workers})")
     return mlflow_server_command(None, args.host, args.port, artifacts_destination=artifacts,
-                                 app_name=app_name), extra_env
+                                 app_name=app_name, workers=args.workers), extra_env
 
 
 def _beside(artifacts: str, filename: str) -> str:
@@ -202,7 +209,7 @@ def check_port(port: int, flag: str = "--port") -> int:
 
 
 def handle_serve(args: argparse.Namespace) -> int:
-    from tracking.servers import tensorboard_command
+    from tracking.servers import server_environment, tensorboard_command
 
     check_port(args.port)
     if args.check:
@@ -210,7 +217,7 @@ def handle_serve(args: argparse.Namespace) -> int:
         if not healthy:
             print(f"convscope serve {args.service}: unhealthy: {detail}", file=sys.stderr)
         return 0 if healthy else 1
-    environ = dict(os.environ)
+    environ = server_environment()
     temp_files: list[Path] = []
     try:
         if args.service == "mlflow":

@@ -29,7 +29,19 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_ui(args: argparse.Namespace) -> int:
+    """Start the UIs and wait. Ctrl-C, SIGTERM, SIGHUP (the terminal closed) and the death of the
+    process that started this one all stop every server it started (``stop_process_group``); a
+    SIGKILL of this process is handled by each server's guard (``tracking.servers``)."""
+    from train.interrupts import end_with_parent, sigterm_as_interrupt
+
+    with sigterm_as_interrupt(hangup=True):
+        end_with_parent()
+        return _serve_uis(args)
+
+
+def _serve_uis(args: argparse.Namespace) -> int:
     from tracking.servers import (
+        UI_MLFLOW_WORKERS,
         mlflow_server_command,
         optuna_dashboard_command,
         start_process_group,
@@ -53,7 +65,8 @@ def handle_ui(args: argparse.Namespace) -> int:
     logs.mkdir(exist_ok=True)
     processes = []
     try:
-        mlflow_cmd = mlflow_server_command(stores.mlflow_uri, args.host, args.mlflow_port, ui_only=True)
+        mlflow_cmd = mlflow_server_command(stores.mlflow_uri, args.host, args.mlflow_port, ui_only=True,
+                                           workers=UI_MLFLOW_WORKERS)
         tensorboard_cmd = tensorboard_command(stores.tensorboard_root, args.host, args.tensorboard_port)
         stores.tensorboard_root.mkdir(parents=True, exist_ok=True)
         processes.append(start_process_group(mlflow_cmd, logs / "mlflow-ui.log"))

@@ -42,7 +42,8 @@ from train.config import RunConfig
 from train.errors import NonFiniteLossError
 from train.run import execute, prepare
 
-METRICS = {"val/accuracy": "maximize", "val/loss": "minimize"}
+METRICS = {"val/accuracy": "maximize", "val/loss": "minimize", "val/accuracy_tta": "maximize", "val/loss_tta": "minimize"}
+"""What a study may optimise, and which way; the ``_tta`` ones need ``--tta`` (flip test-time augmentation)."""
 OPTUNA_STATE = {RunStatus.FINISHED: "COMPLETE", RunStatus.PRUNED: "PRUNED",
                 RunStatus.FAILED: "FAIL", RunStatus.KILLED: "FAIL"}
 """The tag ``optuna.state`` of a trial's run, by how the run ended."""

@@ -113,7 +113,7 @@ TRAIN_CASES = [
         ("--epochs", "0"), ("--epochs", "-1"), ("--epochs", "1.5"), ("--batch-size", "0"), ("--batch-size", "1"),
         ("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"), ("--lr", "0"), ("--lr", "fast"), ("--weight-decay", "-1"),
         ("--depth", "50"), ("--depth", "0"), ("--dropout", "1.5"), ("--dropout", "-0.1"), ("--image-size", "0"),
-        ("--image-size", "7"), ("--val-fraction", "1"), ("--folds", "1"), ("--precision", "fp16"),
+        ("--image-size", "7"), ("--val-fraction", "1"), ("--folds", "1"), ("--precision", "fp16"), ("--cuda-graph", "on"),
         ("--preset", "bogus"), ("--experiment", ""), ("--device", "tpu"), ("--nope",),
         ("--mlflow-uri", "nonsense://x"), ("--mlflow-uri", "postgresql://127.0.0.1:1/nodb"),
         ("--mlflow-uri", "http://127.0.0.1:1"),
@@ -158,7 +158,7 @@ TRAIN_CASES = [
 SEARCH_CASES = [
     *flag_rows(SEARCH, [
         ("--trials", "0"), ("--jobs", "0"), ("--depth", "5..2"), ("--depth", "abc"), ("--dropout", "0..2"),
-        ("--lr", "0..1:log"), ("--batch-size", "1..8"), ("--widths", "bogus"), ("--epochs", "0"),
+        ("--lr", "0..1:log"), ("--batch-size", "1..8"), ("--widths", "bogus"), ("--epochs", "0"), ("--metric", "val/accuracy_tta"),
         ("--storage", "nonsense://"), ("--storage", "postgresql://127.0.0.1:1/x"), ("--metric", "bogus"),
         ("--pruner", "bogus"), ("--trials-per-gpu", "-1"), ("--heartbeat", "0"), ("--study-name", ""),
     ]),

@@ -4,6 +4,11 @@ Shared by the ``convscope ui`` command, the tests and docker-compose. Both serve
 spawn worker processes of their own (uvicorn workers, TensorBoard's data server),
 so each server is started as the leader of a new session / process group and
 stopped by signalling the whole group: nothing it started may survive ``stop``.
+Each group also gets a guard: a tiny process that ends the group when the process
+that started it disappears, however it ends (a SIGKILL, a test run's timeout),
+so no server outlives its starter. Servers run without MLflow's server-side job
+execution (a job runner with several consumer processes of ~235 MB each, which
+convscope never uses) unless the environment sets ``SERVER_DEFAULTS``' variables.
 Servers bind to whatever ``host`` the caller passes; callers default to 127.0.0.1.
 """
 
@@ -26,6 +31,43 @@ TENSORBOARD_IMAGE_SAMPLES = 10000
 
 TENSORBOARD_RELOAD_INTERVAL_S = 5
 """How often TensorBoard rescans the log directory for new events."""
+
+SERVER_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""Environment every server starts with unless the caller's environment sets the variable."""
+
+UI_MLFLOW_WORKERS = 1
+"""Web workers of the MLflow UI that ``convscope ui`` and the tests start: one person browsing."""
+
+GUARD_GRACE_SECONDS = 5.0
+
+_GUARD = """# convscope: the guard of one server process group (tracking.servers)
+import os, select, signal, sys, time
+pipe, group = int(sys.argv[1]), int(sys.argv[2])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+select.select([pipe], [], [])  # readable only at EOF: the starter closed it or is gone
+for sig, wait in ((signal.SIGTERM, float(sys.argv[3])), (signal.SIGKILL, 0.0)):
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        break
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            sys.exit(0)
+        time.sleep(0.1)
+"""
+_guards: dict[int, int] = {}  # server pid -> write end of its guard's pipe
+
+
+def server_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's environment) with ``SERVER_DEFAULTS`` for what it leaves unset."""
+    environment = dict(os.environ if env is None else env)
+    for name, value in SERVER_DEFAULTS.items():
+        environment.setdefault(name, value)
+    return environment
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -122,19 +164,47 @@ def optuna_dashboard_command(
 def start_process_group(
     cmd: Sequence[str], log_path: str | Path, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` as the leader of a new session, stdout and stderr appended to ``log_path``;
-    ``env`` replaces the environment when given."""
+    """Start ``cmd`` as the leader of a new session, stdout and stderr appended to ``log_path``,
+    in ``server_environment(env)``, with a guard that ends the session's group once this process is
+    gone (or ``stop_process_group`` released it)."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:  # the child keeps its own descriptor
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(cmd),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=None if env is None else dict(env),
+            env=server_environment(env),
         )
+    _guard(proc.pid)
+    return proc
+
+
+def _guard(pgid: int) -> None:
+    """A guard process holding the read end of a pipe whose write end only this process has
+    (non-inheritable): when this process exits, even by SIGKILL, the guard reads EOF and ends group
+    ``pgid`` (SIGTERM, then SIGKILL after ``GUARD_GRACE_SECONDS``)."""
+    read_end, write_end = os.pipe()
+    try:
+        subprocess.Popen(
+            [sys.executable, "-S", "-c", _GUARD, str(read_end), str(pgid), str(GUARD_GRACE_SECONDS)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(read_end,), start_new_session=True,
+        )
+    except OSError:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    _guards[pgid] = write_end
+
+
+def _release_guard(pgid: int) -> None:
+    write_end = _guards.pop(pgid, None)
+    if write_end is not None:
+        os.close(write_end)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -172,7 +242,7 @@ def _wait_group_gone(pgid: int, deadline: float) -> bool:
 
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     """SIGTERM the whole process group led by ``proc``, SIGKILL whatever is alive after
-    ``timeout`` seconds, and reap ``proc``. Safe to call twice or on an exited leader."""
+    ``timeout`` seconds, and reap ``proc`` (its guard then exits). Safe to call twice or on an exited leader."""
     pgid = proc.pid  # start_new_session=True: the leader's pid is the group id
     for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
@@ -188,6 +258,7 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 10) -> No
             break
     if proc.poll() is None:
         proc.wait(timeout=5)
+    _release_guard(pgid)
 
 
 def _tail(path: str | Path | None, lines: int = 40) -> str:

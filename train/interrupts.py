@@ -1,5 +1,9 @@
 """SIGTERM handled like Ctrl-C, so ``docker stop``, ``kill`` and schedulers end runs cleanly.
 
+``hangup=True`` treats SIGHUP (the terminal closed) the same way, and ``end_with_parent``
+asks Linux to send SIGTERM when the parent process dies, so a long-running command
+started by a process that is killed ends as if stopped.
+
 Inside ``sigterm_as_interrupt()`` a SIGTERM raises ``Terminated`` (a ``KeyboardInterrupt``):
 every ``except KeyboardInterrupt`` that closes a run KILLED, flushes its queues and
 closes its writers handles it. A process that runs workers of its own tells them
@@ -20,12 +24,34 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt(*, hangup: bool = False) -> Iterator[None]:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise Terminated(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    signals = (signal.SIGTERM, signal.SIGHUP) if hangup else (signal.SIGTERM,)
+    previous = {signum: signal.signal(signum, interrupt) for signum in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def end_with_parent() -> None:
+    """SIGTERM this process when its parent dies (Linux ``prctl``; elsewhere nothing). Raises
+    ``Terminated`` at once if the parent is already gone."""
+    import ctypes
+    import ctypes.util
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        raise Terminated("the parent process is gone")
