@@ -4,6 +4,8 @@
 # with --build-arg BASE_IMAGE=… (it must ship Python 3.11 or newer and torch 2.6 or newer).
 ARG BASE_IMAGE=pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
+# extra pip flags: docker/local-images.sh builds on a base that already holds every dependency
+ARG PIP_FLAGS=""
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -22,7 +24,7 @@ COPY tracking ./tracking
 COPY search ./search
 COPY cli ./cli
 # the base image's torch satisfies torch>=2.6, so pip keeps its CUDA build
-RUN python -m pip install ".[postgres]" && convscope --help > /dev/null
+RUN python -m pip install ${PIP_FLAGS} ".[postgres]" && convscope --help > /dev/null
 
 USER convscope
 WORKDIR /home/convscope

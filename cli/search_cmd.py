@@ -165,7 +165,7 @@ def build_settings(args: argparse.Namespace) -> Any:
                           "test-time augmentation")
     from train.preflight import preflight
 
-    preflight(base)
+    preflight(base, tracking=not args.init_only)  # --init-only creates the study and logs nothing to MLflow
     from search.storage import resolve_storage
 
     storage = resolve_storage(Path(base.tracking.runs_dir), args.storage, args.heartbeat)

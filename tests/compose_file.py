@@ -107,3 +107,23 @@ def host_specific(values: Mapping[str, str], services: set[str]) -> set[str]:
     network = re.compile(rf"(@|//)({hosts}):")
     return {key for key, value in values.items()
             if network.search(value) or value.startswith(CONTAINER_PATHS)}
+
+
+V1_UNSUPPORTED_TOP_LEVEL = ("name",)  # Compose v1 (docker-compose 1.29) rejects it; -p names the project
+
+
+def v1_variant(compose: Mapping[str, Any], *, gpus: bool) -> dict[str, Any]:
+    """The file as Compose v1 reads it, generated from the real one (never kept by hand): without the
+    top-level keys v1 rejects and, when the engine has no GPU (``gpus`` False), without the services'
+    GPU reservations (an engine without NVIDIA's runtime refuses to create such a container). Every
+    other key — commands, healthchecks, volumes, ports, environment, dependencies — is the file's own."""
+    variant = {key: value for key, value in compose.items() if key not in V1_UNSUPPORTED_TOP_LEVEL}
+    services = {}
+    for name, definition in compose["services"].items():
+        definition = dict(definition)
+        reservations = definition.get("deploy", {}).get("resources", {}).get("reservations", {})
+        if not gpus and reservations.get("devices"):
+            definition.pop("deploy")
+        services[name] = definition
+    variant["services"] = services
+    return variant

@@ -180,6 +180,20 @@ def test_dockerfile_is_cuda_pytorch_non_root_with_the_project_installed() -> Non
     assert base and re.match(r"pytorch/pytorch:\d+\.\d+\.\d+-cuda[\d.]+-cudnn\d+-runtime$", base.group(1)), base
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
-    assert re.search(r'pip install "\.\[postgres\]"', text), "install the project with its PostgreSQL driver"
+    assert re.search(r'pip install (\$\{PIP_FLAGS\} )?"\.\[postgres\]"', text), "install the project with its PostgreSQL driver"
     for package in ("train", "tracking", "search"):
         assert f"COPY {package} ./{package}" in text
+
+
+def test_the_compose_v1_variant_drops_only_what_v1_and_a_gpu_less_engine_refuse() -> None:
+    compose = compose_file.load()
+    variant = compose_file.v1_variant(compose, gpus=False)
+    assert "name" in compose and "name" not in variant
+    assert "deploy" in compose["services"]["worker"] and "deploy" not in variant["services"]["worker"]
+    for name, service in compose["services"].items():
+        kept = {key: value for key, value in service.items() if key != "deploy"}
+        assert {key: value for key, value in variant["services"][name].items()} == kept, name
+    assert {key: value for key, value in variant.items() if key != "services"} == \
+        {key: value for key, value in compose.items() if key not in ("services", "name")}
+    with_gpus = compose_file.v1_variant(compose, gpus=True)
+    assert with_gpus["services"]["worker"]["deploy"] == compose["services"]["worker"]["deploy"]

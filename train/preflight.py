@@ -19,10 +19,11 @@ from train.folders import check_folder
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def preflight(config: RunConfig) -> None:
+def preflight(config: RunConfig, *, tracking: bool = True) -> None:
     """ConfigError naming the flag for a ``--data`` folder or ``--probe`` file that does not
-    exist, a ``--device`` that names no device, a ``--runs-dir`` that cannot be written, or an
-    MLflow tracking URI (``--mlflow-uri``, ``MLFLOW_TRACKING_URI``) that is malformed or does not answer."""
+    exist, a ``--device`` that names no device, a ``--runs-dir`` that cannot be written, or (with
+    ``tracking``: the command will log to MLflow) an MLflow tracking URI (``--mlflow-uri``,
+    ``MLFLOW_TRACKING_URI``) that is malformed or does not answer."""
     data = config.data
     if data.data not in NAMED_DATA and not SYNTHETIC_DEPTH.fullmatch(data.data):
         check_folder(Path(data.data).expanduser())
@@ -32,5 +33,5 @@ def preflight(config: RunConfig) -> None:
     if not DEVICE.fullmatch(config.optim.device):
         raise ConfigError(f"--device {config.optim.device}: use auto, cpu, cuda, cuda:N or mps")
     check_writable(config.tracking.runs_dir, "--runs-dir")
-    if config.tracking.mlflow:
+    if tracking and config.tracking.mlflow:
         resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
