@@ -214,6 +214,11 @@ def test_the_compose_stack_runs_a_study_and_cleans_up(stack: Stack) -> None:
     finished = [run for run in _trial_runs(client) if run.info.status == "FINISHED"]
     assert len(finished) == TRIALS + 2, [(r.data.tags["optuna.trial"], r.info.status) for r in _trial_runs(client)]
 
+    servers = ["mlflow", "tensorboard", "optuna-dashboard"]
+    stack.compose("stop", "--timeout", "30", *servers, timeout=300)  # docker stop: SIGTERM, SIGKILL after 30 s
+    phases.done("stop the servers")
+    for service in servers:  # each ended on the SIGTERM (a SIGKILL after the grace period exits 137)
+        assert [stack.state(c)["ExitCode"] for c in stack.containers(service)] != [137], stack.logs(service)
     stack.compose("down", "--volumes", "--timeout", "30", timeout=300)
     phases.done("down -v")
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.project}"],
