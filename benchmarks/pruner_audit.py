@@ -58,10 +58,24 @@ def curves(runs_dir: Path) -> list[dict[int, float]]:
     return [dict(t.intermediate_values) for t in done]
 
 
-def replay(name: str, epochs: int, recorded: list[dict[int, float]]) -> dict[str, object]:
+def candidates(epochs: int) -> dict[str, optuna.pruners.BasePruner]:
+    """The pruners ``--pruner`` offers, and variants of them to compare against."""
+    first = pruning_start(epochs).first_epoch
+    return {
+        "median": make_pruner("median", epochs),
+        "hyperband": make_pruner("hyperband", epochs),
+        f"median from epoch {first + 2}": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first + 2),
+        "bottom quarter (25th percentile)": optuna.pruners.PercentilePruner(25.0, n_startup_trials=3,
+                                                                          n_warmup_steps=first),
+        "bottom third (33rd percentile)": optuna.pruners.PercentilePruner(100 / 3, n_startup_trials=3,
+                                                                        n_warmup_steps=first),
+        "median, patience 2 epochs": optuna.pruners.PatientPruner(make_pruner("median", epochs), patience=2),
+    }
+
+
+def replay(pruner: optuna.pruners.BasePruner, recorded: list[dict[int, float]]) -> dict[str, object]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(name, epochs),
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
     stopped: dict[int, int] = {}
     for number, curve in enumerate(recorded):
         trial = study.ask()
@@ -92,10 +106,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--reuse", type=Path, help="replay the study already in this runs folder")
+    parser.add_argument("--keep", type=Path, help="run the study in this runs folder and keep it (for --reuse)")
     args = parser.parse_args()
     print(f"device: {device_description()}")
     with tempfile.TemporaryDirectory() as tmp:
-        runs_dir = args.reuse or Path(tmp) / "runs"
+        runs_dir = args.reuse or args.keep or Path(tmp) / "runs"
         if args.reuse is None:
             wall = run_study(runs_dir, args.data, args.timeout, args.epochs, args.jobs)
             print(f"study without pruning: {wall / 60:.1f} min wall, --timeout {args.timeout}, --jobs {args.jobs}, "
@@ -104,9 +119,9 @@ def main() -> None:
     print(f"{len(recorded)} completed trials; {pruning_start(args.epochs).describe()}")
     finals = sorted((curve[max(curve)] for curve in recorded), reverse=True)
     print("final val/accuracy, best five: " + ", ".join(f"{v:.4f}" for v in finals[:5]))
-    for name in ("median", "hyperband"):
-        r = replay(name, args.epochs, recorded)
-        print(f"{name:<10} stops {r['stopped']}/{len(recorded)} trials (at epoch: count {r['at']}), saves "
+    for name, pruner in candidates(args.epochs).items():
+        r = replay(pruner, recorded)
+        print(f"{name:<34} stops {r['stopped']}/{len(recorded)} trials (at epoch: count {r['at']}), saves "
               f"{r['saved']}/{r['total']} epochs ({100 * r['saved'] / max(1, r['total']):.0f}%); best trial "
               f"{'STOPPED' if r['best_stopped'] else 'kept'}; best kept {r['best_kept']:.4f} vs best {r['best']:.4f}")
 

@@ -90,6 +90,17 @@ def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path: Path) -> None:
         assert client.get_metric_history(run.info.run_id, "val/accuracy")[0].step == 1  # stopped after epoch 1
 
 
+def test_a_study_can_optimise_the_flip_tta_accuracy(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    study = run_study(settings_for(runs, "--trials", "1", "--tta", "--metric", "val/accuracy_tta", "--pruner", "none"),
+                      echo=lambda line: None)
+    trial = study.trials[0]
+    history = mlflow_client(runs).get_metric_history(trial.user_attrs["mlflow_run_id"], "val/accuracy_tta")
+    assert trial.state == TrialState.COMPLETE and study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert trial.value == pytest.approx(history[-1].value)
+    assert trial.intermediate_values == {m.step: pytest.approx(m.value) for m in history}
+
+
 def test_out_of_memory_and_nan_leave_the_study_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_execute = search.objective.execute
     calls = {"n": 0}
