@@ -58,6 +58,14 @@ def curves(runs_dir: Path) -> list[dict[int, float]]:
     return [dict(t.intermediate_values) for t in done]
 
 
+def _patient(pruner: optuna.pruners.BasePruner, patience: int) -> optuna.pruners.BasePruner:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.PatientPruner(pruner, patience=patience)
+
+
 def candidates(epochs: int) -> dict[str, optuna.pruners.BasePruner]:
     """The pruners ``--pruner`` offers, and variants of them to compare against."""
     first = pruning_start(epochs).first_epoch
@@ -65,11 +73,12 @@ def candidates(epochs: int) -> dict[str, optuna.pruners.BasePruner]:
         "median": make_pruner("median", epochs),
         "hyperband": make_pruner("hyperband", epochs),
         f"median from epoch {first + 2}": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first + 2),
-        "bottom quarter (25th percentile)": optuna.pruners.PercentilePruner(25.0, n_startup_trials=3,
-                                                                          n_warmup_steps=first),
-        "bottom third (33rd percentile)": optuna.pruners.PercentilePruner(100 / 3, n_startup_trials=3,
+        # Optuna's percentile is the share kept: 75 keeps the top three quarters, stops the bottom quarter
+        "bottom quarter (percentile 75)": optuna.pruners.PercentilePruner(75.0, n_startup_trials=3,
                                                                         n_warmup_steps=first),
-        "median, patience 2 epochs": optuna.pruners.PatientPruner(make_pruner("median", epochs), patience=2),
+        "top quarter only (percentile 25)": optuna.pruners.PercentilePruner(25.0, n_startup_trials=3,
+                                                                          n_warmup_steps=first),
+        "median, patience 2 epochs": _patient(make_pruner("median", epochs), 2),
     }
 
 
