@@ -292,3 +292,25 @@ def test_a_trial_stopped_by_the_budget_ends_killed_and_the_rerun_goes_on(tmp_pat
     assert trials[1].state == TrialState.FAIL and STOPPED_ATTR in trials[1].user_attrs
     parents = client.search_runs(["1"], "tags.`convscope.kind` = 'study'")
     assert sorted(p.info.status for p in parents) == ["FINISHED", "FINISHED"]
+
+
+def test_release_memory_freezes_what_survives_and_still_collects_new_garbage() -> None:
+    import gc
+    import weakref
+
+    from search.objective import release_memory
+
+    class Node:
+        pass
+
+    try:
+        release_memory()
+        assert gc.get_freeze_count() > 0  # the survivors: left out of later collections
+        cycle = Node()
+        cycle.me = cycle  # type: ignore[attr-defined]
+        alive = weakref.ref(cycle)
+        del cycle
+        release_memory()
+        assert alive() is None  # a trial's own cyclic garbage is still collected
+    finally:
+        gc.unfreeze()
