@@ -13,7 +13,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,17 +66,22 @@ def save_model(directory: Path, model: nn.Module, config: RunConfig, extra: dict
     write_together(directory, _model_files(model, config, extra, epoch))
 
 
-def snapshot(value: Any) -> Any:
-    """``value`` (nested dicts, lists and tuples) with every tensor detached and cloned on its own device:
-    cheap, no wait for the device, and unchanged by later training steps, so it can be written by
-    another thread (``save_checkpoint``) while training goes on."""
+def _map_tensors(value: Any, change: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` (nested dicts, lists and tuples) with ``change`` applied to every tensor in it."""
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
+        return change(value.detach())
     if isinstance(value, dict):
-        return {key: snapshot(item) for key, item in value.items()}
+        return {key: _map_tensors(item, change) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(snapshot(item) for item in value)
+        return type(value)(_map_tensors(item, change) for item in value)
     return value
+
+
+def snapshot(value: Any) -> Any:
+    """``value`` with every tensor cloned on its own device: cheap, no wait for the device, and
+    unchanged by later training steps, so another thread can write it (``save_checkpoint``)
+    while training goes on."""
+    return _map_tensors(value, torch.Tensor.clone)
 
 
 def _model_files(model: nn.Module | Mapping[str, torch.Tensor], config: RunConfig, extra: dict[str, Any],
@@ -149,19 +154,9 @@ def save_checkpoint(
     epoch, written together (``write_together``): a checkpoint folder always holds one epoch's three files.
     Tensors on a device are copied to the CPU here."""
     state = io.BytesIO()
-    torch.save(snapshot_on_cpu(loop_state), state)
+    torch.save(_map_tensors(loop_state, torch.Tensor.cpu), state)
     write_together(directory, {**_model_files(model, config, extra, int(loop_state["epoch"])),
                                STATE_FILE: state.getvalue()})
-
-
-def snapshot_on_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {key: snapshot_on_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(snapshot_on_cpu(item) for item in value)
-    return value
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:
