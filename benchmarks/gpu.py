@@ -9,6 +9,9 @@ Prints the device's name, then training images per second for
 - a small study (``convscope search``) with ``--trials-per-gpu 1`` and ``K``: wall time, trials per
   minute and aggregate training images per second.
 
+Before any figure it runs ``convscope train`` and a 2-trial ``convscope search`` with their default
+settings on the device and stops with exit code 1 when either fails or falls back from CUDA graphs.
+
 On a CPU the graphed rows say why they are missing, and ``--quick`` shrinks everything so the script
 itself can be checked in a minute. Budget on an H100: about five minutes with the defaults.
 
@@ -127,6 +130,28 @@ def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epoch
     return wall, trials
 
 
+def smoke(device: torch.device, runs_dir: Path, quick: bool) -> None:
+    """``convscope train`` and a 2-trial ``convscope search`` with default settings (``quick``: one epoch of
+    512 images); exit 1 on a crash or a capture that fell back to eager steps, with the command's last lines."""
+    shrink = ["--epochs", "1", "--synthetic-size", "512"] if quick else []
+    commands = {
+        "convscope train": ["train", "--device", str(device), "--runs-dir", str(runs_dir / "train"), "--quiet",
+                            *shrink],
+        "convscope search (2 trials)": ["search", "--device", str(device), "--trials", "2",
+                                        "--runs-dir", str(runs_dir / "search"), *shrink],
+    }
+    for name, argv in commands.items():
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        failed = done.returncode != 0 or "capture of the" in done.stderr
+        verdict = f"FAILED (exit {done.returncode})" if failed else "ran to the end"
+        print(f"{name + ' with default settings':<66} {verdict}  {time.perf_counter() - start:.0f} s")
+        if failed:
+            print(done.stdout[-2000:], done.stderr[-4000:], sep="\n", file=sys.stderr)
+            raise SystemExit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check the script itself (a CPU minute)")
@@ -139,6 +164,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16, help="trials of each study row")
     parser.add_argument("--study-epochs", type=int, default=5)
     parser.add_argument("--trials-per-gpu", type=int, default=4, help="K of the second study row")
+    parser.add_argument("--no-smoke", action="store_true", help="skip the default-settings train and search runs")
     args = parser.parse_args()
     if args.quick:
         args.batch_size, args.train_images, args.seconds, args.epochs = 64, 512, 1.0, 3
@@ -146,6 +172,9 @@ def main() -> None:
     device = select_device(args.device)
     print(f"device: {device_description(device)}")
     print(f"seed network, synthetic 64x64, {args.train_images:,} training images, batch {args.batch_size}")
+    if not args.no_smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            smoke(device, Path(tmp), args.quick)
     images, labels = make_synthetic(args.train_images, 64, seed=0)
 
     naive = naive_loop(device, images, labels, args.seconds)

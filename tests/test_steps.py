@@ -64,7 +64,7 @@ def test_device_hyperparameters_follow_the_schedule() -> None:
     scheduler = make_scheduler(optimizer, optim, len(batches))
     hyper = DeviceHyperparameters(optimizer, CPU)
     hyper.install()
-    lr, beta1, _ = hyper.tensors[0]
+    lr, beta1 = hyper.tensors[0]
     seen = set()
     optimizer.step()  # (no gradients: nothing moves; the schedule wants a step first)
     for _ in range(len(batches) * 2):

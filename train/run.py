@@ -34,7 +34,7 @@ from train.data import Splits, load_data
 from train.images import decode_file
 from train.errors import ConfigError
 from train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
-from train.step import Scorer, Stepper, graphs_wanted, make_optimizer, plain_optimizer_state
+from train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer, plain_optimizer_state
 from train.model import ConvNet, build_model, validate
 from train.run_record import run_config, run_facts, run_params
 
@@ -185,7 +185,7 @@ def execute(
     if prepared.resume is not None:
         state = prepared.resume.loop_state
         start_epoch, best_loss, stale = int(state["epoch"]), float(state["best_val_loss"]), int(state["stale_epochs"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         if int(state["planned_epochs"]) == config.optim.epochs:
             scheduler.load_state_dict(state["scheduler"])
         else:

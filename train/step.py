@@ -15,9 +15,20 @@ images is left out each epoch); a partial evaluation batch runs eagerly. A
 capture that fails falls back to eager steps with one line saying why.
 
 What a graph needs from the optimizer: ``capturable`` AdamW whose learning
-rate and betas are device tensors (``DeviceHyperparameters``), so a schedule
-that changes them between replays (one-cycle changes both) is honoured.
-BatchNorm's running statistics are updated in place by the replayed kernels.
+rate and beta1 are device tensors (``DeviceHyperparameters``), so a schedule
+that changes them between replays (one-cycle changes both) is honoured. Its
+single-tensor implementation (``foreach=False``): torch's multi-tensor and
+fused AdamW turn a tensor beta1 into a Python number (``_foreach_lerp_`` takes
+a scalar weight; the fused kernel a double), a host sync that a capture
+refuses. beta2 never changes, so it stays a float (the single-tensor path
+would sync on a tensor beta2 too). Inside a graph the per-parameter kernels
+cost no launch overhead. BatchNorm's running statistics are updated in place
+by the replayed kernels.
+
+A failed capture leaves nothing behind: the current stream and the CUDA
+generator (which a capture puts in a capturing state that survives a failure)
+are restored, and no captured kernel ever ran, so the weights, the optimizer
+state and the totals are those of the step before.
 """
 
 from __future__ import annotations
@@ -90,38 +101,62 @@ def flip_tta_probabilities(model: nn.Module, inputs: torch.Tensor, logits: torch
     return (logits.float().softmax(dim=1) + mirrored.float().softmax(dim=1)) / 2
 
 
+def optimizer_flags(capturable: bool) -> dict[str, Any]:
+    """The implementation flags of the run's AdamW: for CUDA graphs, capturable and single-tensor
+    (why: module docstring); otherwise torch's own choice."""
+    return {"capturable": True, "foreach": False} if capturable else {"capturable": False, "foreach": None}
+
+
 def make_optimizer(model: nn.Module, config: OptimConfig, *, capturable: bool = False) -> torch.optim.Optimizer:
-    """AdamW; ``capturable`` (for CUDA graphs): its state stays on the device."""
-    if capturable:
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                 capturable=True, foreach=True)
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """AdamW; ``capturable`` (for CUDA graphs): its state stays on the device and its step never syncs."""
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                             **optimizer_flags(capturable))
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer state, keeping this optimizer's implementation flags.
+
+    ``Optimizer.load_state_dict`` takes ``capturable``/``foreach`` from the saved groups, so a state
+    saved by an eager run would make a graphed run's optimizer uncapturable (and the reverse), and
+    leave its step counters on the CPU. The flags are put back and, when capturable, every step
+    counter moves to its parameter's device."""
+    flags = [{key: group[key] for key in ("capturable", "foreach") if key in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, flags):
+        group.update(kept)
+        if not group.get("capturable"):
+            continue
+        for param in group["params"]:
+            param_state = optimizer.state.get(param, {})
+            if isinstance(param_state.get("step"), torch.Tensor):
+                param_state["step"] = param_state["step"].to(device=param.device, dtype=torch.float32)
 
 
 class DeviceHyperparameters:
-    """The learning rate and betas of every parameter group as device tensors (what a captured
-    optimizer step reads on each replay). ``install`` after the scheduler and any state loading;
-    ``sync`` after every ``scheduler.step()`` (one-cycle writes beta1 as a float)."""
+    """The learning rate and beta1 of every parameter group as device tensors (what a captured
+    optimizer step reads on each replay); beta2 stays a float (it never changes). ``install`` after
+    the scheduler and any state loading; ``sync`` after every ``scheduler.step()`` (one-cycle writes
+    the learning rate and beta1 as floats)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
         self.optimizer = optimizer
-        self.tensors: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.tensors: list[tuple[torch.Tensor, torch.Tensor]] = []
         for group in optimizer.param_groups:
-            beta1, beta2 = (float(b) for b in group["betas"])
-            self.tensors.append(tuple(torch.tensor(v, device=device) for v in (float(group["lr"]), beta1, beta2)))
+            lr, beta1 = float(group["lr"]), float(group["betas"][0])
+            self.tensors.append((torch.tensor(lr, device=device), torch.tensor(beta1, device=device)))
 
     def install(self) -> None:
-        for group, (lr, beta1, beta2) in zip(self.optimizer.param_groups, self.tensors):
-            group["lr"], group["betas"] = lr, (beta1, beta2)
+        for group, (lr, beta1) in zip(self.optimizer.param_groups, self.tensors):
+            group["lr"], group["betas"] = lr, (beta1, float(group["betas"][1]))
 
     def sync(self) -> None:
-        for group, (lr, beta1, beta2) in zip(self.optimizer.param_groups, self.tensors):
+        for group, (lr, beta1) in zip(self.optimizer.param_groups, self.tensors):
             if group["lr"] is not lr:
                 lr.fill_(group["lr"])
                 group["lr"] = lr
             if group["betas"][0] is not beta1:
                 beta1.fill_(group["betas"][0])
-                group["betas"] = (beta1, beta2)
+                group["betas"] = (beta1, float(group["betas"][1]))
 
 
 def plain_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -201,21 +236,49 @@ class Captured:
 
     def _capture(self) -> None:
         assert self.inputs is not None and self.labels is not None
+        restore = _capture_restorer(self.inputs.device)
+        graph = None
         try:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the tracker's background thread may copy to the host during the capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.function(self.inputs, self.labels)
         except Exception as error:  # noqa: BLE001 - any capture failure means eager steps, said once
+            restore(graph)
             message = str(error).strip().splitlines()
             self.fallback = f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
             self.say(f"convscope: CUDA graph capture of the {self.name} step failed ({self.fallback}); "
                      "continuing with eager steps")
-            if self.inputs.device.type == "cuda":
-                torch.cuda.synchronize(self.inputs.device)
             self.function(self.inputs, self.labels)  # this batch, eagerly (the failed capture ran nothing)
             return
         self.graph = graph
         graph.replay()  # capturing runs nothing: this batch's step is the first replay
+
+
+def _capture_restorer(device: torch.device) -> Callable[[torch.cuda.CUDAGraph | None], None]:
+    """What undoes a failed capture on ``device``, made before the capture begins.
+
+    ``torch.cuda.graph`` registers the device's default generator with the capture; when the capture
+    fails its end is never reached and the generator stays in its capturing state (the next eager
+    dropout then fails with "Offset increment outside graph capture"), and the capture stream may
+    stay current. The returned function ends a capture still open, makes the stream current again
+    and puts a clone of the generator's state, taken before the capture, back in place."""
+    if device.type != "cuda":
+        return lambda graph: None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    generator = torch.cuda.default_generators[index]
+    generator_state = generator.clone_state()
+    stream = torch.cuda.current_stream(device)
+
+    def restore(graph: torch.cuda.CUDAGraph | None) -> None:
+        if graph is not None and torch.cuda.is_current_stream_capturing():
+            with contextlib.suppress(Exception):
+                graph.capture_end()
+        torch.cuda.set_stream(stream)
+        generator.graphsafe_set_state(generator_state)
+        torch.cuda.synchronize(device)
+
+    return restore
 
 
 class Stepper:

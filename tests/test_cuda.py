@@ -1,0 +1,84 @@
+"""The GPU path on a real CUDA device: the captured training and evaluation steps capture and train
+as the eager ones, a failed capture leaves the device usable, and ``convscope train`` and
+``convscope search`` run to the end with their default settings. Skipped without a CUDA device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from e2e_helpers import FAST, convscope, only_run
+from train.batches import DeviceBatches, Normalizer
+from train.config import build_config
+from train.loop import make_scheduler, train_one_epoch
+from train.model import build_model
+from train.step import Captured, Stepper, make_optimizer
+from train.synthetic import make_synthetic
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)")]
+
+CUDA = torch.device("cuda")
+
+
+def _train(graphed: bool, epochs: int = 3) -> tuple[list[float], Stepper]:
+    config = build_config("tiny", {"model": {"image_size": 16}, "optim": {"batch_size": 32}})
+    torch.manual_seed(0)
+    model = build_model(config.model).to(CUDA)
+    data, labels = make_synthetic(320, 16, seed=0)
+    batches = DeviceBatches(data.to(CUDA), labels.to(CUDA), Normalizer.fit(data), 32, shuffle=True, flip=True,
+                            crop_padding=2, seed=0, drop_last=True)
+    optimizer = make_optimizer(model, config.optim, capturable=graphed)
+    scheduler = make_scheduler(optimizer, config.optim, len(batches))
+    said: list[str] = []
+    stepper = Stepper(model, optimizer, scheduler, CUDA, graphed=graphed, tensor_hyperparameters=True,
+                      say=said.append)
+    losses = [train_one_epoch(stepper, batches, progress=False).loss for _ in range(epochs)]
+    assert said == [], said
+    return losses, stepper
+
+
+def test_the_training_step_captures_and_trains_as_the_eager_step() -> None:
+    eager, _ = _train(graphed=False)
+    graphed, stepper = _train(graphed=True)
+    assert stepper.mode == "graphed" and stepper.captured.graph is not None
+    assert graphed[-1] < graphed[0]
+    # dropout draws differ between a graph and eager kernels: the same course, not the same numbers
+    assert graphed == pytest.approx(eager, rel=0.25)
+
+
+def test_a_failed_capture_leaves_the_generator_and_the_stream_usable() -> None:
+    said: list[str] = []
+    dropout = torch.nn.Dropout2d(0.5)
+    out = torch.zeros((), device=CUDA)
+
+    def syncs(inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        out.add_(dropout(inputs).sum().item())  # a host sync: capture must fail
+
+    captured = Captured(syncs, enabled=True, name="test", say=said.append)
+    stream = torch.cuda.current_stream()
+    batch = torch.ones(4, 3, 8, 8, device=CUDA), torch.zeros(4, dtype=torch.long, device=CUDA)
+    for _ in range(6):
+        captured(*batch)
+    assert captured.fallback is not None and len(said) == 1 and "continuing with eager steps" in said[0]
+    assert torch.cuda.current_stream() == stream and not torch.cuda.is_current_stream_capturing()
+    torch.nn.Dropout2d(0.1)(torch.ones(2, 3, 4, 4, device=CUDA))  # the generator is out of its capture state
+    assert captured.calls == 5  # three warm-up calls and two eager ones after the fallback
+
+
+def test_convscope_train_runs_on_cuda_with_default_settings(tmp_path: Path) -> None:
+    done = convscope("train", "--device", "cuda", "--epochs", "2", "--runs-dir", str(tmp_path / "runs"), "--quiet",
+                     *FAST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only_run(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    assert run.info.data.tags["convscope.step"] == "graphed"
+    assert "capture" not in done.stderr, done.stderr
+
+
+def test_a_two_trial_study_runs_on_cuda_with_default_settings(tmp_path: Path) -> None:
+    done = convscope("search", "--device", "cuda", "--trials", "2", "--epochs", "2", "--runs-dir",
+                     str(tmp_path / "runs"), *FAST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "capture" not in done.stderr, done.stderr
