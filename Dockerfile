@@ -18,11 +18,14 @@ RUN groupadd --gid 1000 convscope \
     && chown -R convscope:convscope /var/lib/convscope
 
 WORKDIR /opt/convscope
-COPY pyproject.toml README.md ./
-COPY train ./train
-COPY tracking ./tracking
-COPY search ./search
+COPY pyproject.toml README.md __init__.py __main__.py ./
 COPY cli ./cli
+COPY search ./search
+COPY analysis ./analysis
+COPY train ./train
+COPY pictures ./pictures
+COPY servers ./servers
+COPY tracking ./tracking
 # the base image's torch satisfies torch>=2.6, so pip keeps its CUDA build
 RUN python -m pip install ${PIP_FLAGS} ".[postgres]" && convscope --help > /dev/null
 

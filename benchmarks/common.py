@@ -45,8 +45,8 @@ def naive_training_epochs(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], e
     whatever ``loader`` yields, Adam, ``loss.item()`` every step, no channels_last."""
     from torch import nn
 
-    from train.config import build_config
-    from train.model import build_model
+    from convscope.train.config import build_config
+    from convscope.train.model import build_model
 
     model = build_model(build_config("seed").model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

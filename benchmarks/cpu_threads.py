@@ -43,12 +43,12 @@ def worker(threads: int | None, seconds: float, batch_size: int) -> dict[str, ob
     """Train the seed net for ``seconds`` (after two warm-up steps); img/s and what torch ran with."""
     import torch
 
-    from train.batches import Normalizer
-    from train.config import build_config
-    from train.loop import make_scheduler, train_one_epoch
-    from train.step import Stepper, make_optimizer
-    from train.model import build_model
-    from train.synthetic import make_synthetic
+    from convscope.train.batches import Normalizer
+    from convscope.train.config import build_config
+    from convscope.train.loop import make_scheduler, train_one_epoch
+    from convscope.train.step import Stepper, make_optimizer
+    from convscope.train.model import build_model
+    from convscope.train.synthetic import make_synthetic
 
     if threads is not None:
         torch.set_num_threads(threads)

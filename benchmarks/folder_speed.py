@@ -33,9 +33,9 @@ from torchvision import datasets, transforms
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EpochClock, device_description, naive_training_epochs  # noqa: E402
 
-from train.config import build_config  # noqa: E402
-from train.data import load_data  # noqa: E402
-from train.run import run  # noqa: E402
+from convscope.train.config import build_config  # noqa: E402
+from convscope.train.data import load_data  # noqa: E402
+from convscope.train.run import run  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "petimages-sample"
 

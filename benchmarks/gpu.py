@@ -40,12 +40,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EpochClock, device_description  # noqa: E402
 
-from train.batches import DeviceBatches, Normalizer  # noqa: E402
-from train.config import build_config  # noqa: E402
-from train.loop import make_scheduler, resolve_precision, select_device, train_one_epoch  # noqa: E402
-from train.model import build_model  # noqa: E402
-from train.step import Stepper, make_optimizer  # noqa: E402
-from train.synthetic import make_synthetic  # noqa: E402
+from convscope.train.batches import DeviceBatches, Normalizer  # noqa: E402
+from convscope.train.config import build_config  # noqa: E402
+from convscope.train.loop import make_scheduler, resolve_precision, select_device, train_one_epoch  # noqa: E402
+from convscope.train.model import build_model  # noqa: E402
+from convscope.train.step import Stepper, make_optimizer  # noqa: E402
+from convscope.train.synthetic import make_synthetic  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -102,7 +102,7 @@ def convscope_step(device: torch.device, images: torch.Tensor, labels: torch.Ten
 def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train_images: int, epochs: int,
                     visuals: bool) -> float:
     """Steady-state img/s of ``convscope train``'s whole epoch (the first two epochs dropped)."""
-    from train.run import run
+    from convscope.train.run import run
 
     config = build_config("seed", {
         "data": {"synthetic_size": int(train_images / 0.8)},
@@ -118,7 +118,7 @@ def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train
 def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epochs: int, train_images: int,
           batch_size: int) -> tuple[float, int]:
     """Wall seconds of a ``convscope search`` (depth, width, dropout) and its trials completed or pruned."""
-    command = [sys.executable, "-m", "cli", "search", "--trials", str(trials), "--epochs", str(epochs),
+    command = [sys.executable, "-m", "convscope", "search", "--trials", str(trials), "--epochs", str(epochs),
                "--synthetic-size", str(int(train_images / 0.8)), "--batch-size", str(batch_size),
                "--runs-dir", str(runs_dir), "--device", str(device), "--depth", "1..5"]
     command += ["--trials-per-gpu", str(per_gpu)] if device.type == "cuda" else ["--jobs", str(per_gpu)]
@@ -142,7 +142,7 @@ def smoke(device: torch.device, runs_dir: Path, quick: bool) -> None:
     }
     for name, argv in commands.items():
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=REPO, capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "convscope", *argv], cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
         failed = done.returncode != 0 or "capture of the" in done.stderr
         verdict = f"FAILED (exit {done.returncode})" if failed else "ran to the end"

@@ -30,15 +30,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_description  # noqa: E402
 
-from search.pruning import make_pruner, pruning_start  # noqa: E402
-from tracking.layout import RunsLayout  # noqa: E402
+from convscope.search.pruning import make_pruner, pruning_start  # noqa: E402
+from convscope.tracking.layout import RunsLayout  # noqa: E402
 
 STUDY = "pruner-audit"
 SPACE = ["--padding", "1", "--head", "flatten,gap", "--head-activation", "on", "--label-smoothing", "on"]
 
 
 def run_study(runs_dir: Path, data: str, timeout: str, epochs: int, jobs: int) -> float:
-    command = [sys.executable, "-m", "cli", "search", "--data", data, "--timeout", timeout, "--jobs", str(jobs),
+    command = [sys.executable, "-m", "convscope", "search", "--data", data, "--timeout", timeout, "--jobs", str(jobs),
                "--epochs", str(epochs), "--pruner", "none", "--study-name", STUDY, "--runs-dir", str(runs_dir),
                "--device", "cpu", "--quiet", *SPACE]
     start = time.perf_counter()

@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_description  # noqa: E402
 
-from tracking.process_table import processes_with  # noqa: E402
-from tracking.servers import (  # noqa: E402
+from convscope.servers.process_table import processes_with  # noqa: E402
+from convscope.servers.servers import (  # noqa: E402
     SERVER_DEFAULTS,
     free_port,
     optuna_dashboard_command,
@@ -91,7 +91,7 @@ def defaults(runs: Path, settle: float) -> tuple[int, float, float, int]:
 
 def convscope_ui(runs: Path, settle: float) -> tuple[int, float, float, int]:
     token = uuid.uuid4().hex
-    argv = [sys.executable, "-u", "-m", "cli", "ui", "--runs-dir", str(runs), "--mlflow-port", str(free_port()),
+    argv = [sys.executable, "-u", "-m", "convscope", "ui", "--runs-dir", str(runs), "--mlflow-port", str(free_port()),
             "--tensorboard-port", str(free_port()), "--dashboard-port", str(free_port())]
     ui = subprocess.Popen(argv, cwd=REPO, env={**os.environ, TOKEN: token}, stdout=subprocess.PIPE, text=True,
                           start_new_session=True)

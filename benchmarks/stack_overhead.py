@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_description  # noqa: E402
 
-from tracking.servers import free_port, start_process_group, stop_process_group, wait_for_http  # noqa: E402
+from convscope.servers.servers import free_port, start_process_group, stop_process_group, wait_for_http  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FIXED = ["--depth", "5", "--base-width", "16", "--growth", "2", "--dropout", "0.1", "--pruner", "none",
@@ -38,7 +38,7 @@ FIXED = ["--depth", "5", "--base-width", "16", "--growth", "2", "--dropout", "0.
 
 def convscope(*argv: str) -> list[str]:
     script = Path(sys.executable).parent / "convscope"
-    return [str(script), *argv] if script.exists() else [sys.executable, "-m", "cli", *argv]
+    return [str(script), *argv] if script.exists() else [sys.executable, "-m", "convscope", *argv]
 
 
 def clean_env(**values: str) -> dict[str, str]:

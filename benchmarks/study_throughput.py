@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_description  # noqa: E402
 
-from cli.main import build_parser  # noqa: E402
-from cli.search_cmd import build_settings  # noqa: E402
-from search.session import run_study  # noqa: E402
+from convscope.cli.main import build_parser  # noqa: E402
+from convscope.cli.search_cmd import build_settings  # noqa: E402
+from convscope.search.session import run_study  # noqa: E402
 
 FIXED = ["--depth", "5", "--base-width", "16", "--growth", "2", "--dropout", "0.1", "--pruner", "none",
          "--fix", "epochs=3", "--fix", "synthetic_size=2500", "--quiet"]

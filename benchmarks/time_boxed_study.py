@@ -41,7 +41,7 @@ def main() -> int:
         print(f"no photo sample at {args.data}: give --data or CONVSCOPE_PETIMAGES", file=sys.stderr)
         return 2
     runs = Path(args.runs_dir or tempfile.mkdtemp(prefix="convscope-timebox-"))
-    command = [sys.executable, "-m", "cli", "search", "--data", args.data, "--timeout", args.timeout,
+    command = [sys.executable, "-m", "convscope", "search", "--data", args.data, "--timeout", args.timeout,
                "--jobs", str(args.jobs), "--epochs", str(args.epochs), "--runs-dir", str(runs),
                "--no-visuals", "--quiet", *args.extra]
     print("+", " ".join(command[2:]), flush=True)

@@ -24,12 +24,13 @@ from common import device_description  # noqa: E402
 
 RUN = """
 import gc, sys
-import search.objective
+import convscope.search.objective
+from convscope import search
 if sys.argv[1] == "full-walk":
     def release_memory():
         gc.collect()
-    search.objective.release_memory = release_memory
-from cli.main import main
+    convscope.search.objective.release_memory = release_memory
+from convscope.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EpochClock, device_description, naive_training_epochs  # noqa: E402
 
-from train.batches import Normalizer  # noqa: E402
-from train.config import build_config  # noqa: E402
-from train.run import run  # noqa: E402
-from train.synthetic import make_synthetic  # noqa: E402
+from convscope.train.batches import Normalizer  # noqa: E402
+from convscope.train.config import build_config  # noqa: E402
+from convscope.train.run import run  # noqa: E402
+from convscope.train.synthetic import make_synthetic  # noqa: E402
 
 
 def convscope_epochs(runs_dir: Path, visuals: bool, epochs: int, train_images: int) -> list[float]:

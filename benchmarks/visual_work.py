@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_description  # noqa: E402
 
-from tracking.base import FanOut  # noqa: E402
-from tracking.epoch_visuals import EpochVisuals, Probes  # noqa: E402
-from tracking.mlflow_sink import MlflowTracker  # noqa: E402
-from tracking.tensorboard_sink import TensorBoardTracker  # noqa: E402
-from train.config import build_config  # noqa: E402
-from train.model import build_model  # noqa: E402
+from convscope.tracking.base import FanOut  # noqa: E402
+from convscope.pictures.epoch_visuals import EpochVisuals, Probes  # noqa: E402
+from convscope.tracking.mlflow_sink import MlflowTracker  # noqa: E402
+from convscope.tracking.tensorboard_sink import TensorBoardTracker  # noqa: E402
+from convscope.train.config import build_config  # noqa: E402
+from convscope.train.model import build_model  # noqa: E402
 
 
 def main() -> None:

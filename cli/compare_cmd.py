@@ -8,7 +8,7 @@ import datetime
 import tempfile
 from pathlib import Path
 
-from train.errors import ConfigError
+from convscope.train.errors import ConfigError
 
 
 def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +36,8 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
 def study_run_ids(runs_dir: Path, study_name: str, storage: str, top: int) -> list[str]:
     import optuna
 
-    from search.report import best_trials
-    from search.storage import open_storage, resolve_storage
+    from convscope.search.report import best_trials
+    from convscope.search.storage import open_storage, resolve_storage
 
     resolved = resolve_storage(runs_dir, storage)
     try:
@@ -59,18 +59,18 @@ def handle_compare(args: argparse.Namespace) -> int:
         raise ConfigError("give RUN_IDs or --study NAME, not both")
     if not args.study and not args.run_ids:
         raise ConfigError("give one or more RUN_IDs, or --study NAME")
-    from tracking.stores import require_runs, resolve_stores
+    from convscope.tracking.stores import require_runs, resolve_stores
 
     stores = resolve_stores(args.runs_dir, args.mlflow_uri)
     if args.run_ids:
         require_runs(stores, f"RUN_ID {args.run_ids[0]}")
-    from tracking.compare import compare_runs, load_run_activations
-    from tracking.compare_report import comparison_figures, probe_map_sizes, summary_lines, write_report
-    from tracking.fetch import fetch_run, run_record
-    from tracking.probes import chance_accuracy
-    from tracking.verdicts import Training
-    from tracking.faults import store_errors
-    from tracking.lifecycle import open_parent_run, tracked_run
+    from convscope.analysis.compare import compare_runs, load_run_activations
+    from convscope.analysis.compare_report import comparison_figures, probe_map_sizes, summary_lines, write_report
+    from convscope.analysis.fetch import fetch_run, run_record
+    from convscope.analysis.probes import chance_accuracy
+    from convscope.analysis.verdicts import Training
+    from convscope.tracking.faults import store_errors
+    from convscope.tracking.lifecycle import open_parent_run, tracked_run
 
     if args.study:
         run_ids = study_run_ids(stores.runs_dir, args.study, args.storage, args.top)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.setting_flags import SEPARATOR, add_config_flags, add_setting_flags, setting_layers
-from train.config import build_config, from_dict, to_dict
-from train.config_file import merge
-from train.errors import ConfigError
+from convscope.cli.setting_flags import SEPARATOR, add_config_flags, add_setting_flags, setting_layers
+from convscope.train.config import build_config, from_dict, to_dict
+from convscope.train.config_file import merge
+from convscope.train.errors import ConfigError
 
 EXCLUDED = ("depth", "folds", "fold", "run_name")  # what the depth study varies and names itself
 
@@ -64,7 +64,7 @@ def add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_depth_settings(args: argparse.Namespace) -> Any:
-    from train.geometry import max_depth
+    from convscope.train.geometry import max_depth
 
     if args.folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
@@ -89,11 +89,11 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
                           f"{max_depth(command.model)} (use a larger --image-size or --padding)")
     if args.name is not None and not args.name.strip():
         raise ConfigError("--name must not be empty: it names the parent run and prefixes the fold runs")
-    from train.preflight import preflight
+    from convscope.train.preflight import preflight
 
     preflight(command)
-    from search.depth import DepthSettings, ablation_variants, default_name, depth_variants
-    from search.sources import run_config, study_config
+    from convscope.analysis.depth import DepthSettings, ablation_variants, default_name, depth_variants
+    from convscope.search.sources import run_config, study_config
 
     if args.ablate:
         trained = to_dict(run_config(command, args.ablate))
@@ -104,7 +104,7 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
     else:
         base = command
         if args.study:
-            base, widths, source = study_config(base, args.study, args.storage)
+            base, widths, source = study_config(base, args.study, args.storage, overrides)
         elif widths:
             source = "--widths" if given_widths else "the config's widths"
         deepest = args.max_depth or (min(len(widths), max_depth(base.model)) if widths and not args.study
@@ -118,8 +118,8 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
 
 def handle_depth(args: argparse.Namespace) -> int:
     settings = build_depth_settings(args)
-    from search.depth import run_depth_study
-    from train.interrupts import sigterm_as_interrupt
+    from convscope.analysis.depth import run_depth_study
+    from convscope.train.interrupts import sigterm_as_interrupt
 
     with sigterm_as_interrupt():  # SIGTERM: the running fold and the parent end KILLED, as on Ctrl-C
         run_depth_study(settings)

@@ -104,8 +104,8 @@ def env_argv(
 def _check_setting(action: argparse.Action, name: str, value: str, items: list[str]) -> None:
     """EnvFlagError naming the variable when it sets a run setting (a ``train`` flag) out of its
     range, e.g. ``CONVSCOPE_EPOCHS=0``; a value argparse cannot convert is left to argparse."""
-    from cli.setting_flags import SEPARATOR
-    from train.config import value_problem
+    from convscope.cli.setting_flags import SEPARATOR
+    from convscope.train.config import value_problem
 
     if SEPARATOR not in action.dest:
         return

@@ -7,8 +7,8 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from train.config import RunConfig
-from train.errors import ConfigError
+from convscope.train.config import RunConfig
+from convscope.train.errors import ConfigError
 
 REPORT_FOLDER = "explain"
 
@@ -47,19 +47,19 @@ def suggested_commands(config: RunConfig, run_id: str, epochs: int) -> tuple[str
 def handle_explain(args: argparse.Namespace) -> int:
     if args.folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
-    from tracking.stores import require_runs, resolve_stores
+    from convscope.tracking.stores import require_runs, resolve_stores
 
     stores = resolve_stores(args.runs_dir, args.mlflow_uri)
     require_runs(stores, f"RUN_ID {args.run_id}")
-    from search.sources import run_config
-    from tracking.compare import load_run_activations
-    from tracking.evidence import Ablation, DepthAnswer, drops_from_results, explain
-    from tracking.explain_report import report_html, short_text
-    from tracking.fetch import fetch_run, latest_images, run_record, study_results
-    from tracking.mlflow_sink import attach_to_run
-    from tracking.probes import chance_accuracy
-    from tracking.verdicts import Training, more_epochs, problems
-    from train.config import build_config
+    from convscope.search.sources import run_config
+    from convscope.analysis.compare import load_run_activations
+    from convscope.analysis.evidence import Ablation, DepthAnswer, drops_from_results, explain
+    from convscope.analysis.explain_report import report_html, short_text
+    from convscope.analysis.fetch import fetch_run, latest_images, run_record, study_results
+    from convscope.tracking.mlflow_sink import attach_to_run
+    from convscope.analysis.probes import chance_accuracy
+    from convscope.analysis.verdicts import Training, more_epochs, problems
+    from convscope.train.config import build_config
 
     uri = stores.mlflow_uri
     try:

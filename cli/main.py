@@ -10,17 +10,17 @@ import argparse
 import os
 import sys
 
-from cli.compare_cmd import add_compare_parser
-from cli.depth_cmd import add_depth_parser
-from cli.env_flags import PREFIX, EnvFlagError, subcommand_parsers, with_env_flags
-from cli.explain_cmd import add_explain_parser
-from cli.search_cmd import add_search_parser
-from cli.serve_cmd import add_serve_parser
-from cli.setting_flags import FIX_LABELS, FixError, expand_fixes
-from cli.train_cmd import add_train_parser
-from cli.ui_cmd import add_ui_parser
-from tracking.errors import StoreWriteError
-from train.errors import ConfigError, NonFiniteLossError
+from convscope.cli.compare_cmd import add_compare_parser
+from convscope.cli.depth_cmd import add_depth_parser
+from convscope.cli.env_flags import PREFIX, EnvFlagError, subcommand_parsers, with_env_flags
+from convscope.cli.explain_cmd import add_explain_parser
+from convscope.cli.search_cmd import add_search_parser
+from convscope.cli.serve_cmd import add_serve_parser
+from convscope.cli.setting_flags import FIX_LABELS, FixError, expand_fixes
+from convscope.cli.train_cmd import add_train_parser
+from convscope.cli.ui_cmd import add_ui_parser
+from convscope.tracking.errors import StoreWriteError
+from convscope.train.errors import ConfigError, NonFiniteLossError
 
 
 def build_parser() -> argparse.ArgumentParser:

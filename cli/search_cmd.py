@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.setting_flags import add_config_flags, add_setting_flags, setting_layers
-from search.space import SPEC_SYNTAX, SearchSpace
-from train.config import RunConfig, build_config
-from train.errors import ConfigError
+from convscope.cli.setting_flags import add_config_flags, add_setting_flags, setting_layers
+from convscope.search.space import SPEC_SYNTAX, SearchSpace
+from convscope.train.config import RunConfig, build_config
+from convscope.train.errors import ConfigError
 
 SPACE_FLAGS = ("depth", "widths", "base_width", "growth", "layer_width", "dropout", "lr", "weight_decay", "batch_size",
                "image_size", "max_params", "head", "head_activation", "label_smoothing")
@@ -113,8 +113,8 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
     """(the trials' base config, the search space) from the flags, the environment and the config file."""
-    from search.space import space_from_settings, spec_values
-    from train.geometry import validate
+    from convscope.search.space import space_from_settings, spec_values
+    from convscope.train.geometry import validate
 
     preset, overrides, file_search = setting_layers(args)
     base = build_config(preset or "seed", overrides)
@@ -125,7 +125,7 @@ def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
                    if dest.startswith("space.")})
     space = space_from_settings({**file_search, **flags}, base, labels=labels)  # the depth range fits the input
     if space.image_size is not None:  # every setting must suit the smallest input searched
-        from train.config import check_values
+        from convscope.train.config import check_values
 
         smallest = min(spec_values(space.image_size))
         check_values(dataclasses.replace(base, model=dataclasses.replace(base.model, image_size=smallest)))
@@ -146,7 +146,7 @@ def build_settings(args: argparse.Namespace) -> Any:
     checked (ConfigError naming it) before torch or a study storage is touched."""
 
     started = time.time()  # the budget counts from here, in every worker process alike
-    from search.budget import parse_timeout
+    from convscope.search.budget import parse_timeout
 
     timeout = parse_timeout(args.timeout) if args.timeout is not None else None
     if args.trials < 1:
@@ -163,14 +163,14 @@ def build_settings(args: argparse.Namespace) -> Any:
     if args.metric.endswith("_tta") and not base.optim.tta:
         raise ConfigError(f"--metric {args.metric} needs --tta: only then do trials also evaluate with flip "
                           "test-time augmentation")
-    from train.preflight import preflight
+    from convscope.train.preflight import preflight
 
     preflight(base, tracking=not args.init_only)  # --init-only creates the study and logs nothing to MLflow
-    from search.storage import resolve_storage
+    from convscope.search.storage import resolve_storage
 
     storage = resolve_storage(Path(base.tracking.runs_dir), args.storage, args.heartbeat)
-    from search.objective import StudySettings
-    from search.study import visible_gpus
+    from convscope.search.objective import StudySettings
+    from convscope.search.study import visible_gpus
 
     jobs = args.trials_per_gpu * max(1, visible_gpus()) if args.trials_per_gpu else args.jobs
     return StudySettings(
@@ -188,8 +188,8 @@ def check_worker(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from cli.serve_cmd import check
-    from search.storage import resolve_storage
+    from convscope.cli.serve_cmd import check
+    from convscope.search.storage import resolve_storage
 
     preset, overrides, _ = setting_layers(args)  # the runs folder and MLflow URI may come from --config
     tracking = build_config(preset or "seed", overrides).tracking
@@ -210,7 +210,7 @@ def check_worker(args: argparse.Namespace) -> int:
         healthy, detail = check(uri.rstrip("/") + "/health")
         if not healthy:
             problems.append(f"MLflow {uri}: {detail}")
-    from tracking.stores import mask_secrets
+    from convscope.tracking.secrets import mask_secrets
 
     for problem in problems:
         print(f"convscope search: unhealthy: {mask_secrets(problem)}", file=sys.stderr)
@@ -220,7 +220,7 @@ def check_worker(args: argparse.Namespace) -> int:
 def handle_search(args: argparse.Namespace) -> int:
     if args.check:  # before the heavy imports: a health check runs every minute
         return check_worker(args)
-    from train.interrupts import sigterm_as_interrupt
+    from convscope.train.interrupts import sigterm_as_interrupt
 
     with sigterm_as_interrupt():  # docker stop / kill: the running trials end KILLED, as on Ctrl-C
         return _search(args)
@@ -228,11 +228,11 @@ def handle_search(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     settings = build_settings(args)  # --runs-dir is checked writable there
-    from search.session import run_study
-    from search.study import StudyStopped
+    from convscope.search.session import run_study
+    from convscope.search.study import StudyStopped
 
     if args.init_only:
-        from search.study import create
+        from convscope.search.study import create
 
         study = create(settings)
         print(f"study {settings.study_name!r} ready in {settings.storage.display} "
@@ -241,7 +241,7 @@ def _search(args: argparse.Namespace) -> int:
     try:
         run_study(settings, quiet=args.quiet)
     except StudyStopped as stopped:
-        from tracking.stores import mask_secrets
+        from convscope.tracking.secrets import mask_secrets
 
         print(f"convscope search: {mask_secrets(str(stopped))}")
         return 1

@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from train.errors import ConfigError
+from convscope.train.errors import ConfigError
 
 DEFAULT_PORTS = {"mlflow": 5000, "tensorboard": 6006, "optuna-dashboard": 8080}
 HEALTH_PATHS = {"mlflow": "/health", "tensorboard": "/data/environment", "optuna-dashboard": "/api/studies"}
@@ -103,9 +103,9 @@ def mlflow_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The MLflow server's command line and the environment additions it needs; a private
     config file it writes is appended to ``temp_files`` (the caller removes it)."""
-    from tracking.servers import mlflow_server_command
+    from convscope.servers.servers import mlflow_server_command
 
-    from tracking.stores import tracking_uri
+    from convscope.tracking.stores import tracking_uri
 
     backend = _required(environ, "MLFLOW_BACKEND_STORE_URI", "the tracking database, e.g. postgresql+psycopg2://…")
     artifacts = _required(environ, "MLFLOW_ARTIFACTS_DESTINATION", "the folder or URI proxied artifacts go to")
@@ -123,7 +123,7 @@ def mlflow_command(
             _required(environ, name, "the admin account of MLflow's basic-auth app (--auth)")
         _required(environ, "MLFLOW_FLASK_SERVER_SECRET_KEY",
                   "a long random string that signs sign-in forms (--auth; the same on every server)")
-        from tracking.stores import database_url
+        from convscope.tracking.stores import database_url
 
         if "\n" in args.auth_database_uri or "\r" in args.auth_database_uri:
             raise ConfigError("--auth-database-uri must be one line")
@@ -169,7 +169,7 @@ def dashboard_command(
 ) -> list[str]:
     """optuna-dashboard's command line; the private config file holding the storage URL (with
     its password) is appended to ``temp_files`` (the caller removes it)."""
-    from tracking.servers import optuna_dashboard_command
+    from convscope.servers.servers import optuna_dashboard_command
 
     storage = _required(environ, "CONVSCOPE_STORAGE", "the study storage URL (postgresql+psycopg2://…)")
     storage = _checked_storage(storage)
@@ -184,7 +184,7 @@ def dashboard_command(
 def _checked_storage(storage: str) -> str:
     """The study storage optuna-dashboard opens: a database URL (its driver added) that answers,
     or a journal file in an existing folder; ConfigError naming CONVSCOPE_STORAGE otherwise."""
-    from tracking.stores import check_database, database_url
+    from convscope.tracking.stores import check_database, database_url
 
     if "://" not in storage:
         folder = Path(storage).expanduser().parent
@@ -209,7 +209,7 @@ def check_port(port: int, flag: str = "--port") -> int:
 
 
 def handle_serve(args: argparse.Namespace) -> int:
-    from tracking.servers import server_environment, tensorboard_command
+    from convscope.servers.servers import server_environment, tensorboard_command
 
     check_port(args.port)
     if args.check:

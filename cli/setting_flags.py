@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from train.config import SECTIONS, check_value
+from convscope.train.config import SECTIONS, check_value
 
 SEPARATOR = "::"  # dest = "section::field"
 FIX_LABELS = "fix_labels"  # namespace attribute: dest -> "--fix name=value" for the flags --fix set
@@ -188,7 +188,7 @@ def _fix_tokens(item: str, flags: dict[str, argparse.Action], fixable: list[str]
 
 def add_config_flags(parser: argparse.ArgumentParser, config_help: str) -> None:
     """``--config FILE`` and ``--preset NAME``: the two layers under the setting flags."""
-    from train.config import PRESETS
+    from convscope.train.config import PRESETS
 
     parser.add_argument("--config", metavar="FILE", help=config_help)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
@@ -199,7 +199,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_help: str) -> None:
 def setting_layers(args: argparse.Namespace) -> tuple[str | None, dict[str, dict[str, Any]], dict[str, Any]]:
     """(preset or None, section -> field -> value, the config file's ``search:`` section):
     the config file's settings, then the flags (``--fix`` included) on top."""
-    from train.config_file import load_config_file, merge
+    from convscope.train.config_file import load_config_file, merge
 
     file_preset, file_overrides = load_config_file(args.config) if getattr(args, "config", None) else (None, {})
     search = file_overrides.pop("search", {})
@@ -210,8 +210,8 @@ def setting_layers(args: argparse.Namespace) -> tuple[str | None, dict[str, dict
 def resolve_config(args: argparse.Namespace, base: Any = None) -> Any:
     """The RunConfig the user asked for: the preset (or ``base``, e.g. a resumed run's config),
     then the config file, then the flags."""
-    from train.config import build_config, to_dict
-    from train.config_file import merge
+    from convscope.train.config import build_config, to_dict
+    from convscope.train.config_file import merge
 
     preset, overrides, _ = setting_layers(args)
     if base is None:

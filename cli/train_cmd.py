@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from cli.setting_flags import add_config_flags, add_setting_flags, resolve_config
-from tracking.stores import mask_secrets
+from convscope.cli.setting_flags import add_config_flags, add_setting_flags, resolve_config
+from convscope.tracking.secrets import mask_secrets
 
 EXAMPLES = """examples:
   convscope train                                  # seed network on the built-in synthetic data
@@ -37,11 +37,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_train(args: argparse.Namespace) -> int:
-    from train.geometry import validate
+    from convscope.train.geometry import validate
 
     checkpoint = None
     if args.resume:
-        from train.checkpoint import load_checkpoint, resume_tracking
+        from convscope.train.checkpoint import load_checkpoint, resume_tracking
 
         checkpoint = load_checkpoint(args.resume)
         config = resume_tracking(resolve_config(args, checkpoint.config))  # its saved MLflow URI has no password
@@ -49,15 +49,15 @@ def handle_train(args: argparse.Namespace) -> int:
         config = resolve_config(args)  # every flag and the config file checked before torch is imported
     validate(config.model)
     if args.dry_run:
-        from train.model import build_model, layer_table
+        from convscope.train.model import build_model, layer_table
 
         print(layer_table(build_model(config.model)))
         return 0
-    from train.preflight import preflight
+    from convscope.train.preflight import preflight
 
     preflight(config)
-    from train.interrupts import sigterm_as_interrupt
-    from train.run import run
+    from convscope.train.interrupts import sigterm_as_interrupt
+    from convscope.train.run import run
 
     with sigterm_as_interrupt():
         result = run(config, progress=not args.quiet, resume=checkpoint, echo=_echo(args.quiet))
@@ -67,7 +67,7 @@ def handle_train(args: argparse.Namespace) -> int:
         f"(best {result.best_val_accuracy:.3f}), val loss {summary.get('val/loss', float('nan')):.4f}"
         + (f", flip-TTA accuracy {summary['val/accuracy_tta']:.3f}" if "val/accuracy_tta" in summary else "")
     )
-    from tracking.verdicts import Training, problems
+    from convscope.analysis.verdicts import Training, problems
 
     curve = tuple(epoch["val/accuracy"] for epoch in result.history)
     record = Training(result.run_name, curve, result.val_images, result.chance)

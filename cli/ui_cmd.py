@@ -6,11 +6,11 @@ import argparse
 import sys
 import time
 
-from train.errors import ConfigError
+from convscope.train.errors import ConfigError
 
 
 def add_ui_parser(subparsers: argparse._SubParsersAction) -> None:
-    from tracking.stores import DEFAULT_MLFLOW_PORT, DEFAULT_TENSORBOARD_PORT, DEFAULT_UI_HOST
+    from convscope.tracking.stores import DEFAULT_MLFLOW_PORT, DEFAULT_TENSORBOARD_PORT, DEFAULT_UI_HOST
 
     parser = subparsers.add_parser(
         "ui",
@@ -32,7 +32,7 @@ def handle_ui(args: argparse.Namespace) -> int:
     """Start the UIs and wait. Ctrl-C, SIGTERM, SIGHUP (the terminal closed) and the death of the
     process that started this one all stop every server it started (``stop_process_group``); a
     SIGKILL of this process is handled by each server's guard (``tracking.servers``)."""
-    from train.interrupts import end_with_parent, sigterm_as_interrupt
+    from convscope.train.interrupts import end_with_parent, sigterm_as_interrupt
 
     with sigterm_as_interrupt(hangup=True):
         end_with_parent()
@@ -40,7 +40,7 @@ def handle_ui(args: argparse.Namespace) -> int:
 
 
 def _serve_uis(args: argparse.Namespace) -> int:
-    from tracking.servers import (
+    from convscope.servers.servers import (
         UI_MLFLOW_WORKERS,
         mlflow_server_command,
         optuna_dashboard_command,
@@ -49,9 +49,9 @@ def _serve_uis(args: argparse.Namespace) -> int:
         tensorboard_command,
         wait_for_http,
     )
-    from tracking.stores import resolve_stores
+    from convscope.tracking.stores import resolve_stores
 
-    from cli.serve_cmd import check_port
+    from convscope.cli.serve_cmd import check_port
 
     for flag in ("--mlflow-port", "--tensorboard-port", "--dashboard-port"):
         check_port(getattr(args, flag[2:].replace("-", "_")), flag)

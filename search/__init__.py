@@ -1,1 +1,3 @@
-"""Hyperparameter search over conv depth, width and dropout, the depth study and cross-run comparison."""
+"""Search: Optuna studies over depth, width, dropout and the training recipe (space, objective,
+storage, time budget, pruning, the study report) and resolving a study's best trial for the
+depth study. May import ``convscope.analysis``, ``convscope.train`` and ``convscope.tracking``."""

@@ -26,7 +26,7 @@ import time
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from train.errors import ConfigError
+from convscope.train.errors import ConfigError
 
 STOPPED_ATTR = "stopped_by_budget"
 """User attribute of a trial the time budget stopped: why, in words."""

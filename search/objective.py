@@ -22,25 +22,27 @@ The run is opened and closed through ``tracking.lifecycle.tracked_run``.
 from __future__ import annotations
 
 import dataclasses
-import gc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 
-from search.budget import STOPPED_ATTR, TimeBudgetSpent, spent
-from search.size_limit import over_budget
-from search.space import SearchSpace, config_keys, suggest
-from search.storage import StudyStorage
-from tracking.base import RunStatus
-from tracking.lifecycle import tracked_run
-from tracking.orphans import KILLED_TAG
-from tracking.stores import Stores, open_tracker, resolve_stores, without_password
-from train.config import RunConfig
-from train.errors import NonFiniteLossError
-from train.run import execute, prepare
+from convscope.search.budget import STOPPED_ATTR, TimeBudgetSpent, spent
+from convscope.search.size_limit import over_budget
+from convscope.search.space import SearchSpace, config_keys, suggest
+from convscope.search.storage import StudyStorage
+from convscope.tracking.base import RunStatus
+from convscope.tracking.lifecycle import tracked_run
+from convscope.tracking.orphans import KILLED_TAG
+from convscope.tracking.stores import Stores, open_tracker, resolve_stores
+from convscope.tracking.secrets import without_password
+from convscope.train.config import MACHINE_SETTINGS, RunConfig, to_dict
+from convscope.train.errors import NonFiniteLossError
+from convscope.train.memory import release_memory
+from convscope.train.run import execute, prepare
 
 METRICS = {"val/accuracy": "maximize", "val/loss": "minimize", "val/accuracy_tta": "maximize", "val/loss_tta": "minimize"}
 """What a study may optimise, and which way; the ``_tta`` ones need ``--tta`` (flip test-time augmentation)."""
@@ -83,6 +85,22 @@ def trial_run_name(study_name: str, number: int) -> str:
     return f"{study_name}-trial-{number:04d}"
 
 
+TRIAL_CONFIG_ATTR = "config"
+"""The trial's user attribute holding what it trained (``trained_settings``): read back by ``depth --study``."""
+TRAINED_SECTIONS = ("model", "data", "optim")
+
+
+def trained_settings(config: RunConfig) -> dict[str, Any]:
+    """What a trial trained, searched and fixed settings alike: the preset and the model, data and
+    optim sections of its config (JSON-ready), without the machine's own settings
+    (``MACHINE_SETTINGS``). Tracking settings are left out: where a run is stored is not part of
+    the network, and a tracking URL may hold a password."""
+    whole = to_dict(config)
+    return {"preset": config.preset, **{
+        section: {key: value for key, value in whole[section].items() if key not in MACHINE_SETTINGS.get(section, ())}
+        for section in TRAINED_SECTIONS}}
+
+
 class Objective:
     def __init__(self, settings: StudySettings, device: str | None = None) -> None:
         self.settings = settings
@@ -95,6 +113,7 @@ class Objective:
         if too_big:  # pruned at once: no run, no time spent; the sampler learns to avoid it
             trial.set_user_attr("pruned_reason", f"not trained: {too_big}")
             raise optuna.TrialPruned(f"not trained: {too_big}")
+        trial.set_user_attr(TRIAL_CONFIG_ATTR, trained_settings(config))
         name = trial_run_name(settings.study_name, trial.number)
         config = dataclasses.replace(
             config,
@@ -156,14 +175,3 @@ class Objective:
         finally:
             del prepared
             release_memory()
-
-
-def release_memory() -> None:
-    """Give memory back between trials (CUDA caches especially, after an OOM). What survives the
-    collection is frozen (``gc.freeze``: left out of later collections): the imports, stores and
-    caches a worker keeps for all its trials, so the next trial's collection walks only what that
-    trial made (a full walk took 0.3 s a trial on a 2-core CPU, most of a short trial's fixed cost)."""
-    gc.collect()
-    gc.freeze()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

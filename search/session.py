@@ -26,12 +26,12 @@ from pathlib import Path
 
 import optuna
 
-from search.budget import budget_line, format_duration, is_stopped, retry_stopped, run_line
-from search.objective import StudySettings
-from search.pruning import pruning_start
-from search.report import best_over_time_figure, best_trials_table, close_figures, study_figures
-from search.space import describe, suggest
-from search.study import (
+from convscope.search.budget import budget_line, format_duration, is_stopped, retry_stopped, run_line
+from convscope.search.objective import StudySettings
+from convscope.search.pruning import pruning_start
+from convscope.search.report import best_over_time_figure, best_trials_table, close_figures, study_figures
+from convscope.search.space import describe, suggest
+from convscope.search.study import (
     ProgressMonitor,
     StudyStopped,
     best_trial,
@@ -41,12 +41,13 @@ from search.study import (
     run_workers,
     summary_line,
 )
-from tracking.faults import check_writable, describe_error, store_errors
-from tracking.hparams import write_experiment_config
-from tracking.lifecycle import open_parent_run, tracked_run
-from tracking.mlflow_sink import MlflowTracker
-from tracking.orphans import close_orphaned_runs
-from tracking.stores import Stores, mask_secrets
+from convscope.tracking.faults import check_writable, describe_error, store_errors
+from convscope.tracking.hparams import write_experiment_config
+from convscope.tracking.lifecycle import open_parent_run, tracked_run
+from convscope.tracking.mlflow_sink import MlflowTracker
+from convscope.tracking.orphans import close_orphaned_runs
+from convscope.tracking.stores import Stores
+from convscope.tracking.secrets import mask_secrets
 
 
 def run_study(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from train.config import RunConfig
-from train.model import build_model, count_parameters
+from convscope.train.config import RunConfig
+from convscope.train.model import build_model, count_parameters
 
 
 def parameter_count(config: RunConfig) -> int:

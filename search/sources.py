@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
-from train.config import RunConfig, from_dict
-from train.errors import ConfigError
+from convscope.train.config import SECTIONS, RunConfig, from_dict, to_dict
+from convscope.train.config_file import merge
+from convscope.train.errors import ConfigError
 
 
 def run_config(command: RunConfig, run_id: str) -> RunConfig:
@@ -20,8 +21,8 @@ def run_config(command: RunConfig, run_id: str) -> RunConfig:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from tracking.mlflow_sink import CONFIG_ARTIFACT
-    from tracking.stores import require_runs, resolve_stores
+    from convscope.tracking.mlflow_sink import CONFIG_ARTIFACT
+    from convscope.tracking.stores import require_runs, resolve_stores
 
     stores = resolve_stores(command.tracking.runs_dir, command.tracking.mlflow_uri)
     require_runs(stores, f"--ablate {run_id}")
@@ -45,13 +46,20 @@ def run_config(command: RunConfig, run_id: str) -> RunConfig:
         return from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
 
-def study_config(base: RunConfig, name: str, storage_url: str) -> tuple[RunConfig, tuple[int, ...], str]:
-    """``base`` with the best trial's parameters of study ``name``; its per-layer widths, if any."""
+def study_config(base: RunConfig, name: str, storage_url: str,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> tuple[RunConfig, tuple[int, ...], str]:
+    """The network and data settings of study ``name``'s best trial, searched and fixed alike, on
+    ``base``'s machine and tracking settings, with ``overrides`` (the flags the user gave) on top;
+    and its per-layer widths, if any.
+
+    A trial records what it trained (``search.objective.trained_settings``); a trial of a study
+    made before it did is rebuilt from its parameters on ``base``, which then supplies every
+    setting the study did not search."""
     import optuna
 
-    from search.space import IntRange, SearchSpace, config_from_params
-    from search.storage import open_storage, resolve_storage
-    from search.study import best_trial
+    from convscope.search.objective import TRIAL_CONFIG_ATTR
+    from convscope.search.storage import open_storage, resolve_storage
+    from convscope.search.study import best_trial
 
     storage = resolve_storage(Path(base.tracking.runs_dir), storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,24 +70,43 @@ def study_config(base: RunConfig, name: str, storage_url: str) -> tuple[RunConfi
     best = best_trial(study)
     if best is None:
         raise ConfigError(f"--study {name}: the study has no completed trial yet")
-    params, drawn = best.params, {name: _spec(d) for name, d in best.distributions.items()}
+    trained = best.user_attrs.get(TRIAL_CONFIG_ATTR)
+    if isinstance(trained, dict):
+        whole = to_dict(base)
+        sections = merge({s: whole[s] for s in SECTIONS}, {s: v for s, v in trained.items() if s in SECTIONS},
+                         overrides or {})
+        config = from_dict({**sections, "preset": trained.get("preset", base.preset)})
+    else:
+        config = _from_params(best, base)
+    params = best.params
+    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return config, tuple(config.model.widths), f"study {name!r}, best trial #{best.number} ({shown})"
+
+
+def _from_params(trial: Any, base: RunConfig) -> RunConfig:
+    """A trial's config rebuilt from its parameters and the study's own ranges, on ``base``."""
+    from convscope.search.space import IntRange, SearchSpace, config_from_params
+
+    params, drawn = trial.params, {name: _spec(d) for name, d in trial.distributions.items()}
+    searched = {key: drawn.get(key) for key in SearchSpace.__dataclass_fields__
+                if key in drawn and key not in ("depth", "widths", "layer_width")}
     space = SearchSpace(  # the study's own ranges (a value outside today's defaults must still fit)
         depth=IntRange(1, None) if "depth" in params else None,  # up to what fits this run's image size
         widths="per-layer" if "width_1" in params else "growth", layer_width=drawn.get("width_1"),
-        **{key: drawn.get(key) for key in ("base_width", "growth", "dropout", "lr", "weight_decay", "batch_size")},
+        **{key: searched.get(key) for key in ("base_width", "growth", "dropout", "lr", "weight_decay", "batch_size")},
+        **{key: value for key, value in searched.items()
+           if key not in ("base_width", "growth", "dropout", "lr", "weight_decay", "batch_size")},
     )
     with warnings.catch_warnings():  # FixedTrial warns when the best depth is above what fits: validate says more
         warnings.simplefilter("ignore")
-        config = config_from_params(params, space, base)
-    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-    return config, tuple(config.model.widths), f"study {name!r}, best trial #{best.number} ({shown})"
+        return config_from_params(params, space, base)
 
 
 def _spec(distribution: Any) -> Any:
     """An Optuna distribution as a search-space spec."""
     from optuna.distributions import FloatDistribution, IntDistribution
 
-    from search.space import Choice, FloatRange, IntRange
+    from convscope.search.space import Choice, FloatRange, IntRange
 
     if isinstance(distribution, IntDistribution):
         return IntRange(distribution.low, distribution.high, distribution.log, distribution.step)

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from search.spec import Choice, FloatRange, IntRange, Spec, format_spec, number, parse_spec, spec_values
-from train.config import RunConfig
-from train.errors import ConfigError
+from convscope.search.spec import Choice, FloatRange, IntRange, Spec, format_spec, number, parse_spec, spec_values
+from convscope.train.config import RunConfig
+from convscope.train.errors import ConfigError
 
 if TYPE_CHECKING:  # optuna is imported when a study runs, not when the command line starts
     import optuna
@@ -111,7 +111,7 @@ def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfi
 
     The only function that calls ``trial.suggest_*``. The result passes ``train.model.validate``.
     """
-    from train.geometry import validate
+    from convscope.train.geometry import validate
 
     space = resolve(space, base)
 
@@ -163,7 +163,7 @@ def config_from_params(params: dict[str, Any], space: SearchSpace, base: RunConf
 def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
     """``space`` checked against ``base``'s input geometry, an open depth range closed at the
     largest depth that fits, the depth of fixed widths filled in. Raises ConfigError naming the flag."""
-    from train.geometry import max_depth, min_image_size
+    from convscope.train.geometry import max_depth, min_image_size
 
     _check(space)
     if space.image_size is not None:  # every depth searched must fit the smallest input searched

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Union
 
-from train.errors import ConfigError
+from convscope.train.errors import ConfigError
 
 
 @dataclass(frozen=True)

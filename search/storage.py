@@ -24,9 +24,10 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 
-from tracking.layout import RunsLayout
-from tracking.stores import connection_problem, database_url, engine_kwargs, without_password
-from train.errors import ConfigError
+from convscope.tracking.layout import RunsLayout
+from convscope.tracking.stores import connection_problem, database_url, engine_kwargs
+from convscope.tracking.secrets import without_password
+from convscope.train.errors import ConfigError
 
 HEARTBEAT_SECONDS = 10  # a running trial's worker writes a heartbeat this often
 # a trial whose heartbeat is older than 3 heartbeats is declared dead (FAIL) and retried

@@ -25,13 +25,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search.budget import STOPPED_ATTR, TimeBudgetSpent, counts, hide_budget_tracebacks, is_stopped, spent
-from search.objective import Objective, StudySettings
-from search.pruning import make_pruner
-from search.space import make_sampler
-from search.storage import open_storage
-from tracking.base import RunStatus
-from train.interrupts import Terminated
+from convscope.search.budget import STOPPED_ATTR, TimeBudgetSpent, counts, hide_budget_tracebacks, is_stopped, spent
+from convscope.search.objective import Objective, StudySettings
+from convscope.search.pruning import make_pruner
+from convscope.search.space import make_sampler
+from convscope.search.storage import open_storage
+from convscope.tracking.base import RunStatus
+from convscope.train.interrupts import Terminated
 
 STOP_GRACE_SECONDS = 60  # how long interrupted workers get to close their runs (compose allows 2 min)
 FAILURE_STREAK = 3  # this many consecutive failures with the same error stop the study
@@ -134,7 +134,7 @@ def worker(
 def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: FrozenTrial) -> None:
     """A worker died mid-trial (its heartbeat stopped): mark the trial's MLflow run KILLED. The trial
     keeps its tracking URI without the password, so a masked one is replaced by this study's own."""
-    from tracking.stores import has_masked_secret
+    from convscope.tracking.secrets import has_masked_secret
 
     run_id = trial.user_attrs.get("mlflow_run_id")
     uri = trial.user_attrs.get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
@@ -144,8 +144,8 @@ def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: Frozen
         return
     from mlflow import MlflowClient
 
-    from tracking.mlflow_sink import end_run
-    from tracking.orphans import KILLED_TAG
+    from convscope.tracking.mlflow_sink import end_run
+    from convscope.tracking.orphans import KILLED_TAG
 
     end_run(MlflowClient(uri), run_id, RunStatus.KILLED,
             {KILLED_TAG: f"the worker of trial {trial.number} stopped sending heartbeats"})

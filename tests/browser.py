@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tracking.servers import (
+from convscope.servers.servers import (
     free_port,
     mlflow_server_command,
     start_process_group,
@@ -38,7 +38,7 @@ from tracking.servers import (
     tensorboard_command,
     wait_for_http,
 )
-from tracking.stores import resolve_stores
+from convscope.tracking.stores import resolve_stores
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

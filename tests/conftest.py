@@ -10,7 +10,7 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tracking.servers import (  # noqa: E402
+from convscope.servers.servers import (  # noqa: E402
     free_port,
     mlflow_server_command,
     start_process_group,
@@ -61,7 +61,7 @@ def fresh_db(new_database) -> str:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No ``CONVSCOPE_*`` setting (but the PostgreSQL test URL) or MLflow URI leaks in from outside."""
-    from cli.env_flags import PREFIX
+    from convscope.cli.env_flags import PREFIX
 
     for name in list(os.environ):
         if name.startswith(PREFIX) and name != "CONVSCOPE_TEST_POSTGRES_URL":

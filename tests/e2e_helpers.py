@@ -22,7 +22,7 @@ def convscope(*argv: str, env: dict[str, str] | None = None, timeout: float = 30
     full_env = {**os.environ, **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None) if env is None or "MLFLOW_TRACKING_URI" not in env else None
     return subprocess.run(
-        [sys.executable, "-m", "cli", *argv], capture_output=True, text=True, env=full_env, timeout=timeout
+        [sys.executable, "-m", "convscope", *argv], capture_output=True, text=True, env=full_env, timeout=timeout
     )
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tracking.background import BackgroundTracker
-from tracking.base import FanOut, NullTracker, RunStatus
-from tracking.tensorboard_sink import TensorBoardTracker
+from convscope.tracking.background import BackgroundTracker
+from convscope.tracking.base import FanOut, NullTracker, RunStatus
+from convscope.tracking.tensorboard_sink import TensorBoardTracker
 
 
 class Recorder(NullTracker):
@@ -83,7 +83,7 @@ class TestBackgroundTracker:
         def render_and_crash() -> None:
             raise ValueError("bad activations")
 
-        with caplog.at_level(logging.WARNING, logger="tracking.background"):
+        with caplog.at_level(logging.WARNING, logger="convscope.tracking.background"):
             bg.submit(render_and_crash)
             bg.log_image("feature_maps/conv1", None, 2)
             bg.log_metrics({"loss": 0.1}, 3)

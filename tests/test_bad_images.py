@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
-from train import images
-from train.images import (
+from convscope.train import images
+from convscope.train.images import (
     BACKGROUND,
     EMPTY,
     NOT_AN_IMAGE,

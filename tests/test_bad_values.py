@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import cli.main
+import convscope.cli.main
+
+from convscope import cli
 from e2e_helpers import convscope
-from train.config_file import load_config_file
-from train.config import RunConfig, build_config, check_values, from_dict, to_dict
-from train.errors import ConfigError
+from convscope.train.config_file import load_config_file
+from convscope.train.config import RunConfig, build_config, check_values, from_dict, to_dict
+from convscope.train.errors import ConfigError
 
 TRAIN = ["train", "--preset", "tiny", "--image-size", "32", "--synthetic-size", "200", "--no-mlflow",
          "--no-tensorboard", "--quiet"]
@@ -258,7 +260,7 @@ def test_check_values_catches_what_replace_lets_through() -> None:
 
 
 def test_choices_match_their_users() -> None:
-    from train import config, loop, model
+    from convscope.train import config, loop, model
 
     assert config.POOLS == model.POOLS
     assert config.SCHEDULES == loop.SCHEDULES and config.PRECISIONS == loop.PRECISIONS

@@ -38,7 +38,7 @@ from browser import (
     ui_servers,
 )
 from e2e_helpers import convscope
-from tracking.stores import resolve_stores
+from convscope.tracking.stores import resolve_stores
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def trained(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     variants = {"a": [], "b": ["--dropout", "0.2"]}
     procs = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "cli", "train", "--runs-dir", str(runs), "--run-name", name, *TRAIN, *extra],
+            [sys.executable, "-m", "convscope", "train", "--runs-dir", str(runs), "--run-name", name, *TRAIN, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         for name, extra in variants.items()
@@ -260,8 +260,8 @@ def test_runs_table_tells_unfinished_runs_apart(
 ) -> None:
     """MLflow's runs table shows a green tick for pruned runs and one red icon for failed and killed
     runs alike, so the run's name says how it ended — in full, not cut off by the name column."""
-    from tracking.base import RunStatus
-    from tracking.mlflow_sink import MlflowTracker
+    from convscope.tracking.base import RunStatus
+    from convscope.tracking.mlflow_sink import MlflowTracker
 
     note = _note(screenshots, record_property)
     uri = resolve_stores(trained.runs_dir).mlflow_uri

@@ -15,14 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from tracking.activations import (
+from convscope.pictures.activations import (
     FORMAT,
     load_activations,
     save_analysis_activations,
     save_probe_activations,
 )
-from tracking.capture import ProbeCapture, capture_pooled, capture_probes
-from tracking.render import (
+from convscope.pictures.capture import ProbeCapture, capture_pooled, capture_probes
+from convscope.pictures.render import (
     SALIENCY_HEADER_PX,
     SALIENCY_PAD,
     _lut,
@@ -31,7 +31,7 @@ from tracking.render import (
     filter_grid,
     saliency_grid,
 )
-from tracking.stats import activation_statistics
+from convscope.pictures.stats import activation_statistics
 
 
 def tiny_model() -> tuple[nn.Sequential, dict[str, nn.Module]]:

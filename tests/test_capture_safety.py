@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from train.config import build_config
-from train.loop import make_scheduler
-from train.model import build_model
-from train.step import Scorer, Stepper, load_optimizer_state, make_optimizer, plain_optimizer_state
-from train.synthetic import make_synthetic
+from convscope.train.config import build_config
+from convscope.train.loop import make_scheduler
+from convscope.train.model import build_model
+from convscope.train.step import Scorer, Stepper, load_optimizer_state, make_optimizer, plain_optimizer_state
+from convscope.train.synthetic import make_synthetic
 
 CPU = torch.device("cpu")
 HOST_SYNCS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default)

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from html_check import embedded_pngs, parse
-from tracking.activations import save_analysis_activations, save_probe_activations
-from tracking.cka import cka_matrix, flatten_probe_activations, linear_cka, pooled_activations
-from tracking.compare import NEAR_IDENTICAL_CKA, RunActivations, compare_runs, load_run_activations, stats_from_metrics
-from tracking.compare_report import comparison_figures, summary_lines, write_report
-from tracking.verdicts import Training
-from tracking.probes import chance_accuracy, linear_probe_accuracy, probe_folds
+from convscope.pictures.activations import save_analysis_activations, save_probe_activations
+from convscope.analysis.cka import cka_matrix, flatten_probe_activations, linear_cka, pooled_activations
+from convscope.analysis.compare import NEAR_IDENTICAL_CKA, RunActivations, compare_runs, load_run_activations, stats_from_metrics
+from convscope.analysis.compare_report import comparison_figures, summary_lines, write_report
+from convscope.analysis.verdicts import Training
+from convscope.analysis.probes import chance_accuracy, linear_probe_accuracy, probe_folds
 
 
 # --------------------------------------------------------------------------- CKA

@@ -10,8 +10,8 @@ import pytest
 
 import compose_file
 from compose_file import COMPOSE_FILE, REMOTE_OVERLAY, REPO, MissingVariable, example_env
-from cli.main import build_parser
-from cli.env_flags import with_env_flags
+from convscope.cli.main import build_parser
+from convscope.cli.env_flags import with_env_flags
 
 SERVICES = {"postgres", "mlflow", "tensorboard", "optuna-dashboard", "study-init", "worker"}
 ONE_SHOT = {"study-init"}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import build_parser, main
-from cli.setting_flags import resolve_config
-from cli.setting_flags import field_comments
-from train.config import ModelConfig, build_config, flatten, from_dict, to_dict
+from convscope.cli.main import build_parser, main
+from convscope.cli.setting_flags import resolve_config
+from convscope.cli.setting_flags import field_comments
+from convscope.train.config import ModelConfig, build_config, flatten, from_dict, to_dict
 
 
 def parse(*argv: str):  # type: ignore[no-untyped-def]
@@ -79,13 +79,13 @@ def test_bad_config_file_setting(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_console_script_dry_run_prints_layer_table() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "cli", "train", "--dry-run"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "convscope", "train", "--dry-run"], capture_output=True, text=True, check=True
     ).stdout
     assert "conv5" in out and "409,682" in out
 
 
 def test_unknown_flag_is_a_usage_error() -> None:
-    done = subprocess.run([sys.executable, "-m", "cli", "train", "--bogus"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "convscope", "train", "--bogus"], capture_output=True, text=True)
     assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
 
 
@@ -93,8 +93,8 @@ def test_logged_config_yaml_reads_back_as_the_same_config(tmp_path: Path) -> Non
     """The ``config.yaml`` artifact is what ``--config`` reads; a tracking password never reaches it."""
     import yaml
 
-    from tracking.mlflow_sink import _plain
-    from train.run_record import run_config
+    from convscope.tracking.mlflow_sink import _plain
+    from convscope.train.run_record import run_config
 
     config = build_config("tiny", {"model": {"widths": (4, 8, 16), "dropout": 0.25}, "optim": {"lr": 0.002},
                                    "tracking": {"mlflow_uri": "postgresql://me:s3cret@db/mlflow"}})

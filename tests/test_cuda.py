@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from e2e_helpers import FAST, convscope, only_run
-from train.batches import DeviceBatches, Normalizer
-from train.config import build_config
-from train.loop import make_scheduler, train_one_epoch
-from train.model import build_model
-from train.step import Captured, Stepper, make_optimizer
-from train.synthetic import make_synthetic
+from convscope.train.batches import DeviceBatches, Normalizer
+from convscope.train.config import build_config
+from convscope.train.loop import make_scheduler, train_one_epoch
+from convscope.train.model import build_model
+from convscope.train.step import Captured, Stepper, make_optimizer
+from convscope.train.synthetic import make_synthetic
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)")]

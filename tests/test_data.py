@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from train.batches import DeviceBatches, Normalizer
-from train.config import DataConfig
-from train.data import load_data, stratified_split
-from train.errors import ConfigError
-from train.synthetic import make_synthetic
+from convscope.train.batches import DeviceBatches, Normalizer
+from convscope.train.config import DataConfig
+from convscope.train.data import load_data, stratified_split
+from convscope.train.errors import ConfigError
+from convscope.train.synthetic import make_synthetic
 
 
 def test_synthetic_is_seeded_balanced_uint8() -> None:

@@ -16,21 +16,23 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-import search.depth
+import convscope.analysis.depth
+
+from convscope import analysis
 from e2e_helpers import convscope
 from html_check import embedded_pngs, parse
-from cli.main import build_parser
-from cli.depth_cmd import build_depth_settings
-from search.sources import run_config
-from search.depth import DepthSettings, ablation_variants, depth_variants, run_depth_study
-from search.depth_verdict import Outcome, Variant, drop, one_standard_error, recommend
-from search.storage import open_storage, resolve_storage
-from tracking.mlflow_sink import MlflowTracker
-from tracking.stores import resolve_stores
-from train.config import DataConfig, build_config, to_dict
-from train.data import load_data, stratified_folds
-from train.errors import ConfigError
-from train.synthetic import make_scale_task, pair_layout
+from convscope.cli.main import build_parser
+from convscope.cli.depth_cmd import build_depth_settings
+from convscope.search.sources import run_config
+from convscope.analysis.depth import DepthSettings, ablation_variants, depth_variants, run_depth_study
+from convscope.analysis.depth_verdict import Outcome, Variant, drop, one_standard_error, recommend
+from convscope.search.storage import open_storage, resolve_storage
+from convscope.tracking.mlflow_sink import MlflowTracker
+from convscope.tracking.stores import resolve_stores
+from convscope.train.config import DataConfig, build_config, to_dict
+from convscope.train.data import load_data, stratified_folds
+from convscope.train.errors import ConfigError
+from convscope.train.synthetic import make_scale_task, pair_layout
 
 
 # ---------------------------------------------------------------- folds
@@ -260,7 +262,7 @@ def test_prune_folds_stops_a_clearly_worse_depth(tmp_path: Path, monkeypatch: py
     class FakePrepared:
         stores = resolve_stores(tmp_path)
 
-    monkeypatch.setattr(search.depth, "_prepare", lambda settings, variant, fold: FakePrepared())
+    monkeypatch.setattr(analysis.depth, "_prepare", lambda settings, variant, fold: FakePrepared())
     def fake_fold_run(settings: DepthSettings, prepared: object, variant: Variant, fold: int, parent: object,
                       echo: object, outcome: Outcome) -> float:
         accuracy = made_up[variant.blocks][fold]
@@ -269,7 +271,7 @@ def test_prune_folds_stops_a_clearly_worse_depth(tmp_path: Path, monkeypatch: py
         outcome.images.append(200)
         return accuracy
 
-    monkeypatch.setattr(search.depth, "_fold_run", fake_fold_run)
+    monkeypatch.setattr(analysis.depth, "_fold_run", fake_fold_run)
     lines: list[str] = []
     report = run_depth_study(DepthSettings("p", depth_variants(base, 3), folds=5, prune_folds=True), echo=lines.append)
     assert [len(o.accuracies) for o in report.outcomes] == [5, 4, 5] and report.outcomes[1].pruned

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from e2e_helpers import convscope
-from train.checkpoint import CONFIG_FILE, STATE_FILE, load_checkpoint
+from convscope.train.checkpoint import CONFIG_FILE, STATE_FILE, load_checkpoint
 
 pytestmark = pytest.mark.slow
 TRAIN = ["train", "--preset", "tiny", "--synthetic-size", "256", "--batch-size", "64", "--analysis-size", "32",

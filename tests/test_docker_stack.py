@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 import compose_file
 from compose_file import REPO
 from test_stack import TINY_STUDY, artifact_url, http_get
-from tracking.servers import free_port
+from convscope.servers.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 TRIALS = 4

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import cli.main
-from cli.main import build_parser
-from cli.env_flags import EnvFlagError, env_argv, subcommand_parsers, with_env_flags
-from cli.setting_flags import setting_layers
+import convscope.cli.main
+
+from convscope import cli
+from convscope.cli.main import build_parser
+from convscope.cli.env_flags import EnvFlagError, env_argv, subcommand_parsers, with_env_flags
+from convscope.cli.setting_flags import setting_layers
 
 
 pytestmark = pytest.mark.usefixtures("clean_env")  # the fixture is in conftest.py

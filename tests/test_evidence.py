@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from tracking.compare import RunActivations
-from tracking.evidence import Ablation, DepthAnswer, counts, drops_from_results, explain
-from tracking.explain_report import report_html, short_text
-from tracking.stats import activation_statistics
-from tracking.verdicts import Training
+from convscope.analysis.compare import RunActivations
+from convscope.analysis.evidence import Ablation, DepthAnswer, counts, drops_from_results, explain
+from convscope.analysis.explain_report import report_html, short_text
+from convscope.pictures.stats import activation_statistics
+from convscope.analysis.verdicts import Training
 
 LEARNED = Training("run", (0.6, 0.9, 0.97, 0.97), 400, 0.5)
 

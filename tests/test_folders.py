@@ -11,12 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-import train.cache
-import train.data
-from train.batches import DeviceBatches, Normalizer, StreamingBatches, augment, make_batches
-from train.config import DataConfig
-from train.data import load_data
-from train.errors import ConfigError
+import convscope.train.cache
+
+from convscope import train
+import convscope.train.data
+from convscope.train.batches import DeviceBatches, Normalizer, StreamingBatches, augment, make_batches
+from convscope.train.config import DataConfig
+from convscope.train.data import load_data
+from convscope.train.errors import ConfigError
 
 
 def write_images(folder: Path, count: int, colour: tuple[int, int, int], size: int = 24) -> None:

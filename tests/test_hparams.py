@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
-from tracking.base import RunStatus
-from tracking.hparams import (
+from convscope.tracking.base import RunStatus
+from convscope.tracking.hparams import (
     RUN_STATUS_TO_SESSION_STATUS,
     session_end_summary,
     session_status,
     write_experiment_config,
 )
-from tracking.servers import free_port, start_process_group, stop_process_group, tensorboard_command, wait_for_http
-from tracking.tensorboard_sink import TensorBoardTracker
+from convscope.servers.servers import free_port, start_process_group, stop_process_group, tensorboard_command, wait_for_http
+from convscope.tracking.tensorboard_sink import TensorBoardTracker
 
 DOMAINS: dict[str, list[Any] | None] = {"depth": [2, 3, 4], "width": None, "dropout": None, "act": ["relu", "gelu"]}
 METRIC = "val/accuracy"

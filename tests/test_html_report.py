@@ -6,7 +6,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from html_check import embedded_pngs, parse
-from tracking import html_report
+from convscope.pictures import html_report
 
 
 def small_figure(width_inches: float = 6.4) -> Figure:

@@ -11,16 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-import cli.main
-from cli.env_flags import with_env_flags
-from cli.main import build_parser
-from cli.setting_flags import resolve_config
+import convscope.cli.main
+
+from convscope import cli
+from convscope.cli.env_flags import with_env_flags
+from convscope.cli.main import build_parser
+from convscope.cli.setting_flags import resolve_config
 from e2e_helpers import convscope, only_run
-from train.config import build_config, from_dict, to_dict
-from train.errors import ConfigError
-from train.loop import evaluate, train_one_epoch
-from train.step import Stepper, flip_tta_probabilities, training_loss
-from train.model import build_model, count_parameters, layer_table, validate
+from convscope.train.config import build_config, from_dict, to_dict
+from convscope.train.errors import ConfigError
+from convscope.train.loop import evaluate, train_one_epoch
+from convscope.train.step import Stepper, flip_tta_probabilities, training_loss
+from convscope.train.model import build_model, count_parameters, layer_table, validate
 
 pytestmark = pytest.mark.usefixtures("clean_env")  # the fixture is in conftest.py
 
@@ -200,8 +202,8 @@ def test_tta_of_a_flip_invariant_model_is_the_plain_prediction() -> None:
 def test_tensorboard_describes_the_tta_metrics(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing import plugin_event_accumulator
 
-    from tracking.stats import SCALAR_DESCRIPTIONS
-    from tracking.tensorboard_sink import TensorBoardTracker
+    from convscope.pictures.stats import SCALAR_DESCRIPTIONS
+    from convscope.tracking.tensorboard_sink import TensorBoardTracker
 
     tracker = TensorBoardTracker(tmp_path / "tb")
     tracker.log_metrics({"val/accuracy": 0.5, "val/accuracy_tta": 0.6, "val/loss_tta": 0.7}, step=1)

@@ -20,8 +20,8 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tracking.process_table import processes_with
-from tracking.servers import GUARD_GRACE_SECONDS, free_port
+from convscope.servers.process_table import processes_with
+from convscope.servers.servers import GUARD_GRACE_SECONDS, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def _runs_with_a_study(tmp_path: Path) -> Path:
 
 
 def _ui_argv(runs: Path) -> list[str]:
-    return [sys.executable, "-u", "-m", "cli", "ui", "--runs-dir", str(runs), "--mlflow-port", str(free_port()),
+    return [sys.executable, "-u", "-m", "convscope", "ui", "--runs-dir", str(runs), "--mlflow-port", str(free_port()),
             "--tensorboard-port", str(free_port()), "--dashboard-port", str(free_port())]
 
 
@@ -117,7 +117,7 @@ def test_convscope_ui_ends_when_its_parent_dies(tmp_path: Path) -> None:
 
 
 def test_servers_start_without_mlflows_job_execution_unless_asked() -> None:
-    from tracking.servers import server_environment
+    from convscope.servers.servers import server_environment
 
     assert server_environment({})["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     asked = server_environment({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true", "X": "1"})

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from tracking.background import BackgroundTracker
-from tracking.base import NullTracker, RunStatus
-from tracking.errors import ConfigError, StoreWriteError
-from tracking.faults import NO_SPACE, READ_ONLY, check_writable, store_error, store_fault
-from tracking.lifecycle import FAILURE_TAG, PRUNED_TAG, open_parent_run, tracked_run
-from tracking.mlflow_sink import MlflowTracker
-from tracking.orphans import KILLED_TAG, PID_TAG, PROCESS_START_TAG, close_orphaned_runs, orphan_reason, process_tags
-from tracking.stores import resolve_stores
+from convscope.tracking.background import BackgroundTracker
+from convscope.tracking.base import NullTracker, RunStatus
+from convscope.tracking.errors import ConfigError, StoreWriteError
+from convscope.tracking.faults import NO_SPACE, READ_ONLY, check_writable, store_error, store_fault
+from convscope.tracking.lifecycle import FAILURE_TAG, PRUNED_TAG, open_parent_run, tracked_run
+from convscope.tracking.mlflow_sink import MlflowTracker
+from convscope.tracking.orphans import KILLED_TAG, PID_TAG, PROCESS_START_TAG, close_orphaned_runs, orphan_reason, process_tags
+from convscope.tracking.stores import resolve_stores
 
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
 
@@ -196,7 +196,7 @@ def test_warnings_of_a_clean_close_are_kept(capsys: pytest.CaptureFixture[str], 
             raise ValueError("metric rejected")
 
     tracker = BackgroundTracker(BadMetrics())
-    with caplog.at_level(logging.WARNING, logger="tracking.background"):
+    with caplog.at_level(logging.WARNING, logger="convscope.tracking.background"):
         with tracked_run(tracker, "r9"):
             tracker.log_metrics({"m": 1.0}, 1)  # fails on the worker, during close's flush
     assert "metric rejected" in caplog.text and stderr_lines(capsys) == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.config import build_config
-from train.errors import ConfigError
-from train.model import build_model, count_parameters, layer_table, max_depth, spatial_sizes, validate
+from convscope.train.config import build_config
+from convscope.train.errors import ConfigError
+from convscope.train.model import build_model, count_parameters, layer_table, max_depth, spatial_sizes, validate
 
 
 def model_config(**model):  # type: ignore[no-untyped-def]
@@ -88,7 +88,7 @@ def test_feature_layers_are_post_relu() -> None:
 def test_bypass_replaces_a_block_and_keeps_every_other_shape() -> None:
     from dataclasses import replace
 
-    from train.model import Bypass, ConvBlock
+    from convscope.train.model import Bypass, ConvBlock
 
     seed = build_config("seed").model
     full = build_model(seed)

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tracking.compare import RunActivations, compare_runs
-from tracking.compare_report import comparison_figures, probe_map_sizes, write_report
-from tracking.fetch import STAT_PREFIXES
-from tracking.stats import METRIC_DESCRIPTIONS, MIN_NOISE_SIDE, activation_statistics, noise_not_available
+from convscope.analysis.compare import RunActivations, compare_runs
+from convscope.analysis.compare_report import comparison_figures, probe_map_sizes, write_report
+from convscope.analysis.fetch import STAT_PREFIXES
+from convscope.pictures.stats import METRIC_DESCRIPTIONS, MIN_NOISE_SIDE, activation_statistics, noise_not_available
 
 SIZES = (7, 9, 15, 31)
 
@@ -122,7 +122,7 @@ def test_tensorboard_tags_carry_the_description_once(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-    from tracking.tensorboard_sink import TensorBoardTracker
+    from convscope.tracking.tensorboard_sink import TensorBoardTracker
 
     tracker = TensorBoardTracker(tmp_path / "tb")
     tracker.log_metrics({"act_noise/conv1": 0.9, "act_mean/conv1": 0.5, "train/loss": 1.0}, step=0)

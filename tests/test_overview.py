@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tracking.overview import (
+from convscope.pictures.overview import (
     HEADER_PX,
     INPUT_GAP,
     MAP_CHANNELS,
@@ -19,7 +19,7 @@ from tracking.overview import (
     select_channels,
     select_rows,
 )
-from tracking.render import _lut
+from convscope.pictures.render import _lut
 
 VIRIDIS = _lut("viridis").numpy()
 

@@ -11,13 +11,15 @@ from mlflow import MlflowClient
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from optuna.trial import TrialState
 
-import search.objective
+import convscope.search.objective
+
+from convscope import search
 from e2e_helpers import convscope
-from cli.main import build_parser
-from cli.search_cmd import build_settings
-from search.session import run_study
-from search.study import StudyStopped
-from train.errors import NonFiniteLossError
+from convscope.cli.main import build_parser
+from convscope.cli.search_cmd import build_settings
+from convscope.search.session import run_study
+from convscope.search.study import StudyStopped
+from convscope.train.errors import NonFiniteLossError
 
 pytestmark = pytest.mark.slow
 FAST = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=2", "--fix", "synthetic_size=300",
@@ -30,7 +32,7 @@ def settings_for(runs: Path, *argv: str):  # type: ignore[no-untyped-def]
 
 
 def load(runs: Path, name: str = "convscope-study") -> optuna.Study:
-    from search.storage import open_storage, resolve_storage
+    from convscope.search.storage import open_storage, resolve_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(resolve_storage(runs)))
 
@@ -170,7 +172,7 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
     runs = tmp_path / "runs"
     slow = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=40", "--fix", "synthetic_size=2000",
             "--pruner", "none", "--trials", "2", "--jobs", str(jobs)]
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "search", "--runs-dir", str(runs), *slow],
+    proc = subprocess.Popen([sys.executable, "-m", "convscope", "search", "--runs-dir", str(runs), *slow],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until every worker's trial runs, linked to its MLflow run

@@ -37,7 +37,7 @@ class Worker:
         env.pop("MLFLOW_TRACKING_URI", None)  # the embedded store of --runs-dir
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", "cli", "search", *argv],
+            self.process = subprocess.Popen([sys.executable, "-m", "convscope", "search", *argv],
                                             stdout=out, stderr=err, env=env, cwd=REPO)
 
     @property

@@ -7,9 +7,11 @@ import dataclasses
 import optuna
 import pytest
 
-import cli.main
-from cli.search_cmd import study_space
-from search.space import (
+import convscope.cli.main
+
+from convscope import cli
+from convscope.cli.search_cmd import study_space
+from convscope.search.space import (
     Choice,
     FloatRange,
     IntRange,
@@ -23,9 +25,9 @@ from search.space import (
     space_from_settings,
     suggest,
 )
-from train.config import RunConfig, build_config
-from train.errors import ConfigError
-from train.model import max_depth, validate
+from convscope.train.config import RunConfig, build_config
+from convscope.train.errors import ConfigError
+from convscope.train.model import max_depth, validate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -231,7 +233,7 @@ def test_image_size_can_be_searched_and_depth_fits_the_smallest() -> None:
 
 
 def test_the_parameter_budget_prunes_big_networks_before_they_train() -> None:
-    from search.size_limit import over_budget, parameter_count
+    from convscope.search.size_limit import over_budget, parameter_count
 
     seed = build_config("seed")
     assert parameter_count(seed) == 409_682 and over_budget(seed, 409_682) is None

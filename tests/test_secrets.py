@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from postgres_db import databases, needs_postgres
-from tracking.stores import SECRET_MASK, has_masked_secret, mask_secrets, without_password
+from convscope.tracking.secrets import SECRET_MASK, has_masked_secret, mask_secrets, without_password
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--image-size", "32"]
@@ -71,8 +71,8 @@ def test_has_masked_secret_tells_a_masked_url_from_a_plain_one() -> None:
 
 
 def test_hparams_and_tensorboard_text_never_hold_a_password(tmp_path: Path) -> None:
-    from tracking.hparams import session_start_summary
-    from tracking.tensorboard_sink import TensorBoardTracker
+    from convscope.tracking.hparams import session_start_summary
+    from convscope.tracking.tensorboard_sink import TensorBoardTracker
 
     secret = f"S3cr3tPw-{uuid.uuid4().hex[:8]}"
     uri = f"postgresql://u:{secret}@h/db"
@@ -90,9 +90,9 @@ def test_hparams_and_tensorboard_text_never_hold_a_password(tmp_path: Path) -> N
 def test_resume_takes_a_masked_uri_from_the_environment_or_asks_for_it() -> None:
     import dataclasses
 
-    from train.checkpoint import resume_tracking
-    from train.config import build_config
-    from train.errors import ConfigError
+    from convscope.train.checkpoint import resume_tracking
+    from convscope.train.config import build_config
+    from convscope.train.errors import ConfigError
 
     saved = build_config("tiny", {"tracking": {"mlflow_uri": "postgresql://u:***@h/db"}})
     real = "postgresql://u:pw@h/db"
@@ -106,8 +106,8 @@ def test_resume_takes_a_masked_uri_from_the_environment_or_asks_for_it() -> None
 def test_checkpoint_config_json_is_masked_and_loads(tmp_path: Path) -> None:
     from torch import nn
 
-    from train.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
-    from train.config import build_config
+    from convscope.train.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
+    from convscope.train.config import build_config
 
     secret = f"S3cr3tPw-{uuid.uuid4().hex[:8]}"
     uri = f"postgresql://u:{secret}@h/db"
@@ -158,14 +158,16 @@ def test_serve_removes_its_config_file_when_the_server_cannot_start(
 ) -> None:
     import tempfile
 
-    import cli.main
+    import convscope.cli.main
 
+
+    from convscope import cli
     secret = f"S3cr3tPw-{uuid.uuid4().hex[:8]}"
     for name, value in _serve_env(tmp_path, secret).items():
         if name in ("CONVSCOPE_STORAGE",):
             monkeypatch.setenv(name, value)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    monkeypatch.setattr("cli.serve_cmd.remove_after_exit", lambda pid, paths: None)
+    monkeypatch.setattr("convscope.cli.serve_cmd.remove_after_exit", lambda pid, paths: None)
 
     def no_such_program(file: str, args: list[str], env: dict[str, str]) -> None:
         assert list((tmp_path / "tmp").glob("convscope-dashboard-*.toml")), "written before the exec"
@@ -200,7 +202,7 @@ def secret_dbs() -> Iterator[tuple[str, Callable[[], str]]]:
 def _convscope(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {}, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "cli", *argv], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "convscope", *argv], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -13,17 +13,18 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from cli.main import build_parser, main
-from cli.main import parse as _parse
-from tracking.activations import load_activations, sample_ids_sha256, save_analysis_activations, save_probe_activations
-from tracking.compare import RunActivations, compare_runs, load_run_activations
-from train.checkpoint import load_checkpoint, save_checkpoint
-from cli.setting_flags import resolve_config
-from train.config import DataConfig, RunConfig, build_config, from_dict, to_dict
-from train.data import load_data
-from train.errors import ConfigError
-from train.model import build_model
-from train.run import Prepared, analysis_order, prepare, run
+from convscope.cli.main import build_parser, main
+from convscope.cli.main import parse as _parse
+from convscope.pictures.activations import load_activations, sample_ids_sha256, save_analysis_activations, save_probe_activations
+from convscope.analysis.compare import RunActivations, compare_runs, load_run_activations
+from convscope.train.checkpoint import load_checkpoint, save_checkpoint
+from convscope.cli.setting_flags import resolve_config
+from convscope.train.config import DataConfig, RunConfig, build_config, from_dict, to_dict
+from convscope.train.data import load_data
+from convscope.train.errors import ConfigError
+from convscope.train.model import build_model
+from convscope.train.prepared import Prepared
+from convscope.train.run import analysis_order, prepare, run
 
 
 def quiet(line: str) -> None:
@@ -85,7 +86,7 @@ def main_parse(argv: list[str]):  # type: ignore[no-untyped-def]
 
 
 def test_a_study_can_fix_the_data_seed() -> None:
-    from cli.search_cmd import study_space
+    from convscope.cli.search_cmd import study_space
 
     args = main_parse(["search", "--preset", "tiny", "--fix", "data-seed=5", "--fix", "seed=2"])
     fixed, _ = study_space(args)

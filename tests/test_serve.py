@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-import cli.main
-from cli.serve_cmd import HEALTH_PATHS, health_url
-from cli.env_flags import PREFIX
-from search.storage import display_url, resolve_storage
-from search.study import worker_devices
-from tracking.servers import TENSORBOARD_IMAGE_SAMPLES, free_port
+import convscope.cli.main
+
+from convscope import cli
+from convscope.cli.serve_cmd import HEALTH_PATHS, health_url
+from convscope.cli.env_flags import PREFIX
+from convscope.search.storage import display_url, resolve_storage
+from convscope.search.study import worker_devices
+from convscope.servers.servers import TENSORBOARD_IMAGE_SAMPLES, free_port
 
 ExecCall = tuple[str, list[str], dict[str, str]]
 SERVER_ENV = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_AUTH_ADMIN_USERNAME",
@@ -195,7 +197,7 @@ def test_optuna_dashboard_reads_the_storage_from_a_private_file(
     storage = f"postgresql+psycopg2://convscope:{password}@postgres:5432/optuna"
     monkeypatch.setenv("CONVSCOPE_STORAGE", storage)
     checked: list[str] = []  # the stack's host "postgres" exists only inside compose: record the check instead
-    monkeypatch.setattr("tracking.stores.check_database", lambda url, flag, given="": checked.append(flag))
+    monkeypatch.setattr("convscope.tracking.stores.check_database", lambda url, flag, given="": checked.append(flag))
     cmd, env = serve(exec_calls, "optuna-dashboard", "--port", "8123")
     assert checked == ["CONVSCOPE_STORAGE"]
     config_path = Path(after(cmd, "--from-config"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tracking.servers import (
+from convscope.servers.servers import (
     TENSORBOARD_IMAGE_SAMPLES,
     group_members,
     mlflow_server_command,

@@ -32,7 +32,7 @@ from safetensors.torch import load as load_safetensors
 import compose_file
 from compose_file import REPO
 from postgres_db import needs_postgres
-from tracking.servers import free_port, start_process_group, stop_process_group
+from convscope.servers.servers import free_port, start_process_group, stop_process_group
 
 pytestmark = [pytest.mark.slow, needs_postgres]
 SERVICES = set(compose_file.load()["services"])
@@ -52,7 +52,7 @@ def executable(argv: list[str]) -> list[str]:
     """``convscope …`` as installed beside this interpreter (what the image has on PATH)."""
     assert argv[0] == "convscope", argv
     script = Path(sys.executable).parent / "convscope"
-    return [str(script), *argv[1:]] if script.exists() else [sys.executable, "-m", "cli", *argv[1:]]
+    return [str(script), *argv[1:]] if script.exists() else [sys.executable, "-m", "convscope", *argv[1:]]
 
 
 class Stack:

@@ -12,15 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from tracking.background import BackgroundTracker
-from tracking.epoch_visuals import EpochVisuals, Probes
-from train.batches import DeviceBatches, Normalizer
-from train.checkpoint import load_checkpoint, save_checkpoint, snapshot
-from train.config import OptimConfig, build_config
-from train.loop import evaluate, make_scheduler, train_one_epoch
-from train.model import build_model
-from train.step import Captured, DeviceHyperparameters, Scorer, Stepper, graphs_wanted, make_optimizer, plain_optimizer_state
-from train.synthetic import make_synthetic
+from convscope.tracking.background import BackgroundTracker
+from convscope.pictures.epoch_visuals import EpochVisuals, Probes
+from convscope.train.batches import DeviceBatches, Normalizer
+from convscope.train.checkpoint import load_checkpoint, save_checkpoint, snapshot
+from convscope.train.config import OptimConfig, build_config
+from convscope.train.loop import evaluate, make_scheduler, train_one_epoch
+from convscope.train.model import build_model
+from convscope.train.step import Captured, DeviceHyperparameters, Scorer, Stepper, graphs_wanted, make_optimizer, plain_optimizer_state
+from convscope.train.synthetic import make_synthetic
 
 CPU = torch.device("cpu")
 

@@ -10,10 +10,10 @@ from sqlalchemy.engine import make_url
 
 from e2e_helpers import convscope
 from postgres_db import POSTGRES_URL, needs_postgres
-from cli.main import main
-from search.storage import open_storage, resolve_storage
-from tracking.stores import database_url, resolve_stores, tracking_uri
-from train.errors import ConfigError
+from convscope.cli.main import main
+from convscope.search.storage import open_storage, resolve_storage
+from convscope.tracking.stores import database_url, resolve_stores, tracking_uri
+from convscope.train.errors import ConfigError
 
 SECRET = "hunter2-secret"
 

@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-from tracking.stores import STORE_CREATION_ATTEMPTS, create_embedded_store, first_open_lock, resolve_stores
+from convscope.tracking.stores import STORE_CREATION_ATTEMPTS, create_embedded_store, first_open_lock, resolve_stores
 
 
 class CircularDependencyError(Exception):

@@ -13,10 +13,10 @@ from mlflow import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from cli.main import build_parser, main
-from cli.search_cmd import build_settings
+from convscope.cli.main import build_parser, main
+from convscope.cli.search_cmd import build_settings
 from e2e_helpers import convscope
-from search.budget import (
+from convscope.search.budget import (
     RETRY_ATTR,
     STOPPED_ATTR,
     TimeBudgetSpent,
@@ -26,8 +26,8 @@ from search.budget import (
     retry_stopped,
     run_line,
 )
-from search.pruning import make_pruner, pruning_start, warmup_epochs
-from search.report import best_over_time_figure, close_figures
+from convscope.search.pruning import make_pruner, pruning_start, warmup_epochs
+from convscope.search.report import best_over_time_figure, close_figures
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -53,7 +53,7 @@ def test_timeout_values(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["0", "-5", "0s", "abc", "", "h", "1d", "30m1h", "1h 30m", "inf", "nan", "1h2h"])
 def test_timeout_errors_name_the_flag(text: str) -> None:
-    from train.errors import ConfigError
+    from convscope.train.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^--timeout must be a duration above 0"):
         parse_timeout(text)
@@ -226,7 +226,7 @@ def test_best_over_time_figure() -> None:
 # --- end to end: the real command ---------------------------------------------------------------
 
 def load(runs: Path) -> optuna.Study:
-    from search.storage import open_storage, resolve_storage
+    from convscope.search.storage import open_storage, resolve_storage
 
     return optuna.load_study(study_name="convscope-study", storage=open_storage(resolve_storage(runs)))
 
@@ -298,7 +298,7 @@ def test_release_memory_freezes_what_survives_and_still_collects_new_garbage() -
     import gc
     import weakref
 
-    from search.objective import release_memory
+    from convscope.train.memory import release_memory
 
     class Node:
         pass

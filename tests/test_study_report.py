@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search.report import FIGURE_NAMES, best_trials_table, close_figures, study_figures  # noqa: E402
+from convscope.search.report import FIGURE_NAMES, best_trials_table, close_figures, study_figures  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

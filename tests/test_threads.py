@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from train import threads
-from train.threads import ThreadChoice, choose_cpu_threads
+from convscope.train import threads
+from convscope.train.threads import ThreadChoice, choose_cpu_threads
 
 
 def test_one_core_spare_by_default():

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from train.errors import ConfigError
-from train.torchvision_data import (
+from convscope.train.errors import ConfigError
+from convscope.train.torchvision_data import (
     CIFAR10_CLASSES,
     KNOWN,
     load_named_dataset,

@@ -33,9 +33,9 @@ from tracker_backends import (
     make_backend,
     small_figure,
 )
-from tracking.base import NullTracker, RunStatus, Tracker
-from tracking.mlflow_sink import MlflowTracker
-from tracking.tensorboard_sink import TensorBoardTracker
+from convscope.tracking.base import NullTracker, RunStatus, Tracker
+from convscope.tracking.mlflow_sink import MlflowTracker
+from convscope.tracking.tensorboard_sink import TensorBoardTracker
 
 
 @pytest.fixture(scope="session")
@@ -275,7 +275,7 @@ class TestMlflowTracker:
         resumed = MlflowTracker(mlflow_backend.uri, mlflow_backend.experiment, run_id=first.run_id)
         again = mlflow_backend.client.get_run(first.run_id).info
         assert again.status == "RUNNING" and again.run_name == "resumable"  # running again, no stale status
-        with caplog.at_level(logging.WARNING, logger="tracking.mlflow_sink"):
+        with caplog.at_level(logging.WARNING, logger="convscope.tracking.mlflow_sink"):
             resumed.log_params({"lr": 0.1, "depth": 6, "epochs": 3})  # must not raise
         assert "depth" in caplog.text
         resumed.log_metrics({"loss": 0.5}, 1)
@@ -305,7 +305,7 @@ class TestMlflowTracker:
 
         monkeypatch.setattr(tracker.client, "set_tag", unreachable)
         monkeypatch.setattr(tracker.client, "set_terminated", unreachable)
-        with caplog.at_level(logging.WARNING, logger="tracking.mlflow_sink"):
+        with caplog.at_level(logging.WARNING, logger="convscope.tracking.mlflow_sink"):
             tracker.close(RunStatus.FAILED)
             tracker.close(RunStatus.FAILED)
         assert caplog.text.count("server went away") == 1

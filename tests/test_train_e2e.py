@@ -15,7 +15,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from e2e_helpers import CONV_LAYERS_SEED, FAST, check_mlflow_run, convscope, only_run
-from tracking.servers import free_port, start_process_group, stop_process_group, tensorboard_command, wait_for_http
+from convscope.servers.servers import free_port, start_process_group, stop_process_group, tensorboard_command, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,7 @@ def test_run_against_a_real_mlflow_server(mlflow_server: str, tmp_path: Path) ->
 def test_sigint_during_epoch_two_ends_killed_with_epoch_one_readable(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "cli", "train", "--epochs", "5", "--runs-dir", str(runs),
+        [sys.executable, "-u", "-m", "convscope", "train", "--epochs", "5", "--runs-dir", str(runs),
          "--synthetic-size", "4000", "--preset", "seed"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

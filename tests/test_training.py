@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from train.config import build_config
-from train.run import run
+from convscope.train.config import build_config
+from convscope.train.run import run
 
 
 def quiet(line: str) -> None:
@@ -57,7 +57,7 @@ def test_patience_stops_early(tmp_path: Path) -> None:
 
 
 def test_non_finite_loss_fails_the_run_with_a_reason(tmp_path: Path) -> None:
-    from train.errors import NonFiniteLossError
+    from convscope.train.errors import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError, match="lower --lr"):
         run(config(tmp_path, "tiny", epochs=3, size=300, lr=1e12, schedule="constant"), progress=False, echo=quiet)

@@ -16,7 +16,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tracking.servers import free_port, group_members
+from convscope.servers.servers import free_port, group_members
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_ui_serves_mlflow_and_tensorboard_and_stops_cleanly(tmp_path: Path) -> N
     optuna.create_study(study_name="ui-study", storage=storage)
     mlflow_port, tensorboard_port, dashboard_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "cli", "ui", "--runs-dir", str(runs), "--mlflow-port", str(mlflow_port),
+        [sys.executable, "-u", "-m", "convscope", "ui", "--runs-dir", str(runs), "--mlflow-port", str(mlflow_port),
          "--tensorboard-port", str(tensorboard_port), "--dashboard-port", str(dashboard_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
@@ -75,7 +75,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 def test_ui_without_runs_folder_is_a_usage_error(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "ui", "--runs-dir", str(tmp_path / "none")],
+        [sys.executable, "-m", "convscope", "ui", "--runs-dir", str(tmp_path / "none")],
         capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
     )
     assert done.returncode == 2 and "no such folder" in done.stderr

@@ -15,13 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-import train.data
-from train.batches import LabelTap, Normalizer, StreamingBatches
-from train.cache import cache_key
-from train.config import DataConfig
-from train.data import CHANGED, Splits, VanishedFilesError, load_data, printable_path
-from train.folders import BAD_NAME, BROKEN_LINK, LINK_LOOP, NOT_A_FILE, find_layout
-from train.images import VANISHED, decode_file
+import convscope.train.data
+
+from convscope import train
+from convscope.train.batches import LabelTap, Normalizer, StreamingBatches
+from convscope.train.cache import cache_key
+from convscope.train.config import DataConfig
+from convscope.train.data import CHANGED, Splits, VanishedFilesError, load_data, printable_path
+from convscope.train.folders import BAD_NAME, BROKEN_LINK, LINK_LOOP, NOT_A_FILE, find_layout
+from convscope.train.images import VANISHED, decode_file
 
 S = 16
 IDENTITY = Normalizer(torch.zeros(3), torch.ones(3))  # inputs = pixels / 255: colours stay checkable

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tracking.probes import probe_curve
-from tracking.verdicts import Training, learned, more_epochs, pooled, problems, still_improving, window
+from convscope.analysis.probes import probe_curve
+from convscope.analysis.verdicts import Training, learned, more_epochs, pooled, problems, still_improving, window
 
 
 def test_learned_needs_a_margin_and_significance() -> None:
@@ -64,7 +64,7 @@ def test_probe_gain_standard_error_is_paired_by_fold() -> None:
 
 
 def test_binomial_error_is_never_zero_and_a_perfect_curve_is_done() -> None:
-    from tracking.verdicts import binomial_standard_error
+    from convscope.analysis.verdicts import binomial_standard_error
 
     assert binomial_standard_error(1.0, 600) == pytest.approx(0.00234, abs=1e-5)  # 602/604 ± …
     assert binomial_standard_error(0.5, 100) == pytest.approx(0.049, abs=1e-3)
@@ -74,7 +74,7 @@ def test_binomial_error_is_never_zero_and_a_perfect_curve_is_done() -> None:
 
 
 def test_describe_names_both_checks() -> None:
-    from tracking.verdicts import describe
+    from convscope.analysis.verdicts import describe
 
     assert describe(Training("a", (0.5, 0.9, 0.99, 0.99), 400, 0.5)) == "learned, flat"
     assert describe(Training("a", (0.5, 0.5, 0.51), 400, 0.5)) == "at chance, flat"

@@ -20,10 +20,10 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from tracking.background import BackgroundTracker
-from tracking.base import NullTracker, Tracker
-from tracking.mlflow_sink import MlflowTracker
-from tracking.tensorboard_sink import TensorBoardTracker
+from convscope.tracking.background import BackgroundTracker
+from convscope.tracking.base import NullTracker, Tracker
+from convscope.tracking.mlflow_sink import MlflowTracker
+from convscope.tracking.tensorboard_sink import TensorBoardTracker
 
 RNG = np.random.default_rng(0)
 IMAGES = [RNG.integers(0, 256, size=(12, 16, 3), dtype=np.uint8) for _ in range(3)]

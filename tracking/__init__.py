@@ -1,1 +1,2 @@
-"""Tracking: one Tracker protocol, its sinks, activation capture, rendering and artifacts."""
+"""Tracking: the run lifecycle, one Tracker protocol and its sinks (MLflow, TensorBoard, a
+background writer), the stores and the runs folder's layout. Imports no other room."""

@@ -36,8 +36,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracking.base import RunStatus, Tracker
-from tracking.faults import describe_error, store_fault
+from convscope.tracking.base import RunStatus, Tracker
+from convscope.tracking.faults import describe_error, store_fault
 
 if TYPE_CHECKING:
     import numpy as np

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tracking.errors import ConfigError, StoreWriteError
-from tracking.stores import mask_secrets
+from convscope.tracking.errors import ConfigError, StoreWriteError
+from convscope.tracking.secrets import mask_secrets
 
 NO_SPACE = "no space left on device"
 READ_ONLY = "read-only file system"

@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracking.base import RunStatus
-from tracking.stores import mask_secrets
+from convscope.tracking.base import RunStatus
+from convscope.tracking.secrets import mask_secrets
 
 if TYPE_CHECKING:
     from tensorboard.compat.proto.summary_pb2 import Summary
@@ -173,7 +173,7 @@ def session_start_summary(
 
     bool → bool_value, int/float → number_value, str → string_value; list/tuple values
     become their ``str`` (as TensorBoard's own ``session_start_pb`` does); a string's URL
-    passwords are masked (``tracking.stores.mask_secrets``). Sessions
+    passwords are masked (``tracking.secrets.mask_secrets``). Sessions
     sharing a ``group_name`` form one group (e.g. the folds of one configuration);
     None makes every session its own group.
 

@@ -34,14 +34,15 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
-from tracking.background import CLOSE_TIMEOUT_SECONDS as BACKGROUND_CLOSE_TIMEOUT_SECONDS
-from tracking.base import RunStatus, Tracker
-from tracking.faults import advice, describe_error, store_fault, store_location
-from tracking.orphans import KILLED_TAG, process_tags
-from tracking.stores import Stores, first_open_lock, mask_secrets
+from convscope.tracking.background import CLOSE_TIMEOUT_SECONDS as BACKGROUND_CLOSE_TIMEOUT_SECONDS
+from convscope.tracking.base import RunStatus, Tracker
+from convscope.tracking.faults import advice, describe_error, store_fault, store_location
+from convscope.tracking.orphans import KILLED_TAG, process_tags
+from convscope.tracking.stores import Stores, first_open_lock
+from convscope.tracking.secrets import mask_secrets
 
 if TYPE_CHECKING:
-    from tracking.mlflow_sink import MlflowTracker
+    from convscope.tracking.mlflow_sink import MlflowTracker
 
 FAILURE_TAG = "convscope.failure"
 """Why a run ended FAILED: ``Type: first line of the message``."""
@@ -52,7 +53,7 @@ INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 CLOSE_TIMEOUT_SECONDS = BACKGROUND_CLOSE_TIMEOUT_SECONDS + 60
 """The longest ``tracked_run`` waits for a tracker's ``close`` (past the background worker's own limit)."""
 TAG_LIMIT = 5000  # characters of a reason tag (MLflow allows 8000)
-HELD_LOGGERS = ("tracking.background", "tracking.mlflow_sink")
+HELD_LOGGERS = ("convscope.tracking.background", "convscope.tracking.mlflow_sink")
 """Loggers whose warnings during ``close`` are held back: the one line says what they would."""
 
 T = TypeVar("T", bound=Tracker)
@@ -225,7 +226,7 @@ def open_parent_run(stores: Stores, experiment: str, run_name: str, tags: Mappin
     ``tags`` and the owning process (``tracking.orphans.process_tags``). The caller owns it:
     close it through ``tracked_run``. Raises what ``MlflowTracker`` raises.
     """
-    from tracking.mlflow_sink import MlflowTracker
+    from convscope.tracking.mlflow_sink import MlflowTracker
 
     with first_open_lock(stores):
         return MlflowTracker(

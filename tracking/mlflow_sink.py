@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
-from tracking.base import RunStatus
-from tracking.stores import mask_secrets
+from convscope.tracking.base import RunStatus
+from convscope.tracking.secrets import mask_secrets
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,7 +65,7 @@ class _StoreFaultFilter(logging.Filter):
     and the caller says it in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tracking.faults import store_fault
+        from convscope.tracking.faults import store_fault
 
         error = record.exc_info[1] if record.exc_info else None
         return error is None or store_fault(error) is None

@@ -17,7 +17,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from tracking.base import RunStatus
+from convscope.tracking.base import RunStatus
 
 HOST_TAG = "convscope.host"
 PID_TAG = "convscope.pid"
@@ -106,7 +106,7 @@ def close_orphaned_runs(tracking_uri: str, experiment: str, match: Mapping[str, 
     """
     from mlflow import MlflowClient
 
-    from tracking.mlflow_sink import end_run
+    from convscope.tracking.mlflow_sink import end_run
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)

@@ -6,8 +6,8 @@ Contract (on top of ``tracking.base``):
   ``section.field`` rows);
   tags → one ``tags`` text entry per ``set_tags`` call.
 - metrics → one scalar per key at ``global_step=step``; the first value this tracker logs
-  under a key whose statistic (the part before ``/``) is in ``tracking.stats.METRIC_DESCRIPTIONS``,
-  or that is itself in ``tracking.stats.SCALAR_DESCRIPTIONS`` (``val/accuracy_tta``), carries
+  under a key whose statistic (the part before ``/``) is in ``tracking.descriptions.METRIC_DESCRIPTIONS``,
+  or that is itself in ``tracking.descriptions.SCALAR_DESCRIPTIONS`` (``val/accuracy_tta``), carries
   that sentence as the tag's description (``SummaryMetadata.summary_description``; TensorBoard
   keeps a tag's first metadata only). The Scalars tab shows it behind the card's info button;
   the Time Series tab (TensorBoard 2.21) does not display descriptions.
@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracking.base import RunStatus
-from tracking.stores import mask_secrets
+from convscope.tracking.base import RunStatus
+from convscope.tracking.secrets import mask_secrets
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +41,7 @@ _previous_excepthook: Any = None
 
 
 def _writer_thread_excepthook(args: Any) -> None:
-    from tracking.faults import store_fault
+    from convscope.tracking.faults import store_fault
 
     if type(args.thread).__name__ == "_AsyncWriterThread" and args.exc_value is not None \
             and store_fault(args.exc_value) is not None:
@@ -125,7 +125,7 @@ class TensorBoardTracker:
                 "TensorBoardTracker needs the 'tensorboard' package: install it with "
                 "`pip install tensorboard`, or run without the TensorBoard sink."
             ) from error
-        from tracking.stats import METRIC_DESCRIPTIONS, SCALAR_DESCRIPTIONS
+        from convscope.tracking.descriptions import METRIC_DESCRIPTIONS, SCALAR_DESCRIPTIONS
 
         hush_writer_thread_faults()
         self.log_dir = Path(log_dir)
@@ -136,7 +136,7 @@ class TensorBoardTracker:
         self._described: set[str] = set()
         self._hparams_session = hparams is not None
         if hparams is not None:
-            from tracking.hparams import write_session_start
+            from convscope.tracking.hparams import write_session_start
 
             try:
                 write_session_start(self.writer, {name: mask_secrets(value) if isinstance(value, str) else value
@@ -205,7 +205,7 @@ class TensorBoardTracker:
             return
         self._closed = True
         if self._hparams_session:
-            from tracking.hparams import session_status, write_session_end
+            from convscope.tracking.hparams import session_status, write_session_end
 
             write_session_end(self.writer, session_status(status))
         self.writer.flush()

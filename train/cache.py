@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from train.atomic import write_atomically
+from convscope.train.atomic import write_atomically
 
 CACHE_FORMAT = "convscope.decoded/1"
 DECODER_VERSION = "1"  # bump when train.images decodes differently: old entries stop matching

@@ -23,8 +23,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from train.config import RunConfig, from_dict, to_dict
-from train.errors import ConfigError
+from convscope.train.config import RunConfig, from_dict, to_dict
+from convscope.train.errors import ConfigError
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -45,8 +45,8 @@ class Checkpoint:
 
 def saved_form(value: Any) -> Any:
     """``value`` (nested dicts, lists and strings) with every string's credentials masked
-    (``tracking.stores.mask_secrets``): what a checkpoint may hold on disk."""
-    from tracking.stores import mask_secrets
+    (``tracking.secrets.mask_secrets``): what a checkpoint may hold on disk."""
+    from convscope.tracking.secrets import mask_secrets
 
     if isinstance(value, str):
         return mask_secrets(value)
@@ -133,7 +133,7 @@ def resume_tracking(config: RunConfig, environ: Mapping[str, str] | None = None)
     import dataclasses
     import os
 
-    from tracking.stores import has_masked_secret
+    from convscope.tracking.secrets import has_masked_secret
 
     uri = config.tracking.mlflow_uri
     if not has_masked_secret(uri):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from train.errors import ConfigError
+from convscope.train.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,14 @@ class TrackingConfig:
     tensorboard: bool = True  # log to TensorBoard
     mlflow_uri: str = ""  # MLflow tracking URI; empty = $MLFLOW_TRACKING_URI or the embedded sqlite store
     visuals: bool = True  # per-epoch feature maps, saliency, statistics and activation artifacts
+
+
+MACHINE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "optim": ("device", "precision", "cuda_graph", "compile"),
+    "data": ("download", "dataset_dir", "cache_dir", "memory_fraction"),
+}
+"""Settings about the machine a run happens to use, not the network or data it trains: a run that
+rebuilds another run's network (``depth --study``) keeps its own."""
 
 
 @dataclass(frozen=True)

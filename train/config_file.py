@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from train.config import PRESETS, SECTIONS, check_value
-from train.errors import ConfigError
+from convscope.train.config import PRESETS, SECTIONS, check_value
+from convscope.train.errors import ConfigError
 
 EXTRA_SECTIONS = ("search",)  # config-file sections that are not RunConfig sections
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.cache import (
+from convscope.train.cache import (
     DECODER_VERSION,
     SPLIT_CODES,
     DecodedFiles,
@@ -47,12 +47,12 @@ from train.cache import (
     load_entry,
     store_entry,
 )
-from train.config import SYNTHETIC_DEPTH, DataConfig
-from train.errors import ConfigError
-from train.folders import Layout, find_layout
-from train.images import VANISHED, decode_file, decode_many
-from train.splits import split_indices, stratified_folds, stratified_split  # noqa: F401 (re-exported)
-from train.synthetic import (
+from convscope.train.config import SYNTHETIC_DEPTH, DataConfig
+from convscope.train.errors import ConfigError
+from convscope.train.folders import Layout, find_layout
+from convscope.train.images import VANISHED, decode_file, decode_many
+from convscope.train.splits import split_indices, stratified_folds, stratified_split  # noqa: F401 (re-exported)
+from convscope.train.synthetic import (
     CLASS_NAMES,
     GENERATOR_VERSION,
     SCALE_CLASS_NAMES,
@@ -279,7 +279,7 @@ def load_data(
     ``--val-fraction`` of every class, or fold ``--fold`` of ``--folds`` stratified folds."""
     if config.data == "synthetic" or SYNTHETIC_DEPTH.fullmatch(config.data):
         return _synthetic(config, image_size, seed)
-    from train.torchvision_data import KNOWN, load_named_dataset
+    from convscope.train.torchvision_data import KNOWN, load_named_dataset
 
     if config.data in KNOWN:
         if config.folds:

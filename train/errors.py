@@ -1,6 +1,6 @@
 """Errors of a training run; bad user input is :class:`tracking.errors.ConfigError` (exit code 2)."""
 
-from tracking.errors import ConfigError
+from convscope.tracking.errors import ConfigError
 
 __all__ = ["ConfigError", "NonFiniteLossError"]
 

@@ -29,8 +29,8 @@ import stat as stat_module
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.errors import ConfigError
-from train.images import VANISHED  # listed, then gone (or a folder gone while it was walked)
+from convscope.train.errors import ConfigError
+from convscope.train.images import VANISHED  # listed, then gone (or a folder gone while it was walked)
 
 VAL_NAMES = ("val", "valid", "validation")
 

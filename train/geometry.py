@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from train.config import ModelConfig
-from train.errors import ConfigError
+from convscope.train.config import ModelConfig
+from convscope.train.errors import ConfigError
 
 POOLS = ("none", "max")
 HEADS = ("flatten", "gap")

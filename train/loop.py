@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from train.config import OptimConfig
-from train.errors import ConfigError, NonFiniteLossError
-from train.step import Scorer, Stepper
-from train.threads import apply_cpu_threads  # noqa: F401  (CPU runs: intra-op threads, see train/threads.py)
+from convscope.train.config import OptimConfig
+from convscope.train.errors import ConfigError, NonFiniteLossError
+from convscope.train.step import Scorer, Stepper
+from convscope.train.threads import apply_cpu_threads  # noqa: F401  (CPU runs: intra-op threads, see train/threads.py)
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 

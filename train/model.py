@@ -16,8 +16,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from train.config import ModelConfig
-from train.geometry import HEADS, POOLS, max_depth, min_image_size, spatial_sizes, validate
+from convscope.train.config import ModelConfig
+from convscope.train.geometry import HEADS, POOLS, max_depth, min_image_size, spatial_sizes, validate
 
 __all__ = ["HEADS", "POOLS", "Bypass", "ConvBlock", "ConvNet", "build_head", "build_model", "count_parameters",
            "layer_table", "max_depth", "min_image_size", "spatial_sizes", "validate"]

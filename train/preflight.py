@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tracking.faults import check_writable
-from tracking.stores import resolve_stores
-from train.config import NAMED_DATA, SYNTHETIC_DEPTH, RunConfig
-from train.errors import ConfigError
-from train.folders import check_folder
+from convscope.tracking.faults import check_writable
+from convscope.tracking.stores import resolve_stores
+from convscope.train.config import NAMED_DATA, SYNTHETIC_DEPTH, RunConfig
+from convscope.train.errors import ConfigError
+from convscope.train.folders import check_folder
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from train.config import RunConfig
+from convscope.train.config import RunConfig
 
 
 def git_commit(path: Path | None = None) -> str | None:

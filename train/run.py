@@ -20,41 +20,27 @@ from pathlib import Path
 
 import torch
 
-from tracking.background import in_order
-from tracking.base import Tracker
-from tracking.epoch_visuals import EpochVisuals, Probes
-from tracking.faults import check_writable, store_error
-from tracking.lifecycle import tracked_run
-from tracking.stores import Stores, open_tracker, resolve_stores
-from train import provenance
-from train.batches import Batches, LabelTap, Normalizer, make_batches
-from train.checkpoint import STATE_FILE, Checkpoint, save_checkpoint, save_model, snapshot
-from train.config import RunConfig
-from train.data import Splits, load_data
-from train.images import decode_file
-from train.errors import ConfigError
-from train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
-from train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer, plain_optimizer_state
-from train.model import ConvNet, build_model, validate
-from train.run_record import run_config, run_facts, run_params
+from convscope.tracking.background import in_order
+from convscope.tracking.base import Tracker
+from convscope.pictures.epoch_visuals import EpochVisuals, Probes
+from convscope.tracking.faults import check_writable, store_error
+from convscope.tracking.lifecycle import tracked_run
+from convscope.tracking.stores import Stores, open_tracker, resolve_stores
+from convscope.train import provenance
+from convscope.train.batches import Batches, LabelTap, Normalizer, make_batches
+from convscope.train.checkpoint import STATE_FILE, Checkpoint, save_checkpoint, save_model, snapshot
+from convscope.train.config import RunConfig
+from convscope.train.data import Splits, load_data
+from convscope.train.images import decode_file
+from convscope.train.errors import ConfigError
+from convscope.train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
+from convscope.train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer, plain_optimizer_state
+from convscope.train.model import ConvNet, build_model, validate
+from convscope.train.prepared import Prepared
+from convscope.train.run_record import run_config, run_facts, run_params
 
 EpochCallback = Callable[[int, Mapping[str, float]], None]
 """Called after every epoch with (epoch, metrics); may raise to stop the run (e.g. pruning)."""
-
-
-@dataclass
-class Prepared:
-    config: RunConfig  # with num_classes and in_channels set from the data
-    run_name: str
-    device: torch.device
-    data: Splits
-    model: ConvNet
-    normalizer: Normalizer
-    probes: Probes
-    stores: Stores
-    precision: str  # resolved: bf16 or fp32
-    resume: Checkpoint | None = None
-    skipped_csv: Path | None = None  # the list of files the validating decoder skipped
 
 
 @dataclass

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from tracking.stores import without_password
-from train.config import RunConfig, build_config, flatten, to_dict
-from train.model import count_parameters
-
-if TYPE_CHECKING:
-    from train.run import Prepared
+from convscope.tracking.secrets import without_password
+from convscope.train.config import RunConfig, build_config, flatten, to_dict
+from convscope.train.model import count_parameters
+from convscope.train.prepared import Prepared
 
 
 #: Settings every run shows as MLflow params, beside those that differ from its preset.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from train.config import DataConfig
-from train.errors import ConfigError
+from convscope.train.config import DataConfig
+from convscope.train.errors import ConfigError
 
 
 def split_indices(labels: torch.Tensor, config: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

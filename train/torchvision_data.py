@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.errors import ConfigError
-from train.images import decode_many
+from convscope.train.errors import ConfigError
+from convscope.train.images import decode_many
 
 KNOWN = ("cifar10", "oxford-pets")
 _SIZES = {"cifar10": "about 170 MB", "oxford-pets": "about 800 MB"}

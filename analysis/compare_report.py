@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from tracking import html_report
-from tracking.compare import (
+from convscope.pictures import html_report
+from convscope.analysis.compare import (
     ABOVE_CHANCE,
     FEW_SAMPLES,
     FLAT_GAIN,
@@ -23,9 +23,9 @@ from tracking.compare import (
     RunActivations,
     STAT_ORDER,
 )
-from tracking.probes import ProbeCurve
-from tracking.verdicts import describe, problems
-from tracking.stats import noise_not_available
+from convscope.analysis.probes import ProbeCurve
+from convscope.analysis.verdicts import describe, problems
+from convscope.pictures.stats import noise_not_available
 
 #: run id → layer → (h, w) of its probe maps, for saying why ``act_noise`` is missing.
 MapSizes = Mapping[str, Mapping[str, tuple[int, int]]]

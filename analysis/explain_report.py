@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from tracking import html_report
-from tracking.evidence import Explanation, LayerRow
-from tracking.stats import METRIC_DESCRIPTIONS
-from tracking.verdicts import late_gain
+from convscope.pictures import html_report
+from convscope.analysis.evidence import Explanation, LayerRow
+from convscope.pictures.stats import METRIC_DESCRIPTIONS
+from convscope.analysis.verdicts import late_gain
 
 QUESTIONS = ("What do the feature maps show?", "Are the last conv layers useful, or just noisy?",
              "How many conv layers are enough?")

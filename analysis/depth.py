@@ -26,20 +26,21 @@ from pathlib import Path
 
 import optuna
 
-from search.depth_report import accuracy_figure, report_html, table_csv, table_rows, table_text
-from search.depth_verdict import Outcome, Variant, Verdict, drop, recommend
-from search.objective import release_memory
-from tracking.faults import store_errors
-from tracking.html_report import figure_png
-from tracking.lifecycle import open_parent_run, tracked_run
-from tracking.mlflow_sink import MlflowTracker
-from tracking.probes import chance_accuracy
-from tracking.stores import Stores, open_tracker
-from train.config import RunConfig, flatten
-from train.errors import ConfigError
-from train.model import max_depth as largest_depth
-from train.model import validate
-from train.run import Prepared, execute, prepare
+from convscope.analysis.depth_report import accuracy_figure, report_html, table_csv, table_rows, table_text
+from convscope.analysis.depth_verdict import Outcome, Variant, Verdict, drop, recommend
+from convscope.train.memory import release_memory
+from convscope.tracking.faults import store_errors
+from convscope.pictures.html_report import figure_png
+from convscope.tracking.lifecycle import open_parent_run, tracked_run
+from convscope.tracking.mlflow_sink import MlflowTracker
+from convscope.analysis.probes import chance_accuracy
+from convscope.tracking.stores import Stores, open_tracker
+from convscope.train.config import RunConfig, flatten
+from convscope.train.errors import ConfigError
+from convscope.train.model import max_depth as largest_depth
+from convscope.train.model import validate
+from convscope.train.prepared import Prepared
+from convscope.train.run import execute, prepare
 
 
 @dataclass(frozen=True)

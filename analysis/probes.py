@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from tracking.verdicts import standard_error
+from convscope.analysis.verdicts import standard_error
 
 #: Inverse L2 regularisation strength of the probe (sklearn's default).
 PROBE_C = 1.0

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from tracking.verdicts import Training, binomial_standard_error, pooled, problems, standard_error
-from train.config import RunConfig
-from train.model import build_model, count_parameters
+from convscope.analysis.verdicts import Training, binomial_standard_error, pooled, problems, standard_error
+from convscope.train.config import RunConfig
+from convscope.train.model import build_model, count_parameters
 
 TOLERANCE = 1e-9  # accuracies are ratios of counts: equal means must compare equal
 

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tracking.activations import save_analysis_activations, save_probe_activations
-from tracking.background import in_order
-from tracking.base import Tracker
-from tracking.capture import ProbeCapture, capture_pooled, capture_probes
-from tracking.overview import WIDTH_RATIO, channel_budget, layer_overview, select_channels, select_rows
-from tracking.render import confusion_matrix_figure, feature_map_grid, filter_grid, pad_to_width_ratio, saliency_grid
-from tracking.stats import activation_statistics
+from convscope.pictures.activations import save_analysis_activations, save_probe_activations
+from convscope.tracking.background import in_order
+from convscope.tracking.base import Tracker
+from convscope.pictures.capture import ProbeCapture, capture_pooled, capture_probes
+from convscope.pictures.overview import WIDTH_RATIO, channel_budget, layer_overview, select_channels, select_rows
+from convscope.pictures.render import confusion_matrix_figure, feature_map_grid, filter_grid, pad_to_width_ratio, saliency_grid
+from convscope.pictures.stats import activation_statistics
 
 ACTIVATIONS_ARTIFACT_PATH = "activations"
 # Smallest tile sides: small maps stay visible while the images stay cheap to encode every epoch

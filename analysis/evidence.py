@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracking.cka import linear_cka, pooled_activations
-from tracking.compare import FLAT_GAIN, RunActivations
-from tracking.probes import ProbeCurve, probe_curve
-from tracking.stats import noise_not_available
-from tracking.verdicts import Training, problems
+from convscope.analysis.cka import linear_cka, pooled_activations
+from convscope.analysis.compare import FLAT_GAIN, RunActivations
+from convscope.analysis.probes import ProbeCurve, probe_curve
+from convscope.pictures.stats import noise_not_available
+from convscope.analysis.verdicts import Training, problems
 
 #: A gain or a drop counts when it is more than this many standard errors from zero.
 SIGNIFICANT_SE = 2.0

@@ -17,9 +17,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from search.depth_verdict import Outcome, Verdict, drop
-from tracking import html_report
-from tracking.verdicts import describe
+from convscope.analysis.depth_verdict import Outcome, Verdict, drop
+from convscope.pictures import html_report
+from convscope.analysis.verdicts import describe
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from tracking.render import _font, _lut, _to_index, _upscale
+from convscope.pictures.render import _font, _lut, _to_index, _upscale
 
 #: Width : height of every per-epoch picture: MLflow's 256-px-wide thumbnail is then ~100 px tall.
 WIDTH_RATIO = 2.5

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tracking.activations import load_activations
-from tracking.cka import cka_matrix, flatten_probe_activations, pooled_activations
-from tracking.probes import ProbeCurve, probe_curve
-from tracking.stats import activation_statistics
-from tracking.verdicts import Training
+from convscope.pictures.activations import load_activations
+from convscope.analysis.cka import cka_matrix, flatten_probe_activations, pooled_activations
+from convscope.analysis.probes import ProbeCurve, probe_curve
+from convscope.pictures.stats import activation_statistics
+from convscope.analysis.verdicts import Training
 
 #: Adjacent layers with CKA at or above this are "near-identical": the later one adds little.
 NEAR_IDENTICAL_CKA = 0.95

@@ -1,0 +1,18 @@
+"""Memory given back between runs that share one process (a study's trials, a depth study's folds)."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+
+def release_memory() -> None:
+    """Give memory back between trials (CUDA caches especially, after an OOM). What survives the
+    collection is frozen (``gc.freeze``: left out of later collections): the imports, stores and
+    caches a worker keeps for all its trials, so the next trial's collection walks only what that
+    trial made (a full walk took 0.3 s a trial on a 2-core CPU, most of a short trial's fixed cost)."""
+    gc.collect()
+    gc.freeze()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
