@@ -121,7 +121,7 @@ def test_tensorboard_hparams_plugin_lists_every_trial(study_dir: Path, tmp_path:
     infos = {info["name"]: info for info in experiment["hparamInfos"]}
     assert set(infos) == set(DOMAINS)
     assert infos["depth"]["type"] == "DATA_TYPE_FLOAT64" and infos["depth"]["domainDiscrete"] == [2, 3, 4]
-    assert infos["act"]["type"] == "DATA_TYPE_STRING" and infos["act"]["domainDiscrete"] == ["relu", "gelu"]
+    assert infos["act"]["type"] == "DATA_TYPE_STRING" and infos["act"]["domainDiscrete"] == ["gelu", "relu"]  # sorted by summary_v2
     assert [m["name"] for m in experiment["metricInfos"]] == [metric_name]
 
     assert sorted(runs) == sorted([".", *TRIALS])

@@ -18,8 +18,10 @@ Contract:
   (``MetricName(group="", tag=...)``), e.g. ``val/accuracy``.
 - A session without an end summary (still running, or its worker was killed) shows the
   plugin's default status, UNKNOWN.
-- No TensorFlow: the protos come from ``tensorboard.plugins.hparams`` and
-  ``tensorboard.compat.proto``, which the ``tensorboard`` package ships.
+- No TensorFlow: the experiment and session-start summaries come from TensorBoard's own
+  builders in ``tensorboard.plugins.hparams.summary_v2`` (``hparams_config_pb``,
+  ``hparams_pb``), which need no TensorFlow (``api`` and ``summary`` import it); the session
+  end, which has no builder there, is the one summary assembled here from the plugin's protos.
 """
 
 from __future__ import annotations
@@ -64,30 +66,22 @@ def session_status(status: RunStatus) -> str:
 
 
 def _summary(tag: str, plugin_data: Any) -> Summary:
-    """A ``Summary`` with one ``tag`` carrying ``plugin_data`` (HParamsPluginData) as
-    hparams plugin metadata and the plugin's null tensor, as ``hparams.summary`` builds it."""
+    """A ``Summary`` with one ``tag`` carrying ``plugin_data`` (HParamsPluginData) as hparams plugin
+    metadata: only for the session end, which TensorBoard's ``summary_v2`` has no builder for."""
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import metadata
 
-    return Summary(
-        value=[
-            Summary.Value(
-                tag=tag,
-                metadata=metadata.create_summary_metadata(plugin_data),
-                tensor=metadata.NULL_TENSOR,
-            )
-        ]
-    )
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(plugin_data),
+                                        tensor=metadata.NULL_TENSOR)])
 
 
-def _hparam_info(name: str, domain: list[Any] | tuple[Any, ...] | None) -> Any:
-    """``api_pb2.HParamInfo`` for ``name``: FLOAT64 without a domain when ``domain`` is
-    None; else a discrete domain typed BOOL / FLOAT64 / STRING from its values."""
-    from google.protobuf import struct_pb2
-    from tensorboard.plugins.hparams import api_pb2
+def _hparam(name: str, domain: list[Any] | tuple[Any, ...] | None) -> Any:
+    """``summary_v2.HParam`` for ``name``: real-valued without a domain when ``domain`` is None;
+    else a discrete domain of bools, numbers (as floats) or strings (URL passwords masked)."""
+    from tensorboard.plugins.hparams import summary_v2
 
     if domain is None:
-        return api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64)
+        return summary_v2.HParam(name)
     if not isinstance(domain, (list, tuple)) or not domain:
         raise ValueError(
             f"hparam {name!r}: the domain must be a non-empty list/tuple of the values it "
@@ -95,48 +89,33 @@ def _hparam_info(name: str, domain: list[Any] | tuple[Any, ...] | None) -> Any:
         )
     values = list(domain)
     if all(isinstance(value, bool) for value in values):
-        data_type = api_pb2.DATA_TYPE_BOOL
-        listed = [struct_pb2.Value(bool_value=value) for value in values]
-    elif all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
-        data_type = api_pb2.DATA_TYPE_FLOAT64
-        listed = [struct_pb2.Value(number_value=float(value)) for value in values]
-    else:
-        data_type = api_pb2.DATA_TYPE_STRING
-        listed = [struct_pb2.Value(string_value=mask_secrets(str(value))) for value in values]
-    return api_pb2.HParamInfo(
-        name=name, type=data_type, domain_discrete=struct_pb2.ListValue(values=listed)
-    )
+        return summary_v2.HParam(name, summary_v2.Discrete(values, dtype=bool))
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+        return summary_v2.HParam(name, summary_v2.Discrete([float(v) for v in values], dtype=float))
+    return summary_v2.HParam(name, summary_v2.Discrete([mask_secrets(str(v)) for v in values], dtype=str))
 
 
 def experiment_summary(
     hparams: Mapping[str, list[Any] | tuple[Any, ...] | None],
     metrics: Sequence[str],
-    description: str = "",
 ) -> Summary:
-    """The experiment summary (tag ``_hparams_/experiment``) declaring ``hparams``
-    (name → discrete values, or None for real-valued) and ``metrics`` (scalar tags of
-    each session's own run, e.g. ``val/accuracy``).
+    """The experiment summary (tag ``_hparams_/experiment``), built by TensorBoard's own
+    ``summary_v2.hparams_config_pb``, declaring ``hparams`` (name → discrete values, or None for
+    real-valued) and ``metrics`` (scalar tags of each session's own run, e.g. ``val/accuracy``).
 
     Raises:
         ValueError: a domain is neither None nor a non-empty list/tuple; no metrics.
     """
-    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.plugins.hparams import summary_v2
 
     if isinstance(metrics, str) or not metrics:
         raise ValueError(
             f"metrics must be a non-empty sequence of scalar tags (e.g. ['val/accuracy']); got {metrics!r}"
         )
-    experiment = api_pb2.Experiment(
-        description=description,
+    return summary_v2.hparams_config_pb(
+        hparams=[_hparam(name, domain) for name, domain in hparams.items()],
+        metrics=[summary_v2.Metric(tag, display_name=tag) for tag in metrics],
         time_created_secs=time.time(),
-        hparam_infos=[_hparam_info(name, domain) for name, domain in hparams.items()],
-        metric_infos=[
-            api_pb2.MetricInfo(name=api_pb2.MetricName(group="", tag=tag), display_name=tag)
-            for tag in metrics
-        ],
-    )
-    return _summary(
-        metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)
     )
 
 
@@ -144,7 +123,6 @@ def write_experiment_config(
     log_dir: Path,
     hparams: Mapping[str, list[Any] | tuple[Any, ...] | None],
     metrics: Sequence[str],
-    description: str = "",
 ) -> None:
     """Write the study's experiment config into ``log_dir`` (the parent of all trial runs)
     with a writer of its own, flushed and closed before returning.
@@ -157,7 +135,7 @@ def write_experiment_config(
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    summary = experiment_summary(hparams, metrics, description)
+    summary = experiment_summary(hparams, metrics)
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(log_dir=str(log_dir), filename_suffix=EXPERIMENT_FILENAME_SUFFIX)
     try:
@@ -169,40 +147,31 @@ def write_experiment_config(
 def session_start_summary(
     hparams: Mapping[str, HParamValue], group_name: str | None = None
 ) -> Summary:
-    """The session start summary (tag ``_hparams_/session_start_info``) holding ``hparams``.
+    """The session start summary (tag ``_hparams_/session_start_info``) holding ``hparams``, built
+    by TensorBoard's own ``summary_v2.hparams_pb``.
 
-    bool → bool_value, int/float → number_value, str → string_value; list/tuple values
-    become their ``str`` (as TensorBoard's own ``session_start_pb`` does); a string's URL
-    passwords are masked (``tracking.secrets.mask_secrets``). Sessions
-    sharing a ``group_name`` form one group (e.g. the folds of one configuration);
-    None makes every session its own group.
+    bool, int, float and str values as they are; list/tuple values become their ``str`` (as
+    TensorBoard's own ``session_start_pb`` does); a string's URL passwords are masked
+    (``tracking.secrets.mask_secrets``). Sessions sharing a ``group_name`` form one group (e.g.
+    the folds of one configuration); None makes every session its own group.
 
     Raises:
         TypeError: a value of any other type (name and type in the message).
     """
-    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+    from tensorboard.plugins.hparams import summary_v2
 
-    info = plugin_data_pb2.SessionStartInfo(
-        group_name=group_name or "", start_time_secs=time.time()
-    )
+    values: dict[str, HParamValue] = {}
     for name, value in hparams.items():
-        if isinstance(value, bool):  # before int: bool is an int subclass
-            info.hparams[name].bool_value = value
-        elif isinstance(value, (int, float)):
-            info.hparams[name].number_value = float(value)
-        elif isinstance(value, str):
-            info.hparams[name].string_value = mask_secrets(value)
-        elif isinstance(value, (list, tuple)):
-            info.hparams[name].string_value = mask_secrets(str(value))
+        if isinstance(value, (bool, int, float)):
+            values[name] = value
+        elif isinstance(value, (str, list, tuple)):
+            values[name] = mask_secrets(value if isinstance(value, str) else str(value))
         else:
             raise TypeError(
                 f"hparam {name!r} = {value!r} has type {type(value).__name__}; "
                 "use a bool, int, float or str"
             )
-    return _summary(
-        metadata.SESSION_START_INFO_TAG,
-        plugin_data_pb2.HParamsPluginData(session_start_info=info),
-    )
+    return summary_v2.hparams_pb(values, trial_id=group_name or "", start_time_secs=time.time())
 
 
 def session_end_summary(status: str) -> Summary:
