@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import tracemalloc
 import warnings
 import zlib
@@ -124,16 +123,13 @@ def test_decompression_bomb_png_is_too_large_without_decoding(
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append("load"))
     allocated_before = Image.core.get_stats()["new_count"]
     tracemalloc.start()
-    started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = decode_file(path, S)
-    elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     _skipped(result, TOO_LARGE)
     assert [str(w.message) for w in caught] == []  # the bomb warning became the skip, not a warning
-    assert elapsed < 0.5
     assert peak < 5_000_000 < width * height  # Python-side allocations stay tiny
     assert loads == []  # never decoded
     assert Image.core.get_stats()["new_count"] == allocated_before  # no Pillow image allocated

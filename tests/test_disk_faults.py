@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,9 +55,7 @@ def test_a_disk_that_fills_during_training_is_one_line_and_keeps_the_checkpoint(
     tmpfs: Callable[[str], Path],
 ) -> None:
     runs = tmpfs("1600k") / "runs"  # the store and the first epochs fit; the disk fills before the end
-    started = time.monotonic()
     done = convscope(*TRAIN, "--runs-dir", str(runs), timeout=300)  # a hang is a TimeoutExpired
-    assert time.monotonic() - started < 300
     lines = problem_lines(done.stderr)
     assert done.returncode != 0, (done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr

@@ -145,13 +145,12 @@ def test_a_finished_block_whose_end_cannot_be_written_raises_the_fault(capsys: p
 def test_a_close_that_hangs_is_given_up(capsys: pytest.CaptureFixture[str]) -> None:
     gate = threading.Event()
     tracker = FakeTracker(close_blocks=gate)
-    started = time.monotonic()
     try:
         with tracked_run(tracker, "r8", close_timeout=0.5):
             pass
     finally:
         gate.set()
-    assert time.monotonic() - started < 10
+    assert tracker.closed == [RunStatus.FINISHED]  # closed once, with the true status, then given up on
     (line,) = stderr_lines(capsys)
     assert "run r8 ended finished but that could not be saved: TimeoutError: closing the run took more than 0.5 s" in line
 

@@ -5,7 +5,6 @@ the per-epoch work (visuals, checkpoints) runs off the training thread, every ep
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -152,16 +151,18 @@ def test_a_snapshot_is_unchanged_by_later_steps_and_resumes_anywhere(tmp_path: P
     assert fresh.param_groups[0]["lr"] == pytest.approx(group["lr"])
 
 
-class _SlowSink:
-    """Records what reaches it, slowly: rendering that cannot keep up with training."""
+class _HeldSink:
+    """Records what reaches it, and holds every call until ``released`` is set: a sink that cannot
+    keep up with training. Each record says whether training had already been released."""
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
+    def __init__(self) -> None:
+        self.released = threading.Event()
         self.images: list[tuple[str, int, object]] = []
+        self.held_back: list[bool] = []
         self.thread: set[str] = set()
 
     def log_image(self, key: str, image: object, step: int) -> None:
-        time.sleep(self.delay)
+        self.held_back.append(self.released.wait(timeout=30))
         self.thread.add(threading.current_thread().name)
         self.images.append((key, step, image))
 
@@ -173,29 +174,28 @@ class _SlowSink:
 
 
 def test_every_epochs_visuals_land_in_order_off_the_training_thread(tmp_path: Path) -> None:
-    """Six quick 'epochs' against a sink far slower than training: the training thread does not wait
-    for rendering, every epoch's pictures land, in order, and each shows the weights of its own epoch."""
+    """Six quick 'epochs' against a sink held until training has queued them all: the training thread
+    does not wait for rendering (a sink called on it would block it, and be released only by its own
+    timeout), every epoch's pictures land, in order, and each shows the weights of its own epoch."""
     torch.manual_seed(0)
     config = build_config("tiny", {"model": {"image_size": 16}})
     model = build_model(config.model)
     images, labels = make_synthetic(4, 16, seed=0)
     probes = Probes(Normalizer.fit(images)(images), images, labels, tuple(f"p{i}" for i in range(4)))
-    sink = _SlowSink(delay=0.02)
+    sink = _HeldSink()
     tracker = BackgroundTracker(sink, maxsize=256)  # type: ignore[arg-type]
     visuals = EpochVisuals(tracker, model.feature_layers(), probes, ["a", "b"], tmp_path, first_conv=model.first_conv())
     first_weights = []
-    start = time.perf_counter()
     for step in range(6):
         with torch.no_grad():
             model.first_conv().weight.mul_(-1.5)  # the training between epochs
         first_weights.append(model.first_conv().weight.detach().clone())
         visuals.log(model, step)
-    queued = time.perf_counter() - start
+    sink.released.set()  # training has queued all six epochs without waiting for the sink
     tracker.close()
     filters = [(step, picture) for key, step, picture in sink.images if key.startswith("filters/")]
     assert [step for step, _ in filters] == list(range(6))
-    per_epoch = len(sink.images) // 6
-    assert queued < per_epoch * 6 * sink.delay  # training went on while the sink was still busy
+    assert sink.held_back and all(sink.held_back)  # every picture reached the sink after training moved on
     assert threading.main_thread().name not in sink.thread
     assert [step for _, step, _ in sink.images] == sorted(step for _, step, _ in sink.images)
     pictures = [picture for _, picture in filters]
