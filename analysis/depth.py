@@ -1,7 +1,7 @@
 """``convscope depth``: how many conv blocks are enough, answered by k-fold cross-validation.
 
 For every variant (depth 1 … N, or the trained network with blocks bypassed — one at a
-time, or the last 1 … n together) every fold is one ordinary training run (``train.run.prepare``/``execute``)
+time, or the last 1 … n together) every fold is one ordinary training run (``train.run.prepare``/``train_tracked``)
 on the same seeded stratified folds, tracked as an MLflow child run of one parent
 run. The parent gets the table, the accuracy-vs-depth figure with error bars and the
 one-standard-error recommendation (or why there is none), together in ``depth/report.html``
@@ -34,13 +34,13 @@ from convscope.pictures.html_report import figure_png
 from convscope.tracking.lifecycle import open_parent_run, tracked_run
 from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.analysis.probes import chance_accuracy
-from convscope.tracking.stores import Stores, open_tracker
+from convscope.tracking.stores import Stores
 from convscope.train.config import RunConfig, flatten
 from convscope.train.errors import ConfigError
 from convscope.train.model import max_depth as largest_depth
 from convscope.train.model import validate
 from convscope.train.prepared import Prepared
-from convscope.train.run import execute, prepare
+from convscope.train.run import RunTracking, prepare, train_tracked
 
 
 @dataclass(frozen=True)
@@ -181,20 +181,15 @@ def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fol
               parent: MlflowTracker | None, echo: Callable[[str], None], outcome: Outcome) -> float:
     """Train one fold quietly as a child run, add its results to ``outcome``; its final validation accuracy."""
     tracking = prepared.config.tracking
-    tracker = open_tracker(
-        prepared.stores, tracking.experiment, prepared.run_name,
-        mlflow=tracking.mlflow, tensorboard=tracking.tensorboard,
-        parent_run_id=parent.run_id if parent else None,
-        tensorboard_dir=prepared.stores.layout.tensorboard_run(tracking.experiment, settings.name,
-                                                               f"{variant.slug}-fold{fold}"),
-        tags={"convscope.kind": "depth-fold", "depth.study": settings.name, "depth.variant": variant.label,
-              "depth.blocks": str(variant.blocks), "depth.fold": str(fold)},
-    )
     started = time.perf_counter()
     try:
-        with tracked_run(tracker, prepared.run_name):
-            result = execute(prepared, tracker, progress=False, echo=lambda line: None,
-                             compared=("folds", "fold"))
+        result, tracker = train_tracked(prepared, RunTracking(
+            parent_run_id=parent.run_id if parent else None,
+            tensorboard_dir=prepared.stores.layout.tensorboard_run(tracking.experiment, settings.name,
+                                                                   f"{variant.slug}-fold{fold}"),
+            tags={"convscope.kind": "depth-fold", "depth.study": settings.name, "depth.variant": variant.label,
+                  "depth.blocks": str(variant.blocks), "depth.fold": str(fold)},
+        ), progress=False, echo=lambda line: None, compared=("folds", "fold"))
     finally:
         release_memory()
     accuracy = float(result.final["val/accuracy"])

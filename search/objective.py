@@ -16,7 +16,7 @@ plugin). Outcomes:
   FAIL with the user attribute ``stopped_by_budget``, the MLflow run KILLED with the reason in
   ``convscope.killed``, and ``TimeBudgetSpent`` goes on to stop the worker (``search.budget``).
 
-The run is opened and closed through ``tracking.lifecycle.tracked_run``.
+The run is opened and closed by ``train.run.train_tracked``, the one run lifecycle.
 """
 
 from __future__ import annotations
@@ -34,15 +34,14 @@ from convscope.search.budget import STOPPED_ATTR, TimeBudgetSpent, spent
 from convscope.search.size_limit import over_budget
 from convscope.search.space import SearchSpace, config_keys, suggest
 from convscope.search.storage import StudyStorage
-from convscope.tracking.base import RunStatus
-from convscope.tracking.lifecycle import tracked_run
+from convscope.tracking.base import RunStatus, Tracker
 from convscope.tracking.orphans import KILLED_TAG
-from convscope.tracking.stores import Stores, open_tracker, resolve_stores
+from convscope.tracking.stores import Stores, resolve_stores
 from convscope.tracking.secrets import without_password
 from convscope.train.config import MACHINE_SETTINGS, RunConfig, to_dict
 from convscope.train.errors import NonFiniteLossError
 from convscope.train.memory import release_memory
-from convscope.train.run import execute, prepare
+from convscope.train.run import RunTracking, prepare, train_tracked
 
 METRICS = {"val/accuracy": "maximize", "val/loss": "minimize", "val/accuracy_tta": "maximize", "val/loss_tta": "minimize"}
 """What a study may optimise, and which way; the ``_tta`` ones need ``--tta`` (flip test-time augmentation)."""
@@ -121,16 +120,7 @@ class Objective:
             optim=dataclasses.replace(config.optim, device=self.device),
         )
         prepared = prepare(config, echo=lambda line: None, progress=False)
-        stores = prepared.stores
         tb_dir = settings.study_tensorboard_dir() / f"trial-{trial.number:04d}"
-        tracker = open_tracker(  # named shortly in MLflow: its runs table shows ~20 characters of a name
-            stores, config.tracking.experiment, f"trial-{trial.number:04d}",
-            mlflow=config.tracking.mlflow, tensorboard=config.tracking.tensorboard,
-            parent_run_id=settings.parent_run_id, tensorboard_dir=tb_dir,
-            hparams={**trial.params, "trial": trial.number},
-            tags={"optuna.study": settings.study_name, "optuna.trial": str(trial.number), "convscope.kind": "trial"},
-        )
-
         stopped: list[str] = []  # why the budget stopped the trial, once it has
 
         def on_epoch_end(epoch: int, metrics: Mapping[str, float]) -> None:
@@ -145,33 +135,39 @@ class Objective:
         def final_tags(status: RunStatus) -> dict[str, str]:
             return {"optuna.state": OPTUNA_STATE[status], **({KILLED_TAG: stopped[0]} if stopped else {})}
 
+        def record_links(tracker: Tracker) -> None:
+            links = tracker.links()
+            for key in ("mlflow_run_id", "mlflow_run_url", "mlflow_tracking_uri"):
+                if key in links:  # the study's storage is no place for a password
+                    trial.set_user_attr(key, without_password(links[key]))
+            trial.set_user_attr("tensorboard_dir", str(tb_dir))
+            if "mlflow_artifact_uri" in links:
+                trial.set_user_attr("activations", links["mlflow_artifact_uri"].rstrip("/") + "/activations")
+
+        tracking = RunTracking(  # named shortly in MLflow: its runs table shows ~20 characters of a name
+            name=f"trial-{trial.number:04d}", shown=name, parent_run_id=settings.parent_run_id,
+            tensorboard_dir=tb_dir, hparams={**trial.params, "trial": trial.number},
+            tags={"optuna.study": settings.study_name, "optuna.trial": str(trial.number), "convscope.kind": "trial"},
+            pruned=(optuna.TrialPruned, torch.OutOfMemoryError), final_tags=final_tags,  # out of memory: pruned
+        )
         try:
-            with tracked_run(tracker, name, pruned=(optuna.TrialPruned,),
-                             final_tags=final_tags):
-                links = tracker.links()
-                for key in ("mlflow_run_id", "mlflow_run_url", "mlflow_tracking_uri"):
-                    if key in links:  # the study's storage is no place for a password
-                        trial.set_user_attr(key, without_password(links[key]))
-                trial.set_user_attr("tensorboard_dir", str(tb_dir))
-                if "mlflow_artifact_uri" in links:
-                    trial.set_user_attr("activations", links["mlflow_artifact_uri"].rstrip("/") + "/activations")
-                try:
-                    result = execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=False,
-                                     echo=lambda line: None, compared=config_keys(trial.params))
-                except optuna.TrialPruned as pruned:
-                    trial.set_user_attr("pruned_reason", str(pruned))
-                    raise
-                except torch.OutOfMemoryError as error:
-                    reason = f"CUDA out of memory: {str(error).splitlines()[0]}"
-                    trial.set_user_attr("pruned_reason", reason)
-                    raise optuna.TrialPruned(reason) from None
-                except NonFiniteLossError as error:
-                    trial.set_user_attr("error", str(error))
-                    raise
-                except Exception as error:
-                    trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-                    raise
-                return result.final[settings.metric]
+            try:
+                result, _ = train_tracked(prepared, tracking, on_open=record_links, on_epoch_end=on_epoch_end,
+                                          progress=False, echo=lambda line: None, compared=config_keys(trial.params))
+            except optuna.TrialPruned as pruned:
+                trial.set_user_attr("pruned_reason", str(pruned))
+                raise
+            except torch.OutOfMemoryError as error:
+                reason = f"CUDA out of memory: {str(error).splitlines()[0]}"
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason) from None
+            except NonFiniteLossError as error:
+                trial.set_user_attr("error", str(error))
+                raise
+            except Exception as error:
+                trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+                raise
+            return result.final[settings.metric]
         finally:
             del prepared
             release_memory()

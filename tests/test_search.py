@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 import convscope.search.objective
 
 from convscope import search
+from convscope.train import run as train_run
 from e2e_helpers import convscope
 from convscope.cli.main import build_parser
 from convscope.cli.search_cmd import build_settings
@@ -104,7 +105,7 @@ def test_a_study_can_optimise_the_flip_tta_accuracy(tmp_path: Path) -> None:
 
 
 def test_out_of_memory_and_nan_leave_the_study_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_execute = search.objective.execute
+    real_execute = train_run.execute
     calls = {"n": 0}
 
     def flaky_execute(prepared, tracker, **kwargs):  # type: ignore[no-untyped-def]
@@ -115,7 +116,7 @@ def test_out_of_memory_and_nan_leave_the_study_running(tmp_path: Path, monkeypat
             raise NonFiniteLossError("training loss became nan in epoch 1/2; lower --lr or check the data")
         return real_execute(prepared, tracker, **kwargs)
 
-    monkeypatch.setattr(search.objective, "execute", flaky_execute)
+    monkeypatch.setattr(train_run, "execute", flaky_execute)  # what train_tracked calls
     runs = tmp_path / "runs"
     # --trials counts finished trials: the OOM trial (pruned) and the good one; the NaN failure does not count
     study = run_study(settings_for(runs, "--trials", "2", "--pruner", "none"), echo=lambda line: None)
@@ -133,7 +134,7 @@ def test_three_identical_failures_stop_the_study(tmp_path: Path, monkeypatch: py
     def broken(prepared, tracker, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(search.objective, "execute", broken)
+    monkeypatch.setattr(train_run, "execute", broken)
     with pytest.raises(StudyStopped, match="disk full"):
         run_study(settings_for(tmp_path / "runs", "--trials", "10"), echo=lambda line: None)
     study = load(tmp_path / "runs")

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -307,6 +308,45 @@ def analysis_order(config: RunConfig, val_count: int) -> torch.Tensor:
     return torch.randperm(val_count, generator=gen)[:count]
 
 
+@dataclass(frozen=True)
+class RunTracking:
+    """How a training run is tracked: what ``open_tracker`` needs beyond the run's own config and
+    what ``tracked_run`` needs to close it. ``name`` (default: the prepared run's name) is the run's
+    name in MLflow; ``shown`` the name the end-of-run line uses (default: ``name``)."""
+
+    name: str = ""
+    shown: str = ""
+    parent_run_id: str | None = None
+    resume_run_id: str | None = None
+    tensorboard_dir: Path | None = None
+    hparams: Mapping[str, Any] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    pruned: tuple[type[BaseException], ...] = ()
+    final_tags: Callable[[Any], Mapping[str, str]] | None = None
+    note: str = ""
+    where: str | None = None
+
+
+def train_tracked(prepared: Prepared, tracking: RunTracking, *, on_open: Callable[[Tracker], None] | None = None,
+                  **execute_options: Any) -> tuple[RunResult, Tracker]:
+    """The one run lifecycle of every training run (a ``convscope train`` run, a study's trial, a
+    depth study's fold): open its tracker (a child run when ``tracking.parent_run_id`` is given),
+    call ``on_open`` with it, ``execute`` with ``execute_options``, and close it with the status
+    the run earned on every exit path (``tracking.lifecycle.tracked_run``)."""
+    settings = prepared.config.tracking
+    name = tracking.name or prepared.run_name
+    tracker = open_tracker(
+        prepared.stores, settings.experiment, name, mlflow=settings.mlflow, tensorboard=settings.tensorboard,
+        parent_run_id=tracking.parent_run_id, resume_run_id=tracking.resume_run_id,
+        tensorboard_dir=tracking.tensorboard_dir, hparams=tracking.hparams, tags=dict(tracking.tags),
+    )
+    with tracked_run(tracker, tracking.shown or name, pruned=tracking.pruned, final_tags=tracking.final_tags,
+                     note=tracking.note, where=tracking.where):
+        if on_open is not None:
+            on_open(tracker)
+        return execute(prepared, tracker, **execute_options), tracker
+
+
 def run(
     config: RunConfig,
     *,
@@ -326,20 +366,20 @@ def run(
     prepared: Prepared | None = None
     try:
         prepared = prepare(config, resume=resume, echo=echo, progress=progress)
-        tracking = prepared.config.tracking
         resume_run_id = None
         if resume is not None:
             resume_run_id = resume.extra.get("links", {}).get("mlflow_run_id")
-        tracker = open_tracker(
-            prepared.stores, tracking.experiment, prepared.run_name,
-            mlflow=tracking.mlflow, tensorboard=tracking.tensorboard, resume_run_id=resume_run_id,
-            tags={"convscope.kind": "train"},
-        )
-        links = tracker.links()
-        echo(f"run {prepared.run_name} on {prepared.device}: " + ", ".join(f"{k} {v}" for k, v in sorted(links.items())))
-        with tracked_run(tracker, prepared.run_name, note="completed epochs stay browsable",
-                         where=str(prepared.stores.runs_dir) if prepared.stores.embedded else None):
-            return execute(prepared, tracker, on_epoch_end=on_epoch_end, progress=progress, echo=echo)
+        ready = prepared
+
+        def announce(tracker: Tracker) -> None:
+            links = tracker.links()
+            echo(f"run {ready.run_name} on {ready.device}: " + ", ".join(f"{k} {v}" for k, v in sorted(links.items())))
+
+        result, _ = train_tracked(prepared, RunTracking(
+            resume_run_id=resume_run_id, tags={"convscope.kind": "train"}, note="completed epochs stay browsable",
+            where=str(prepared.stores.runs_dir) if prepared.stores.embedded else None,
+        ), on_open=announce, on_epoch_end=on_epoch_end, progress=progress, echo=echo)
+        return result
     except Exception as error:
         stores = prepared.stores if prepared is not None else None
         converted = store_error(error, config.tracking.runs_dir, "--runs-dir", note=_checkpoint_note(prepared),
