@@ -1,6 +1,6 @@
 """Compare runs' stored activations: CKA between layers, linear probes, statistics.
 
-Input is one activation folder per run in the :mod:`tracking.activations`
+Input is one activation folder per run in the :mod:`pictures.activations`
 format (``epoch_NNNN`` probe pairs and an optional ``analysis`` pair), loaded
 with :func:`load_run_activations`. :func:`compare_runs` computes
 
@@ -13,11 +13,11 @@ with :func:`load_run_activations`. :func:`compare_runs` computes
   share the set; for older artifacts without those fields, equal labels are the
   check), else the probes when their probe ids are equal; else the pair is skipped
   (a note);
-- per-layer linear-probe accuracy on the analysis set (:mod:`tracking.probes`)
+- per-layer linear-probe accuracy on the analysis set (:mod:`analysis.probes`)
   with the gain over the previous layer (the first layer's gain is over chance);
 - the per-layer activation statistics, side by side.
 
-:mod:`tracking.compare_report` turns a :class:`Comparison` into figures, a
+:mod:`analysis.compare_report` turns a :class:`Comparison` into figures, a
 self-contained HTML report with CSVs, and plain words; the thresholds behind the words are
 the module constants below.
 """
@@ -88,7 +88,7 @@ def load_run_activations(
 
     ``stats`` come from ``metrics`` (flat ``act_*/layer`` keys, e.g. the run's
     logged metrics) when given, else are recomputed from the loaded probe
-    activations with :func:`tracking.stats.activation_statistics`. Raises
+    activations with :func:`pictures.stats.activation_statistics`. Raises
     ValueError naming ``folder`` when it holds no complete ``epoch_NNNN`` pair.
     """
     folder = Path(folder)

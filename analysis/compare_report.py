@@ -1,4 +1,4 @@
-"""A :class:`tracking.compare.Comparison` as figures, a self-contained HTML report with CSVs, and plain words."""
+"""A :class:`analysis.compare.Comparison` as figures, a self-contained HTML report with CSVs, and plain words."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
 
 def write_report(c: Comparison, folder: Path, figures: Mapping[str, Figure], *,
                  map_sizes: MapSizes | None = None) -> list[Path]:
-    """Write ``report.html`` (self-contained: every figure embedded, see :mod:`tracking.html_report`),
+    """Write ``report.html`` (self-contained: every figure embedded, see :mod:`pictures.html_report`),
     the figures as ``<key>.png``, and ``cka_within.csv``, ``cka_across.csv`` and ``linear_probes.csv``
     (long format, one row per layer / layer pair) into ``folder`` (created). ``map_sizes``
     (:func:`probe_map_sizes`) lets the statistics table say ``n/a (3×3)`` where maps are too small

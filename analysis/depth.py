@@ -5,7 +5,7 @@ time, or the last 1 … n together) every fold is one ordinary training run (``t
 on the same seeded stratified folds, tracked as an MLflow child run of one parent
 run. The parent gets the table, the accuracy-vs-depth figure with error bars and the
 one-standard-error recommendation (or why there is none), together in ``depth/report.html``
-(``search.depth_report``, verdict from ``search.depth_verdict``), and every fold's numbers in
+(``analysis.depth_report``, verdict from ``analysis.depth_verdict``), and every fold's numbers in
 ``depth/results.json``. With ``prune_folds`` each variant is one Optuna trial
 reporting its per-fold accuracy (step = fold), and
 ``WilcoxonPruner`` stops a variant that is clearly worse than the best so far

@@ -6,7 +6,7 @@ Contract:
 - ``report_html`` is one self-contained page (figure embedded, no external resources)
   that MLflow's artifact viewer shows inline.
 - The verdict itself (the one-standard-error rule, ties, the training checks) is
-  :mod:`search.depth_verdict`.
+  :mod:`analysis.depth_verdict`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def table_csv(rows: Sequence[dict[str, str]]) -> str:
 
 def report_html(title: str, verdict: Verdict, rows: Sequence[dict[str, str]], figure_png: bytes,
                 facts: Sequence[tuple[str, str]]) -> str:
-    """The self-contained HTML report (:mod:`tracking.html_report`): ``title``, the verdict's
+    """The self-contained HTML report (:mod:`pictures.html_report`): ``title``, the verdict's
     sentence, the accuracy figure (PNG bytes, embedded), the table of ``rows`` and ``facts``
     (label, value) about the study's settings."""
     ablation = any(row["drop_mean"] for row in rows)

@@ -11,7 +11,7 @@ Contract:
   variant with the fewest blocks whose mean is at least the best mean minus the best's
   standard error (Breiman et al. 1984; Hastie et al., ESL §7.10). Every variant within that
   band is *tied* with the best, and a recommendation out of a tie says so.
-- ``recommend`` first checks the training behind the verdict (:mod:`tracking.verdicts`): every
+- ``recommend`` first checks the training behind the verdict (:mod:`analysis.verdicts`): every
   variant that ran must have stopped improving, and the best variant (the full network, in an
   ablation) must have learned. Otherwise it recommends nothing and says what to run.
 - ``drop`` is the paired per-fold accuracy lost by a variant against the full network:
@@ -81,7 +81,7 @@ class Outcome:
 
     @property
     def training(self) -> Training:
-        """The folds pooled, for the checks of :mod:`tracking.verdicts`."""
+        """The folds pooled, for the checks of :mod:`analysis.verdicts`."""
         curves = self.curves or [[a] for a in self.accuracies]
         images = self.images or [0] * len(curves)
         return pooled(self.variant.label, curves, images, self.chance)

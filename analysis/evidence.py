@@ -1,7 +1,7 @@
 """One run's answers to the three questions, with the evidence per layer side by side.
 
-Input: a run's activations (:class:`tracking.compare.RunActivations`), its training record
-(:class:`tracking.verdicts.Training`), and, where they exist, an ablation of the run (accuracy
+Input: a run's activations (:class:`analysis.compare.RunActivations`), its training record
+(:class:`analysis.verdicts.Training`), and, where they exist, an ablation of the run (accuracy
 lost when a block is bypassed, mean ± SE over folds) and a depth study on the same data.
 :func:`explain` returns an :class:`Explanation`:
 

@@ -1,4 +1,4 @@
-"""An :class:`tracking.evidence.Explanation` as one self-contained HTML page and a short console text."""
+"""An :class:`analysis.evidence.Explanation` as one self-contained HTML page and a short console text."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 started with their own defaults (``mlflow ui``: 4 web workers and MLflow's server-side job execution;
 ``tensorboard``; ``optuna-dashboard``), on the same runs folder, in the same run.
 
-Every process is found by an environment token (``tracking.process_table``), so helpers that left
+Every process is found by an environment token (``servers.process_table``), so helpers that left
 their parent's group are counted too. RSS counts shared pages once per process; PSS splits them.
 
     python benchmarks/server_memory.py [--settle 20]

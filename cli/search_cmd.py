@@ -13,10 +13,11 @@ from convscope.cli.setting_flags import add_config_flags, add_setting_flags, set
 from convscope.search.space import SPEC_SYNTAX, SearchSpace
 from convscope.train.config import RunConfig, build_config
 from convscope.train.errors import ConfigError
+from convscope.cli.setting_flags import field_comments
+from convscope.search.space import OPTIONAL_RANGES, SETTINGS, WORDS, SearchSpace
+from convscope.search.spec import format_spec
 
-SPACE_FLAGS = ("depth", "widths", "base_width", "growth", "layer_width", "dropout", "lr", "weight_decay", "batch_size",
-               "image_size", "max_params", "head", "head_activation", "label_smoothing")
-EXCLUDED = ("run_name", *SPACE_FLAGS)  # trials are named by the study; the space flags take a range
+EXCLUDED = ("run_name", *SETTINGS)  # trials are named by the study; the space flags take a range
 
 
 class _DefaultTrials(int):
@@ -37,6 +38,16 @@ examples:
 """
 
 
+def search_flag_help(name: str) -> str:
+    """A search flag's help: the ``SearchSpace`` field's comment and its default spec."""
+    default = getattr(SearchSpace(), name)
+    shown = "the run's value" if default is None else format_spec(default)
+    shown += "the largest depth that fits" if shown.endswith("..") else ""
+    on = OPTIONAL_RANGES.get(name) or WORDS.get(name)
+    asked = f"; on = {format_spec(on).lower()}" if default is None and on is not None else ""
+    return f"{field_comments(SearchSpace).get(name, '')} (default: {shown}{asked})"
+
+
 def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "search",
@@ -50,26 +61,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     space = parser.add_argument_group("search space (a spec per parameter; see below)")
-    specs = (
-        ("--depth", "conv blocks (default: 1..the largest depth that fits)"),
-        ("--widths", "growth: width as base width × growth (default); per-layer: one width per block (sampled "
-         "together with TPESampler(group=True)); or fixed widths such as 16,32,64"),
-        ("--base-width", "channels of conv1 (default: 8..64, log)"),
-        ("--growth", "channel multiplier per block (default: 1.0..2.5)"),
-        ("--layer-width", "each block's width with --widths per-layer (default: 8,16,32,64,128,256)"),
-        ("--dropout", "Dropout2d after every block (default: 0.0..0.5)"),
-        ("--lr", "peak learning rate (default: 1e-3..3e-2:log; off = the run's value)"),
-        ("--weight-decay", "AdamW weight decay (default: 1e-5..1e-2:log; off = the run's value)"),
-        ("--batch-size", "batch size (default: the run's value; on = 32,64,128,256)"),
-        ("--image-size", "input side in pixels (default: the run's value, 64; e.g. 64,96 searches it)"),
-        ("--head", "flatten (the seed's head), gap (global average pool) or flatten,gap to search both "
-         "(default: the run's value, flatten)"),
-        ("--head-activation", "a ReLU between the head's linears: true, false, or true,false to search it "
-         "(default: the run's value, false)"),
-        ("--label-smoothing", "of the training loss (default: the run's value, 0; on = 0.0..0.2)"),
-        ("--max-params", "parameter budget: a sampled network above it is pruned before it trains "
-         "(default: 2000000; off = none)"),
-    )
+    specs = [(f"--{name.replace('_', '-')}", search_flag_help(name)) for name in SETTINGS]
     for flag, help_text in specs:
         action = space.add_argument(flag, dest=f"space.{flag[2:].replace('-', '_')}", metavar="SPEC",
                                     default=argparse.SUPPRESS, help=help_text)

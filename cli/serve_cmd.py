@@ -2,7 +2,7 @@
 
 This is what each long-running service of docker-compose.yml runs, and what the
 process-level stack tests run; outside Docker it starts the same server on any host.
-The command line is built by ``tracking.servers`` (shared with ``convscope ui``) and
+The command line is built by ``servers.servers`` (shared with ``convscope ui``) and
 the server replaces this process (``exec``), so a container's stop signal reaches it.
 
 ``--check`` is the matching health check: one HTTP request to the server's health

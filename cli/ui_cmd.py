@@ -31,7 +31,7 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> None:
 def handle_ui(args: argparse.Namespace) -> int:
     """Start the UIs and wait. Ctrl-C, SIGTERM, SIGHUP (the terminal closed) and the death of the
     process that started this one all stop every server it started (``stop_process_group``); a
-    SIGKILL of this process is handled by each server's guard (``tracking.servers``)."""
+    SIGKILL of this process is handled by each server's guard (``servers.servers``)."""
     from convscope.train.interrupts import end_with_parent, sigterm_as_interrupt
 
     with sigterm_as_interrupt(hangup=True):

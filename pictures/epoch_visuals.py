@@ -7,7 +7,7 @@ saliency grid and the first layer's filters, computes the activation
 statistics, writes the probe activations as a safetensors artifact and sends
 everything to the sinks. Image keys:
 
-- ``feature_maps/<layer>`` — the layer's overview (``tracking.overview``): a few probes ×
+- ``feature_maps/<layer>`` — the layer's overview (``pictures.overview``): a few probes ×
   a fixed set of the layer's most active channels, drawn for a ~256-px thumbnail;
 - ``all_channels/<layer>`` — every channel of the first probe at full resolution;
 - ``saliency`` — for one probe per class: input, gradient saliency, Grad-CAM of every block;
@@ -66,7 +66,7 @@ class EpochVisuals:
         channels: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         """``channels``: each layer's overview channels from an earlier part of this run (a resumed
-        run keeps its columns); None chooses them from the first capture (see ``tracking.overview``)."""
+        run keeps its columns); None chooses them from the first capture (see ``pictures.overview``)."""
         self.tracker = tracker
         self.layers = dict(layers)
         self.probes = probes

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from convscope.search.spec import Choice, FloatRange, IntRange, Spec, format_spec, number, parse_spec, spec_values
-from convscope.train.config import RunConfig
+from convscope.train.config import CHOICES, LIMIT_NOTES, SECTIONS, RunConfig, setting_section
+from convscope.train.config import LIMITS as CONFIG_LIMITS
 from convscope.train.errors import ConfigError
 
 if TYPE_CHECKING:  # optuna is imported when a study runs, not when the command line starts
@@ -34,15 +35,6 @@ if TYPE_CHECKING:  # optuna is imported when a study runs, not when the command 
 
 
 WIDTH_MODES = ("growth", "per-layer")
-# What ``--batch-size on`` (etc.) searches; these are off (the base config's value) unless asked for.
-OPTIONAL_RANGES: dict[str, Spec] = {
-    "lr": FloatRange(1e-3, 3e-2, log=True),
-    "weight_decay": FloatRange(1e-5, 1e-2, log=True),
-    "batch_size": Choice((32, 64, 128, 256)),
-    "label_smoothing": FloatRange(0.0, 0.2),
-}
-WORDS: dict[str, tuple] = {"head": ("flatten", "gap"), "head_activation": (False, True)}
-"""Settings whose values are words, not numbers: one of them fixes it, a comma list (or ``on``) searches."""
 MAX_PARAMS = 2_000_000
 """The default parameter budget of a study's networks: about five times the seed network's
 409,682, room for width 32 with padding 1 (1.6 M), small enough that any trial trains on a CPU."""
@@ -50,37 +42,64 @@ MAX_PARAMS = 2_000_000
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Per setting: a range, a Choice, a fixed value, or None (the base config's value)."""
-    depth: Spec = IntRange(1, None)  # conv blocks; 1 .. the largest depth that fits the input size
+    """Per setting: a range, a Choice, a fixed value, or None (the base config's value). Each field's
+    comment is its search flag's help; a field named like a run setting searches that setting. The
+    fields' order is the order ``suggest`` draws them in (a seeded study's draws depend on it)."""
+    depth: Spec = IntRange(1, None)  # conv blocks
     widths: str | tuple[int, ...] = "growth"  # growth (base_width * growth**i) | per-layer (width_1..width_N) | fixed widths
     base_width: Spec = IntRange(8, 64, log=True)  # channels of conv1 (growth mode)
     growth: Spec = FloatRange(1.0, 2.0)  # channel multiplier from one block to the next (growth mode)
     layer_width: Spec = Choice((8, 16, 32, 64, 128, 256))  # each block's width (per-layer mode)
     dropout: Spec = FloatRange(0.0, 0.5)  # Dropout2d probability after every block
+    head: Spec = None  # classifier head: flatten (the seed's) | gap (global average pool)
+    head_activation: Spec = None  # a ReLU between the head's two linear layers: true | false
     lr: Spec = FloatRange(1e-3, 3e-2, log=True)  # peak learning rate (one-cycle)
+    label_smoothing: Spec = field(default=None, metadata={"on": FloatRange(0.0, 0.2)})  # label smoothing of the training loss
     weight_decay: Spec = FloatRange(1e-5, 1e-2, log=True)  # AdamW weight decay
-    batch_size: Spec = None  # images per step; off unless asked for (--batch-size on = 32,64,128,256)
-    image_size: Spec = None  # input side in pixels; the run's --image-size unless searched (e.g. 64,96)
-    head: Spec = None  # flatten (the seed's) | gap (global average pool); the run's unless searched
-    head_activation: Spec = None  # a ReLU between the head's linears: true | false; the run's unless searched
-    label_smoothing: Spec = None  # of the training loss; off unless asked for (on = 0.0..0.2)
+    batch_size: Spec = field(default=None, metadata={"on": Choice((32, 64, 128, 256))})  # images per step
+    image_size: Spec = None  # input side in pixels (e.g. 64,96)
+    kernel_size: Spec = field(default=None, metadata={"on": Choice((3, 5))})  # conv kernel size
     max_params: Spec = MAX_PARAMS  # networks above this many parameters are pruned before training
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)  # setting -> as the user wrote it
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(SearchSpace) if f.name != "origins")
-INT_SETTINGS = {"depth", "widths", "base_width", "layer_width", "batch_size", "image_size", "max_params"}
+OPTIONAL_RANGES: dict[str, Spec] = {
+    f.name: f.metadata.get("on", f.default) for f in dataclasses.fields(SearchSpace)
+    if "on" in f.metadata}
+"""What ``--NAME on`` searches: a field's ``on`` metadata (those off unless asked for), or its default."""
+SHAPE_SETTINGS = ("image_size", "depth", "widths", "base_width", "growth", "layer_width")
+"""Settings ``suggest`` draws in order, by hand: they decide the network's geometry together."""
 NOT_SAMPLED = ("max_params",)  # a limit on what is sampled, never a trial parameter itself
+PLAIN_SETTINGS = tuple(name for name in SETTINGS if name not in SHAPE_SETTINGS + NOT_SAMPLED)
+"""Settings that are one field of the run config each, drawn alike: a new searchable setting is a
+field of ``SearchSpace`` named like its config field, and nothing else."""
+
+
+def _declared(name: str) -> tuple[str, Any] | None:
+    """The run config's (section, type) of setting ``name``, or None for a search-only setting."""
+    section = setting_section(name)
+    return (section, typing.get_type_hints(SECTIONS[section])[name]) if section else None
+
+
+_AT_LEAST_1: tuple[typing.Callable[[float], bool], str] = (lambda v: v >= 1, "at least 1")
+INT_SETTINGS = {"depth", "widths", "layer_width", "max_params"} | {
+    name for name in SETTINGS if (_declared(name) or (None, None))[1] is int}
+WORDS: dict[str, tuple] = {
+    name: (False, True) if kind is bool else CHOICES[(section, name)]
+    for name in SETTINGS if (found := _declared(name)) is not None
+    for section, kind in [found] if kind is bool or (section, name) in CHOICES}
+"""Settings whose values are words, not numbers: one of them fixes it, a comma list (or ``on``) searches."""
 LIMITS: dict[str, tuple[typing.Callable[[float], bool], str]] = {
-    **dict.fromkeys(("depth", "widths", "base_width", "layer_width", "image_size", "max_params"),
-                    (lambda v: v >= 1, "at least 1")),
-    "batch_size": (lambda v: v >= 2, "at least 2 (BatchNorm needs two images per step)"),
-    "growth": (lambda v: v > 0, "above 0"),
-    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "lr": (lambda v: v > 0, "above 0"),
-    "weight_decay": (lambda v: v >= 0, "at least 0"),
-    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    **dict.fromkeys(("depth", "widths", "layer_width", "max_params"), _AT_LEAST_1),
+    **{name: (CONFIG_LIMITS[(section, name)][0], CONFIG_LIMITS[(section, name)][1]
+              + (f" ({LIMIT_NOTES[(section, name)]})" if (section, name) in LIMIT_NOTES else ""))
+       for name in SETTINGS if name not in WORDS and (found := _declared(name)) is not None
+       for section in [found[0]] if (section, name) in CONFIG_LIMITS},
 }
+"""What a searched value must be: the run config's own limit of the setting (``train.config.LIMITS``)."""
+
+
 SPEC_SYNTAX = """\
 search settings (flags, or the search: section of --config):
   2..6  whole numbers       2..  up to the largest depth that fits    16..128:step=16  in steps
@@ -107,7 +126,8 @@ def config_keys(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfig) -> RunConfig:
-    """``base`` with depth, widths, dropout, lr, weight_decay and batch_size drawn from ``space``.
+    """``base`` with every setting ``space`` searches drawn: the shape settings by hand, in order
+    (``SHAPE_SETTINGS``), then every other one into its config field (``PLAIN_SETTINGS``).
 
     The only function that calls ``trial.suggest_*``. The result passes ``train.model.validate``.
     """
@@ -136,15 +156,16 @@ def suggest(trial: optuna.Trial | FixedTrial, space: SearchSpace, base: RunConfi
     else:
         shape = {"widths": (), "base_width": draw("base_width", space.base_width, model.base_width),
                  "growth": draw("growth", space.growth, model.growth)}
-    model = replace(model, depth=depth, dropout=draw("dropout", space.dropout, model.dropout),
-                    head=draw("head", space.head, model.head),
-                    head_activation=draw("head_activation", space.head_activation, model.head_activation), **shape)
-    optim = replace(optim, lr=draw("lr", space.lr, optim.lr),
-                    label_smoothing=draw("label_smoothing", space.label_smoothing, optim.label_smoothing),
-                    weight_decay=draw("weight_decay", space.weight_decay, optim.weight_decay),
-                    batch_size=draw("batch_size", space.batch_size, optim.batch_size))
+    model = replace(model, depth=depth, **shape)
+    sections = {"model": model, "data": base.data, "optim": optim}
+    for name in PLAIN_SETTINGS:
+        section = setting_section(name)
+        assert section in sections, f"search setting {name} is no model, data or optim setting"
+        sections[section] = replace(sections[section], **{name: draw(name, getattr(space, name),
+                                                                     getattr(sections[section], name))})
+    model, optim = sections["model"], sections["optim"]
     validate(model)
-    return replace(base, model=model, optim=optim)
+    return replace(base, model=model, data=sections["data"], optim=optim)
 
 
 def config_from_params(params: dict[str, Any], space: SearchSpace, base: RunConfig) -> RunConfig:
@@ -168,6 +189,8 @@ def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
     _check(space)
     if space.image_size is not None:  # every depth searched must fit the smallest input searched
         base = replace(base, model=replace(base.model, image_size=min(spec_values(space.image_size))))
+    if space.kernel_size is not None:  # … and the largest kernel searched
+        base = replace(base, model=replace(base.model, kernel_size=max(spec_values(space.kernel_size))))
     fits, side, depth = max_depth(base.model), base.model.image_size, space.depth
     if isinstance(space.widths, tuple):
         if depth not in (None, len(space.widths), SearchSpace.depth):  # the default depth follows
@@ -226,8 +249,8 @@ def describe(space: SearchSpace) -> str:
     widths = ([("widths", space.widths)] if isinstance(space.widths, tuple) else
               [("width_1..N", space.layer_width)] if space.widths == "per-layer" else
               [("base_width", space.base_width), ("growth", space.growth)])
-    names = ("dropout", "lr", "weight_decay", "batch_size", "image_size", "head", "head_activation", "label_smoothing")
-    rows = [("depth", space.depth), *widths, *((n, getattr(space, n)) for n in names)]
+    rows = [("depth", space.depth), *widths, ("image_size", space.image_size),
+            *((n, getattr(space, n)) for n in PLAIN_SETTINGS)]
     budget = (f"  networks of more than {space.max_params:,} parameters are pruned before training (--max-params)"
               if space.max_params is not None else "  no parameter budget (--max-params off)")
     return "\n".join(["search space (Optuna parameter: values):",

@@ -40,7 +40,7 @@ UI_MLFLOW_WORKERS = 1
 
 GUARD_GRACE_SECONDS = 5.0
 
-_GUARD = """# convscope: the guard of one server process group (tracking.servers)
+_GUARD = """# convscope: the guard of one server process group (servers.servers)
 import os, select, signal, sys, time
 pipe, group = int(sys.argv[1]), int(sys.argv[2])
 signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,6 +1,6 @@
 """Servers leave nothing behind: ``convscope ui`` stopped every way a person or a machine stops it,
 and servers a test run starts when that run is killed. Each check marks the environment of what it
-starts with a unique token and walks the whole process table for it (``tracking.process_table``):
+starts with a unique token and walks the whole process table for it (``servers.process_table``):
 a process that changed its session, its group or its parent is still found."""
 
 from __future__ import annotations

@@ -205,6 +205,13 @@ def _one_of(choices: tuple[str, ...]) -> Limit:
     return (lambda v: v in choices), f"one of {', '.join(choices)}"
 
 
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("model", "pool"): POOLS, ("model", "head"): HEADS, ("optim", "schedule"): SCHEDULES,
+    ("optim", "precision"): PRECISIONS, ("optim", "cuda_graph"): GRAPH_MODES,
+}
+"""(section, field) -> the words a text setting takes."""
+
+
 _NOT_EMPTY: Limit = (lambda v: bool(v.strip())), "a non-empty text"
 
 # (section, field) -> (test, what it must be); a tuple field's test applies to every item
@@ -217,8 +224,8 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("model", "kernel_size"): _at_least(1),
     ("model", "stride"): _at_least(1),
     ("model", "padding"): _at_least(0),
-    ("model", "pool"): _one_of(POOLS),
-    ("model", "head"): _one_of(HEADS),
+    ("model", "pool"): _one_of(CHOICES[("model", "pool")]),
+    ("model", "head"): _one_of(CHOICES[("model", "head")]),
     ("model", "head_hidden"): _at_least(0),
     ("model", "bypass"): _at_least(1),
     ("model", "image_size"): _at_least(1),
@@ -239,14 +246,14 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("optim", "batch_size"): _at_least(2),
     ("optim", "lr"): _finite(lambda v: v > 0, "above 0"),
     ("optim", "weight_decay"): _finite(lambda v: v >= 0, "of at least 0"),
-    ("optim", "schedule"): _one_of(SCHEDULES),
+    ("optim", "schedule"): _one_of(CHOICES[("optim", "schedule")]),
     ("optim", "patience"): _at_least(0),
     ("optim", "crop_padding"): _at_least(0),
     ("optim", "label_smoothing"): _finite(lambda v: 0 <= v < 1, "in [0, 1)"),
     ("optim", "seed"): _at_least(0),
     ("optim", "device"): _NOT_EMPTY,
-    ("optim", "precision"): _one_of(PRECISIONS),
-    ("optim", "cuda_graph"): _one_of(GRAPH_MODES),
+    ("optim", "precision"): _one_of(CHOICES[("optim", "precision")]),
+    ("optim", "cuda_graph"): _one_of(CHOICES[("optim", "cuda_graph")]),
     ("tracking", "runs_dir"): _NOT_EMPTY,
     ("tracking", "experiment"): _NOT_EMPTY,
 }
@@ -259,6 +266,12 @@ LIMIT_NOTES: dict[tuple[str, str], str] = {
 }
 
 _KIND_TEXT = {int: "an integer", float: "a number", bool: "true or false", str: "a text"}
+
+
+def setting_section(name: str) -> str | None:
+    """The config section that holds setting ``name`` (field names are unique across sections), or None."""
+    return next((section for section, cls in SECTIONS.items()
+                 if any(f.name == name for f in dataclasses.fields(cls))), None)
 
 
 def setting_label(section: str, name: str) -> str:
