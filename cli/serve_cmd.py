@@ -24,12 +24,11 @@ import json
 import os
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 from convscope.train.errors import ConfigError
+from convscope.tracking.http_probe import probe, reason
 
 DEFAULT_PORTS = {"mlflow": 5000, "tensorboard": 6006, "optuna-dashboard": 8080}
 HEALTH_PATHS = {"mlflow": "/health", "tensorboard": "/data/environment", "optuna-dashboard": "/api/studies"}
@@ -82,13 +81,11 @@ def health_url(service: str, host: str, port: int) -> str:
 
 
 def check(url: str, timeout: float = 5.0) -> tuple[bool, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200, f"HTTP {response.status}"
-    except urllib.error.HTTPError as error:
-        return False, f"HTTP {error.code}"
-    except (urllib.error.URLError, OSError) as error:
-        return False, str(getattr(error, "reason", error))
+    """Whether ``url`` answers 200, and what it answered (``HTTP 503``) or why nothing did."""
+    status, error = probe(url, timeout)
+    if status is None:
+        return False, str(reason(error)) if error is not None else "no answer"
+    return status == 200, f"HTTP {status}"
 
 
 def _required(environ: Mapping[str, str], name: str, what: str) -> str:

@@ -21,10 +21,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from convscope.tracking.http_probe import probe
 
 TENSORBOARD_IMAGE_SAMPLES = 10000
 """Images kept per tag by TensorBoard. Never 0: TensorBoard 2.21 then serves no images."""
@@ -291,13 +291,10 @@ def wait_for_http(
                 f"server for {url} exited with code {proc.returncode} before answering"
                 + _tail(log_path)
             )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-                last_error = f"HTTP {response.status}"
-        except (urllib.error.URLError, OSError) as error:
-            last_error = error
+        status, error = probe(url, timeout=2)
+        if status == 200:
+            return
+        last_error = f"HTTP {status}" if status is not None else error
         if time.monotonic() >= deadline:
             raise RuntimeError(
                 f"{url} did not answer within {timeout:.0f} s (last error: {last_error})"

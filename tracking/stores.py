@@ -329,22 +329,19 @@ def tracking_uri(uri: str, flag: str, *, check: bool = True) -> str:
 
 
 def _check_server(uri: str, flag: str) -> None:
-    import urllib.error
-    import urllib.request
     from urllib.parse import urlsplit, urlunsplit
+
+    from convscope.tracking.http_probe import probe, reason
 
     parts = urlsplit(uri)
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))  # urllib takes no user-info
-    try:
-        with urllib.request.urlopen(bare.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT_SECONDS):
-            pass
-    except urllib.error.HTTPError:
+    status, error = probe(bare.rstrip("/") + "/health", CONNECT_TIMEOUT_SECONDS)
+    if status is not None or error is None:
         return  # it answered
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        problem = connection_problem(reason if isinstance(reason, BaseException) else error)
-        problem = problem.replace("start the database", "start the MLflow server (convscope serve mlflow)")
-        raise ConfigError(f"{flag} {without_password(uri)}: {problem}") from None
+    cause = reason(error)
+    problem = connection_problem(cause if isinstance(cause, BaseException) else error)
+    problem = problem.replace("start the database", "start the MLflow server (convscope serve mlflow)")
+    raise ConfigError(f"{flag} {without_password(uri)}: {problem}") from None
 
 
 def _mlflow_schemes() -> set[str]:

@@ -1,0 +1,25 @@
+"""One question to an HTTP server: did it answer, and with what status. Every health check asks
+through it (the MLflow server a run is sent to, ``convscope serve``'s checks, servers starting up)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+
+def probe(url: str, timeout: float) -> tuple[int | None, BaseException | None]:
+    """Ask ``url`` once: ``(status, None)`` when a server answered, whatever the status (an error
+    status is an answer too), or ``(None, error)`` when none did (refused, unreachable, timed out,
+    a malformed URL)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, None
+    except urllib.error.HTTPError as error:
+        return error.code, None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return None, error
+
+
+def reason(error: BaseException) -> BaseException | str:
+    """What a failed ``probe`` says about the connection (``URLError`` wraps the real cause)."""
+    return getattr(error, "reason", error)
