@@ -15,8 +15,12 @@ from convscope.train.config_file import merge
 from convscope.train.errors import ConfigError
 
 
+MODEL_CONFIG_ARTIFACTS = ("model/artifacts/config.json", "model/config.json")
+"""Where a finished run's config is: in its MLflow model, or (runs made before) beside the weights."""
+
+
 def run_config(command: RunConfig, run_id: str) -> RunConfig:
-    """The RunConfig a run trained: its ``model/config.json`` artifact (a finished run), else its
+    """The RunConfig a run trained: its MLflow model's config (a finished run), else its
     ``config.yaml`` artifact (logged when the run starts)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -33,11 +37,12 @@ def run_config(command: RunConfig, run_id: str) -> RunConfig:
         raise ConfigError(f"--ablate {run_id}: no such run in {stores.mlflow_uri} "
                           f"({str(error).splitlines()[0]})") from None
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, "model/config.json", tmp)
-            return from_dict(json.loads(Path(path).read_text())["config"])
-        except Exception:  # no model artifact (a run that did not finish): the config it started with
-            pass
+        for saved in MODEL_CONFIG_ARTIFACTS:
+            try:
+                path = client.download_artifacts(run_id, saved, tmp)
+                return from_dict(json.loads(Path(path).read_text())["config"])
+            except Exception:  # no model artifact (a run that did not finish): the config it started with
+                pass
         try:
             path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
         except Exception:

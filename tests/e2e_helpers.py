@@ -103,5 +103,6 @@ def check_mlflow_run(run: MlflowRun, tmp: Path, epochs: int = 2) -> None:
         assert tuple(tensors[layer].shape) == (8, *shape), layer
     pooled = load_file(folder / "analysis.safetensors")
     assert tuple(pooled["conv5"].shape) == (64, 256) and tuple(pooled["labels"].shape) == (64,)
-    assert "model.safetensors" in run.artifact_names("model")
+    assert "MLmodel" in run.artifact_names("model")  # an MLflow model: runs:/<id>/model
+    assert {"model.safetensors", "config.json"} <= set(run.artifact_names("model/artifacts"))
     assert f"confusion_matrix_step{epochs:04d}.png" in run.artifact_names("figures")  # at the last epoch

@@ -36,6 +36,7 @@ from convscope.train.images import decode_file
 from convscope.train.errors import ConfigError
 from convscope.train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
 from convscope.train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer, plain_optimizer_state
+from convscope.train.mlflow_model import log_mlflow_model
 from convscope.train.model import ConvNet, build_model, validate
 from convscope.train.prepared import Prepared
 from convscope.train.run_record import run_config, run_facts, run_params
@@ -292,8 +293,8 @@ def _log_final(
     final_dir = checkpoint_dir / "final"
     save_model(final_dir, model, config, {"class_names": list(data.class_names), "normalizer": prepared.normalizer.state()},
                epoch=-1)
-    for path in sorted(final_dir.iterdir()):
-        tracker.log_file(path, "model")
+    example, _ = data.val.take_available(torch.arange(min(2, len(data.val))))
+    log_mlflow_model(tracker, final_dir, example.permute(0, 2, 3, 1).cpu().numpy())
     if len(data.vanished):  # files lost while training: in skipped_files.csv, logged again
         csv_path = data.vanished.csv_path or data.write_skipped_csv(checkpoint_dir / "skipped_files.csv")
         data.vanished.flush()
