@@ -68,6 +68,7 @@ class StudySettings:
     timeout: float | None = None  # this invocation's time budget in seconds (--timeout); None: none
     deadline: float | None = None  # its end as time.time() seconds, the same in every worker process
     started: float | None = None  # time.time() when the invocation started
+    model_name: str = ""  # the Model Registry name of the study's best networks; empty = the study's name
 
     @property
     def direction(self) -> str:

@@ -48,6 +48,7 @@ from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.tracking.orphans import close_orphaned_runs
 from convscope.tracking.stores import Stores
 from convscope.tracking.secrets import mask_secrets
+from convscope.search.registry import CHAMPION, register_study_models
 
 
 def run_study(
@@ -130,7 +131,7 @@ def _run(study: optuna.Study, settings: StudySettings, echo: Callable[[str], Non
             raise StudyStopped(f"stopped: the last trials all failed with the same error: {streak}")
     finally:
         if parent is not None:
-            _report(study, parent, settings, before)
+            _report(study, parent, settings, before, echo)
 
 
 def _close_orphaned_parents(settings: StudySettings, stores: Stores, echo: Callable[[str], None]) -> None:
@@ -205,7 +206,8 @@ def _hparam_domains(settings: StudySettings) -> dict[str, list | None]:
     return recorder.domains | {"trial": None}
 
 
-def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings, before: set[int]) -> None:
+def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings, before: set[int],
+            echo: Callable[[str], None] = print) -> None:
     """Plots (``best_over_time`` among them), this run's wall time and budget stops, the
     best-trials table and the best trial's model, into the parent run."""
     try:
@@ -227,11 +229,12 @@ def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings,
                 parent.log_file(path, "study")
             best = best_trial(study)
             if best is not None and "mlflow_run_id" in best.user_attrs:
-                model_dir = parent.client.download_artifacts(best.user_attrs["mlflow_run_id"], "model", tmp)
-                for path in sorted(Path(model_dir).iterdir()):
-                    parent.log_file(path, "best_model")
-                parent.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs["mlflow_run_id"]})
+                name = settings.model_name or settings.study_name
+                version = register_study_models(parent.client, name, study, settings.metric, settings.direction)
+                parent.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs["mlflow_run_id"],
+                                 "registered_model": f"models:/{name}@{CHAMPION} (version {version})"})
                 parent.log_metrics({f"best/{settings.metric}": float(best.value or 0.0)}, step=0)
+                echo(f"best network: models:/{name}@{CHAMPION} (registered model {name!r}, version {version})")
     except Exception as error:  # the study's results stay in Optuna and the child runs
         print(f"could not write the study report: {error}", file=sys.stderr)
 

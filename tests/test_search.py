@@ -67,7 +67,11 @@ def test_six_trials_two_jobs_nested_runs_and_hparams(tmp_path: Path) -> None:
     parent = client.get_run(parent_id)
     assert parent.data.tags["convscope.kind"] == "study" and parent.info.status == "FINISHED"
     parent_files = {a.path for a in client.list_artifacts(parent_id)}
-    assert {"figures", "study", "best_model"} <= parent_files
+    assert {"figures", "study"} <= parent_files
+    best = study.best_trial
+    assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
+    champion = client.get_model_version_by_alias("convscope-study", "champion")  # the registered best network
+    assert champion.run_id == best.user_attrs["mlflow_run_id"]
     study_dir = runs / "tensorboard" / "convscope" / "convscope-study"
     for trial in study.trials:
         events = plugin_event_accumulator.EventAccumulator(trial.user_attrs["tensorboard_dir"])

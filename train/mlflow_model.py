@@ -2,7 +2,8 @@
 class probabilities for raw photos, with the preprocessing inside.
 
 Contract:
-- ``predict`` takes a uint8 RGB array (N, H, W, 3) or (H, W, 3) of any size, or a pandas DataFrame
+- ``predict`` takes a uint8 RGB array (N, H, W, 3) or (H, W, 3) of any size (integers 0..255 also do:
+  what a JSON request to ``mlflow models serve`` carries), or a pandas DataFrame
   whose ``image`` column holds encoded images (JPEG, PNG, … bytes), and returns a DataFrame of class
   probabilities, one column per class name. An entry that is no readable image raises ValueError
   naming its row.
@@ -79,8 +80,10 @@ def prepare_photos(photos: Any, image_size: int) -> torch.Tensor:
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"photos must be uint8 RGB arrays of shape (N, H, W, 3) or (H, W, 3) "
                          f"(got shape {tuple(array.shape)})")
-    if array.dtype != np.uint8:
-        raise ValueError(f"photos must be uint8 RGB arrays (got {array.dtype})")
+    if array.dtype != np.uint8:  # JSON (a served model's request) carries integers, not uint8
+        if array.dtype.kind not in "iu" or array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(f"photos must be RGB arrays of 0..255 integers, uint8 (got {array.dtype})")
+        array = array.astype(np.uint8)
     return torch.from_numpy(np.stack([decode_array(image, image_size) for image in array]))
 
 
