@@ -12,6 +12,7 @@ import sys
 
 from convscope.cli.compare_cmd import add_compare_parser
 from convscope.cli.depth_cmd import add_depth_parser
+from convscope.cli.evaluate_cmd import add_evaluate_parser
 from convscope.cli.env_flags import PREFIX, EnvFlagError, subcommand_parsers, with_env_flags
 from convscope.cli.explain_cmd import add_explain_parser
 from convscope.cli.search_cmd import add_search_parser
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(subparsers)
     add_depth_parser(subparsers)
     add_explain_parser(subparsers)
+    add_evaluate_parser(subparsers)
     add_ui_parser(subparsers)
     add_serve_parser(subparsers)
     return parser
