@@ -349,18 +349,29 @@ def tensorboard_image_tags(base: str, run: str, expected: set[str], timeout: flo
         time.sleep(1)
 
 
-def tensorboard_drawn_images(page: Any, expected_count: int, timeout_s: float = 60) -> set[tuple[str, str]]:
+def tensorboard_drawn_images(page: Any, expected_count: int, timeout_s: float = 60,
+                             wanted: set[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
     """(run, tag) of every image TensorBoard's open Images tab has drawn, read from the images'
-    blob keys; polled until at least ``expected_count`` are drawn or ``timeout_s`` passes."""
+    blob keys; polled (scrolling down and paging on, since the tab draws cards as they come into
+    view, 12 a page) until at
+    least ``expected_count`` are drawn and every ``wanted`` one was, or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
+    drawn: set[tuple[str, str]] = set()
+    still = 0  # polls in a row that drew nothing new
     while True:
         sources = page.locator("img[src*='individualImage']").evaluate_all(
             "els => els.filter(e => e.complete && e.naturalWidth > 0).map(e => e.getAttribute('src'))")
-        drawn = set()
+        before = len(drawn)
         for src in sources:
             key = urllib.parse.parse_qs(urllib.parse.urlsplit(src).query)["blob_key"][0]
             decoded = json.loads(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))
             drawn.add((decoded[1], decoded[2]))  # a JSON list: [experiment, run, tag, …]
-        if len(drawn) >= expected_count or time.monotonic() > deadline:
+        if (len(drawn) >= expected_count and (wanted or set()) <= drawn) or time.monotonic() > deadline:
             return drawn
+        still = still + 1 if len(drawn) == before else 0
+        page.mouse.wheel(0, 400)
+        next_page = page.get_by_text("Next page", exact=False)
+        if wanted and still >= 4 and next_page.count() and next_page.first.is_enabled():  # 12 cards a page
+            next_page.first.click()
+            still = 0
         page.wait_for_timeout(500)

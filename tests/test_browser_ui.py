@@ -77,10 +77,13 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def trained(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """Run ``a`` and run ``b`` (different dropout), trained side by side into one runs folder."""
-    runs = tmp_path_factory.mktemp("browser") / "runs"
+    """Run ``a`` and run ``b`` (different dropout), and run ``photos`` on a folder of photos under a long
+    path (its name is a param shown on every image card), trained side by side into one runs folder."""
+    root = tmp_path_factory.mktemp("browser")
+    runs = root / "runs"
+    photos = _photo_folder(root / "my photos" / "2026" / "holidays" / "cats and dogs" / "PetImages-sample")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    variants = {"a": [], "b": ["--dropout", "0.2"]}
+    variants = {"a": [], "b": ["--dropout", "0.2"], "photos": ["--data", str(photos)]}
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", "convscope", "train", "--runs-dir", str(runs), "--run-name", name, *TRAIN, *extra],
@@ -97,6 +100,21 @@ def trained(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     run_ids = {r.info.run_name: r.info.run_id for r in client.search_runs([experiment.experiment_id])}
     assert set(run_ids) == set(variants), run_ids
     return Trained(runs, client, experiment.experiment_id, run_ids)
+
+
+def _photo_folder(root: Path) -> Path:
+    """Two class folders of small PNG photos (bright left half: Cat, right half: Dog)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("Cat", "Dog")):
+        (root / name).mkdir(parents=True)
+        for i in range(40):
+            pixels = rng.integers(0, 100, (72, 80, 3), dtype=np.uint8)
+            pixels[:, k * 40:(k + 1) * 40] += 120
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +165,7 @@ def test_feature_map_cards_show_the_whole_image(
     """At the default layout every ``feature_maps/convK`` card shows its whole image, at least
     MIN_IMAGE_WIDTH px wide: inside the card, cut off by no clipping ancestor, covered by nothing."""
     note = _note(screenshots, record_property)
+    failures = _clipped_cards(browser, trained, servers, "photos", screenshots, "photos_")  # a real folder's path
     page = new_page(browser)
     open_model_metrics(page, servers.mlflow, trained.experiment_id, trained.run_ids["a"])
     cards = {}
@@ -162,13 +181,29 @@ def test_feature_map_cards_show_the_whole_image(
     page.wait_for_timeout(500)
     save_screenshot(page, screenshots / "mlflow_card_feature_maps_conv1_fullscreen.png")
     page.keyboard.press("Escape")
-    failures = []
     for key in cards:  # every layer is measured before failing, so the message shows them all
         try:
             assert_image_fully_visible(image_card(page, key), key, MIN_IMAGE_WIDTH)
         except AssertionError as error:
             failures.append(str(error).splitlines()[0])
     assert not failures, "at MLflow's default card size:\n" + "\n".join(failures) + note
+
+
+def _clipped_cards(browser: Any, trained: Trained, servers: UiServers, run: str, screenshots: Path,
+                   prefix: str) -> list[str]:
+    """The feature-map cards of ``run`` whose image is not whole, one line each (screenshots saved)."""
+    page = new_page(browser)
+    open_model_metrics(page, servers.mlflow, trained.experiment_id, trained.run_ids[run])
+    failures = []
+    for layer in LAYERS:
+        key = f"feature_maps/{layer}"
+        card = image_card(page, key)
+        save_screenshot(card, screenshots / f"mlflow_{prefix}card_feature_maps_{layer}.png")
+        try:
+            assert_image_fully_visible(card, f"{run}: {key}", MIN_IMAGE_WIDTH)
+        except AssertionError as error:
+            failures.append(str(error).splitlines()[0])
+    return failures
 
 
 def test_step_slider_changes_the_feature_map(
@@ -201,7 +236,7 @@ def test_tensorboard_serves_every_feature_map_step(
         assert sorted(e["step"] for e in entries) == list(range(EPOCHS + 1)), (tag, entries)
     page = new_page(browser)
     page.goto(servers.tensorboard + "/#images&tagFilter=feature_maps")
-    drawn = tensorboard_drawn_images(page, expected_count=len(expected))
+    drawn = tensorboard_drawn_images(page, expected_count=len(expected), wanted={(run, tag) for tag in expected})
     save_screenshot(page, screenshots / "tensorboard_images.png")
     shown = {tag for shown_run, tag in drawn if shown_run == run}
     assert expected <= shown, f"TensorBoard's Images tab draws {sorted(drawn)}{note}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 import torch
@@ -38,9 +39,23 @@ def run_params(prepared: Prepared, always: tuple[str, ...] = ()) -> dict[str, An
     complete config is ``run_config``; facts about the run are ``run_facts``."""
     settings, preset = _settings(prepared.config), _settings(build_config(prepared.config.preset))
     chosen = [key for key in (*KEY_SETTINGS, *always) if key in settings]
+    unused = _unused(prepared.config)
     chosen += [key for key, value in settings.items()
-               if key not in _NOT_COMPARED and key not in chosen and preset.get(key) != value]
-    return {key: _shown(settings[key]) for key in chosen}
+               if key not in _NOT_COMPARED and key not in chosen and key not in unused and preset.get(key) != value]
+    return {key: _param_value(key, settings[key]) for key in chosen}
+
+
+def _unused(config: RunConfig) -> set[str]:
+    """Settings this run's data makes meaningless (the synthetic data's size for a folder of photos)."""
+    return set() if config.data.data.startswith("synthetic") else {"synthetic_size"}
+
+
+def _param_value(key: str, value: Any) -> Any:
+    """A param as shown above the pictures: a data folder by its name only (a full path took three
+    lines of every image card; it is in the tag ``data.path`` and in ``config.yaml``)."""
+    if key == "data" and isinstance(value, str) and ("/" in value or "\\" in value):
+        return PurePath(value.rstrip("/\\")).name or value
+    return _shown(value)
 
 
 def run_config(config: RunConfig) -> dict[str, Any]:
@@ -56,6 +71,7 @@ def run_facts(prepared: Prepared) -> dict[str, str]:
     data = prepared.data
     return {
         "data.classes": ",".join(f"{i}:{name}" for i, name in enumerate(data.class_names)),
+        "data.path": prepared.config.data.data,
         "data.val_images": str(len(data.val)),
         "data.files": str(data.total_files),
         "data.skipped_files": str(len(data.skipped)),
