@@ -97,12 +97,34 @@ def decode_file(path: str | Path, image_size: int) -> Decoded:
         return _skip(EMPTY, "0 bytes")
     if is_known_non_image(path):
         return _skip(NOT_AN_IMAGE, "system file")
+    return _decode_source(path, image_size)
+
+
+def decode_bytes(data: bytes, image_size: int) -> Decoded:
+    """An encoded image (JPEG, PNG, …) in memory, decoded exactly as ``decode_file`` decodes a file."""
+    if not data:
+        return _skip(EMPTY, "0 bytes")
+    return _decode_source(io.BytesIO(data), image_size)
+
+
+def decode_array(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """An RGB image already in memory (uint8, H×W×3, any size) as training sees it: uint8 3×S×S,
+    resized by the same code as a decoded file."""
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"an image array must be H×W×3 RGB (got shape {tuple(pixels.shape)})")
+    decoded = _decode_open(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB"), image_size)
+    assert decoded.array is not None
+    return decoded.array
+
+
+def _decode_source(source: str | Path | io.BytesIO, image_size: int) -> Decoded:
+    """Open ``source`` (a path or encoded bytes), refuse what is too large, decode (``_decode_open``)."""
     limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             # Over the limit Pillow warns (over twice the limit it raises): both mean "too large".
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
                 if limit is not None and width * height > limit:
                     return _skip(TOO_LARGE, f"{width}x{height} pixels is over the limit of {limit}")
@@ -115,37 +137,6 @@ def decode_file(path: str | Path, image_size: int) -> Decoded:
         return _skip(VANISHED, f"{type(exc).__name__}: {exc}")
     except _BAD_DATA as exc:
         return _skip(UNREADABLE, f"{type(exc).__name__}: {exc}")
-
-
-def decode_bytes(data: bytes, image_size: int) -> Decoded:
-    """An encoded image (JPEG, PNG, …) in memory, decoded exactly as ``decode_file`` decodes a file."""
-    if not data:
-        return _skip(EMPTY, "0 bytes")
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if limit is not None and width * height > limit:
-                    return _skip(TOO_LARGE, f"{width}x{height} pixels is over the limit of {limit}")
-                return _decode_open(image, image_size)
-    except UnidentifiedImageError as exc:
-        return _skip(NOT_AN_IMAGE, str(exc))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return _skip(TOO_LARGE, str(exc))
-    except _BAD_DATA as exc:
-        return _skip(UNREADABLE, f"{type(exc).__name__}: {exc}")
-
-
-def decode_array(pixels: np.ndarray, image_size: int) -> np.ndarray:
-    """An RGB image already in memory (uint8, H×W×3, any size) as training sees it: uint8 3×S×S,
-    resized by the same code as a decoded file."""
-    if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"an image array must be H×W×3 RGB (got shape {tuple(pixels.shape)})")
-    decoded = _decode_open(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB"), image_size)
-    assert decoded.array is not None
-    return decoded.array
 
 
 def _decode_open(image: Image.Image, image_size: int) -> Decoded:
