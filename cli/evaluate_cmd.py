@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from convscope.train.errors import ConfigError
-
-RUN_ID = re.compile(r"[0-9a-f]{32}")
-
+from convscope.cli.model_source import load_network, model_uri
 
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,37 +31,6 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--experiment", default="convscope", help="MLflow experiment of the evaluation run")
     parser.add_argument("--no-log", action="store_true", help="print only: log no evaluation run")
     parser.set_defaults(handler=handle_evaluate)
-
-
-def model_uri(spec: str) -> str:
-    """The MLflow model URI ``MODEL`` names (see ``--help``)."""
-    spec = spec.strip()
-    if not spec:
-        raise ConfigError("MODEL is empty: give a run id, a models:/ URI or a study name")
-    if spec.startswith(("models:/", "runs:/")):
-        return spec
-    if RUN_ID.fullmatch(spec):
-        return f"runs:/{spec}/model"
-    return f"models:/{spec}@champion"
-
-
-def load_network(uri: str, tracking_uri: str) -> Any:
-    """The network of the MLflow model at ``uri``; ConfigError in one line when there is none."""
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except (MlflowException, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        hint = ("a run that is still training or did not finish has no model yet" if uri.startswith("runs:/")
-                else "a study registers its champion when it ends; check the name with MLflow's Models page")
-        raise ConfigError(f"MODEL {uri}: no MLflow model there ({first[:160]}); {hint}") from None
-    network = getattr(model.unwrap_python_model(), "network", None)
-    if network is None:
-        raise ConfigError(f"MODEL {uri}: not a convscope model")
-    return network
 
 
 def handle_evaluate(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from convscope.cli.depth_cmd import add_depth_parser
 from convscope.cli.evaluate_cmd import add_evaluate_parser
 from convscope.cli.env_flags import PREFIX, EnvFlagError, subcommand_parsers, with_env_flags
 from convscope.cli.explain_cmd import add_explain_parser
+from convscope.cli.inspect_cmd import add_inspect_parser
 from convscope.cli.search_cmd import add_search_parser
 from convscope.cli.serve_cmd import add_serve_parser
 from convscope.cli.setting_flags import FIX_LABELS, FixError, expand_fixes
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_depth_parser(subparsers)
     add_explain_parser(subparsers)
     add_evaluate_parser(subparsers)
+    add_inspect_parser(subparsers)
     add_ui_parser(subparsers)
     add_serve_parser(subparsers)
     return parser

@@ -123,6 +123,14 @@ def _header(labels: tuple[str, ...], widths: tuple[int, ...], gaps: tuple[int, .
     return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)
 
 
+def _grid(tiles: Tensor, nrow: int) -> Tensor:
+    """``make_grid`` with black ``TILE_GAP`` padding, also around a single tile (which ``make_grid``
+    returns bare: an overview of one probe and one channel must line up like any other)."""
+    if tiles.shape[0] == 1:
+        return torch.nn.functional.pad(tiles[0], (TILE_GAP,) * 4, value=0)
+    return make_grid(tiles, nrow=nrow, padding=TILE_GAP, pad_value=0)
+
+
 def layer_overview(
     activation: Tensor,
     images: Tensor,
@@ -157,7 +165,9 @@ def layer_overview(
     lut = _lut(colormap)
     if is_small_map(h, w):
         side = MIN_TILE_PX
-        strength = _unit_per_channel(values.mean(dim=(2, 3)), dims=(0,))  # (R, K)
+        # each channel scaled over the probes; one probe alone has nothing to compare with: then the
+        # cells compare the channels with each other
+        strength = _unit_per_channel(values.mean(dim=(2, 3)), dims=(0,) if len(rows) > 1 else (0, 1))  # (R, K)
         cells = lut[_to_index(strength)]  # (R, K, 3)
         tiles = cells[..., None, None].expand(-1, -1, -1, side, STRENGTH_CELL_PX)
         tile_w = STRENGTH_CELL_PX
@@ -167,8 +177,8 @@ def layer_overview(
         tiles = _upscale(lut[_to_index(unit)].permute(0, 1, 4, 2, 3).contiguous(), scale)  # (R, K, 3, h', w')
         side, tile_w = h * scale, w * scale
     r, k = len(rows), len(channels)
-    block = make_grid(tiles.reshape(r * k, 3, side, tile_w), nrow=k, padding=TILE_GAP, pad_value=0)
-    probes = make_grid(_probe_tiles(images.cpu()[row_index], side), nrow=1, padding=TILE_GAP, pad_value=0)
+    block = _grid(tiles.reshape(r * k, 3, side, tile_w), nrow=k)
+    probes = _grid(_probe_tiles(images.cpu()[row_index], side), nrow=1)
     gap = torch.full((3, block.shape[1], INPUT_GAP), 255, dtype=torch.uint8)
     body = torch.cat([probes, gap, block], dim=2)
     header = _header(
