@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from convscope.train.errors import ConfigError
 
@@ -48,6 +49,20 @@ def study_run_ids(runs_dir: Path, study_name: str, storage: str, top: int) -> li
     if not ids:
         raise ConfigError(f"--study {study_name}: no completed trial with an MLflow run yet")
     return ids
+
+
+def _side_by_side_to_tensorboard(stores: Any, experiment: str, name: str, pictures: dict[str, Any]) -> None:
+    """The side-by-side pictures as one TensorBoard run beside the compared runs."""
+    if not pictures:
+        return
+    from convscope.tracking.tensorboard_sink import TensorBoardTracker
+
+    board = TensorBoardTracker(stores.layout.tensorboard_run(experiment, name))
+    try:
+        for key, picture in pictures.items():
+            board.log_image(f"side_by_side/{key}", picture, step=0)
+    finally:
+        board.close()
 
 
 def handle_compare(args: argparse.Namespace) -> int:
@@ -93,6 +108,12 @@ def handle_compare(args: argparse.Namespace) -> int:
             chance = chance_accuracy(run.labels) if run.labels is not None else 0.5
             comparison.training[run.run_id] = Training(run.name, record.curve, record.val_images, chance)
         figures = comparison_figures(comparison)
+        from mlflow import MlflowClient
+
+        from convscope.analysis.side_by_side import probes_problem, run_pictures, side_by_side
+
+        drawn = [run_pictures(MlflowClient(stores.mlflow_uri), run.run_id) for run in runs]
+        pictures, different_probes = side_by_side(drawn), probes_problem(drawn)
         report_dir = Path(tmp) / "report"
         files = write_report(comparison, report_dir, figures, map_sizes=probe_map_sizes(runs))
         name = f"compare-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -103,8 +124,15 @@ def handle_compare(args: argparse.Namespace) -> int:
                 tracker.log_params({"compare.runs": ",".join(run_ids), "compare.folds": args.folds})
                 for path in files:
                     tracker.log_file(path, "report")
+                for key, picture in pictures.items():  # one card per layer in MLflow, one image tag in TensorBoard
+                    tracker.log_image(f"side_by_side/{key}", picture, step=0)
+            _side_by_side_to_tensorboard(stores, args.experiment, name, pictures)
     for line in summary_lines(comparison):
         print(line)
+    if pictures:
+        print(f"side by side: {len(pictures)} pictures (side_by_side/feature_maps/convK, side_by_side/saliency)")
+    if different_probes:
+        print(f"note: {different_probes}")
     where = tracker.run_url or f"run {tracker.run_id} in {stores.mlflow_uri}"
     print(f"report: {where} (artifacts report/report.html, report/*.csv, report/*.png)")
     return 0

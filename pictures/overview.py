@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from convscope.pictures.render import _font, _lut, _to_index, _upscale
+from convscope.pictures.render import _lut, _to_index, _upscale, label_font
 
 #: Width : height of every per-epoch picture: MLflow's 256-px-wide thumbnail is then ~100 px tall.
 WIDTH_RATIO = 2.5
@@ -113,7 +113,7 @@ def _header(labels: tuple[str, ...], widths: tuple[int, ...], gaps: tuple[int, .
     total = sum(widths) + sum(gaps)
     canvas = Image.new("RGB", (total, HEADER_PX), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font(font_px)
+    font = label_font(font_px)
     x = 0
     for label, width, gap in zip(labels, widths, gaps):
         x += gap

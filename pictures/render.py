@@ -199,7 +199,7 @@ def _overlay(images: Tensor, heat: Tensor, lut: Tensor, alpha: float) -> Tensor:
     return ((1.0 - alpha) * images.float() + alpha * colour).round().clamp(0, 255).to(torch.uint8)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """PIL's default font, at ``size`` px when FreeType is available."""
     try:
         return ImageFont.load_default(size=size)
@@ -265,7 +265,7 @@ def saliency_grid(
     canvas = Image.new("RGB", (grid.shape[2], SALIENCY_HEADER_PX + grid.shape[1]), (255, 255, 255))
     canvas.paste(Image.fromarray(_to_hwc(grid)), (0, SALIENCY_HEADER_PX))
     draw = ImageDraw.Draw(canvas)
-    font = _font(SALIENCY_HEADER_PX - 5)
+    font = label_font(SALIENCY_HEADER_PX - 5)
     for j, label in enumerate(["input", *maps]):
         x = SALIENCY_PAD + j * (tile_w + SALIENCY_PAD)
         draw.text((x + 2, 2), _fit(draw, str(label), font, tile_w - 4), fill=(0, 0, 0), font=font)
