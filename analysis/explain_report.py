@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from convscope.pictures import html_report
 from convscope.analysis.evidence import Explanation, LayerRow
-from convscope.pictures.stats import METRIC_DESCRIPTIONS
+from convscope.tracking.descriptions import METRIC_DESCRIPTIONS
 from convscope.analysis.verdicts import late_gain
 
 QUESTIONS = ("What do the feature maps show?", "Are the last conv layers useful, or just noisy?",

@@ -78,10 +78,10 @@ def _log(uri: str, stores: object, out: Path, stamp: str) -> None:
     run_id = model_run_id(uri, tracking_uri)
     if run_id is None:
         raise ConfigError(f"--log: {uri} names no run to log to (the pictures are in {out})")
-    files = sorted(p for p in out.rglob("*") if p.is_file())
-    for path in files:
-        folder = path.parent.relative_to(out)
-        attach_to_run(tracking_uri, run_id, [path], f"inspections/{stamp}" + ("" if str(folder) == "." else f"/{folder}"),
-                      {})
-    attach_to_run(tracking_uri, run_id, [], "", {"convscope.inspected": stamp})
+    folders = sorted({path.parent for path in out.rglob("*") if path.is_file()})
+    for folder in folders:  # one call per folder: each photo's PNGs, then the page
+        relative = folder.relative_to(out)
+        attach_to_run(tracking_uri, run_id, sorted(p for p in folder.iterdir() if p.is_file()),
+                      f"inspections/{stamp}" + ("" if str(relative) == "." else f"/{relative}"),
+                      {"convscope.inspected": stamp} if folder == out else {})
     print(f"logged to run {run_id} under inspections/{stamp}/")

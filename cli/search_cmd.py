@@ -14,7 +14,7 @@ from convscope.search.space import SPEC_SYNTAX, SearchSpace
 from convscope.train.config import RunConfig, build_config
 from convscope.train.errors import ConfigError
 from convscope.cli.setting_flags import field_comments
-from convscope.search.space import OPTIONAL_RANGES, SETTINGS, WORDS, SearchSpace
+from convscope.search.space import OPTIONAL_RANGES, SETTINGS, WORDS
 from convscope.search.spec import format_spec
 
 EXCLUDED = ("run_name", *SETTINGS)  # trials are named by the study; the space flags take a range

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from convscope.tracking.descriptions import METRIC_DESCRIPTIONS, MIN_NOISE_SIDE, SCALAR_DESCRIPTIONS  # noqa: F401
+from convscope.tracking.descriptions import MIN_NOISE_SIDE
 
 #: A map whose variance energy is below this share of its mean-square energy counts as constant.
 _FLAT = 1e-8

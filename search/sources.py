@@ -90,17 +90,15 @@ def study_config(base: RunConfig, name: str, storage_url: str,
 
 def _from_params(trial: Any, base: RunConfig) -> RunConfig:
     """A trial's config rebuilt from its parameters and the study's own ranges, on ``base``."""
-    from convscope.search.space import IntRange, SearchSpace, config_from_params
+    from convscope.search.space import NOT_SAMPLED, SETTINGS, IntRange, SearchSpace, config_from_params
 
     params, drawn = trial.params, {name: _spec(d) for name, d in trial.distributions.items()}
-    searched = {key: drawn.get(key) for key in SearchSpace.__dataclass_fields__
-                if key in drawn and key not in ("depth", "widths", "layer_width")}
+    plain = [key for key in SETTINGS if key not in (*NOT_SAMPLED, "depth", "widths", "layer_width")]
     space = SearchSpace(  # the study's own ranges (a value outside today's defaults must still fit)
         depth=IntRange(1, None) if "depth" in params else None,  # up to what fits this run's image size
         widths="per-layer" if "width_1" in params else "growth", layer_width=drawn.get("width_1"),
-        **{key: searched.get(key) for key in ("base_width", "growth", "dropout", "lr", "weight_decay", "batch_size")},
-        **{key: value for key, value in searched.items()
-           if key not in ("base_width", "growth", "dropout", "lr", "weight_decay", "batch_size")},
+        # the defaults' ranges would draw what the trial never did: only the study's own ones count
+        **{key: drawn.get(key) for key in plain},
     )
     with warnings.catch_warnings():  # FixedTrial warns when the best depth is above what fits: validate says more
         warnings.simplefilter("ignore")

@@ -202,7 +202,7 @@ def test_tta_of_a_flip_invariant_model_is_the_plain_prediction() -> None:
 def test_tensorboard_describes_the_tta_metrics(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing import plugin_event_accumulator
 
-    from convscope.pictures.stats import SCALAR_DESCRIPTIONS
+    from convscope.tracking.descriptions import SCALAR_DESCRIPTIONS
     from convscope.tracking.tensorboard_sink import TensorBoardTracker
 
     tracker = TensorBoardTracker(tmp_path / "tb")

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from convscope.analysis.compare import RunActivations, compare_runs
 from convscope.analysis.compare_report import comparison_figures, probe_map_sizes, write_report
 from convscope.analysis.fetch import STAT_PREFIXES
-from convscope.pictures.stats import METRIC_DESCRIPTIONS, MIN_NOISE_SIDE, activation_statistics, noise_not_available
+from convscope.pictures.stats import MIN_NOISE_SIDE, activation_statistics, noise_not_available
+from convscope.tracking.descriptions import METRIC_DESCRIPTIONS
 
 SIZES = (7, 9, 15, 31)
 

@@ -26,7 +26,7 @@ from convscope.tracking.base import Tracker
 from convscope.pictures.epoch_visuals import EpochVisuals, Probes
 from convscope.tracking.faults import check_writable, store_error
 from convscope.tracking.lifecycle import tracked_run
-from convscope.tracking.stores import Stores, open_tracker, resolve_stores
+from convscope.tracking.stores import open_tracker, resolve_stores
 from convscope.train import provenance
 from convscope.train.batches import Batches, LabelTap, Normalizer, make_batches
 from convscope.train.checkpoint import STATE_FILE, Checkpoint, save_checkpoint, save_model, snapshot
@@ -37,7 +37,7 @@ from convscope.train.errors import ConfigError
 from convscope.train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
 from convscope.train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer, plain_optimizer_state
 from convscope.train.mlflow_model import log_mlflow_model
-from convscope.train.model import ConvNet, build_model, validate
+from convscope.train.model import build_model, validate
 from convscope.train.prepared import Prepared
 from convscope.train.run_record import run_config, run_facts, run_params
 
