@@ -27,6 +27,9 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top", type=int, default=3, help="with --study: how many best trials (default: 3)")
     parser.add_argument("--storage", default="", help="the study's storage (default: <runs-dir>/optuna/journal.log)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds of the linear probes")
+    parser.add_argument("--epochs", default="", metavar="LIST",
+                        help="the epochs (logged steps, e.g. 0,5,10) whose pictures go side by side (default: "
+                        "each run's last; for a single run its first, middle and last)")
     parser.add_argument("--runs-dir", default="runs", help="the embedded stores (default: runs)")
     parser.add_argument("--experiment", default="convscope", help="MLflow experiment of the report run")
     parser.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
@@ -65,7 +68,21 @@ def _side_by_side_to_tensorboard(stores: Any, experiment: str, name: str, pictur
         board.close()
 
 
+def parse_epochs(text: str) -> list[int] | None:
+    """``--epochs 0,5,10`` as steps; None when empty."""
+    if not text.strip():
+        return None
+    try:
+        steps = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--epochs {text}: give logged steps as whole numbers, e.g. --epochs 0,5,10") from None
+    if not steps or min(steps) < 0:
+        raise ConfigError(f"--epochs {text}: give logged steps of 0 or more, e.g. --epochs 0,5,10")
+    return steps
+
+
 def handle_compare(args: argparse.Namespace) -> int:
+    epochs = parse_epochs(args.epochs)
     if args.folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
     if args.top < 1:
@@ -112,7 +129,8 @@ def handle_compare(args: argparse.Namespace) -> int:
 
         from convscope.analysis.side_by_side import probes_problem, run_pictures, side_by_side
 
-        drawn = [run_pictures(MlflowClient(stores.mlflow_uri), run.run_id) for run in runs]
+        client = MlflowClient(stores.mlflow_uri)
+        drawn = [run_pictures(client, run.run_id, epochs, single_run=len(runs) == 1) for run in runs]
         pictures, different_probes = side_by_side(drawn), probes_problem(drawn)
         report_dir = Path(tmp) / "report"
         files = write_report(comparison, report_dir, figures, map_sizes=probe_map_sizes(runs))
@@ -121,7 +139,9 @@ def handle_compare(args: argparse.Namespace) -> int:
             tracker = open_parent_run(stores, args.experiment, name,
                                       tags={"convscope.kind": "compare", "convscope.compared_runs": ",".join(run_ids)})
             with tracked_run(tracker, name):
-                tracker.log_params({"compare.runs": ",".join(run_ids), "compare.folds": args.folds})
+                # run names, spaced: a param without a break point widens MLflow's image cards past their
+                # frame (the ids are in the tag convscope.compared_runs)
+                tracker.log_params({"compare.runs": ", ".join(run.name for run in runs), "compare.folds": args.folds})
                 for path in files:
                     tracker.log_file(path, "report")
                 for key, picture in pictures.items():  # one card per layer in MLflow, one image tag in TensorBoard
@@ -131,6 +151,9 @@ def handle_compare(args: argparse.Namespace) -> int:
         print(line)
     if pictures:
         print(f"side by side: {len(pictures)} pictures (side_by_side/feature_maps/convK, side_by_side/saliency)")
+    else:
+        print("side by side: no pictures, as not every run logged feature maps"
+              + (f" at --epochs {args.epochs}" if epochs else ""))
     if different_probes:
         print(f"note: {different_probes}")
     where = tracker.run_url or f"run {tracker.run_id} in {stores.mlflow_uri}"

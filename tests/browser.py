@@ -152,6 +152,7 @@ def image_card(page: Any, key: str, attempts: int = 40) -> Any:
     )
     if not card.count():
         page.get_by_test_id(SECTION_HEADER).first.evaluate(scroll, None)  # sections off screen are not drawn
+        page.wait_for_timeout(250)  # the sections at the top are drawn again before looking
     for _ in range(attempts):
         if card.count():
             break

@@ -315,3 +315,23 @@ def test_runs_table_tells_unfinished_runs_apart(
         text, full, shown = link.evaluate("a => [a.textContent.trim(), a.scrollWidth, a.clientWidth]")
         assert text == name, f"runs table shows {text!r} for {name!r}{note}"
         assert full <= shown + 1, f"runs table cuts off {name!r} ({full} px of text in {shown} px){note}"
+
+
+def test_compare_side_by_side_cards_show_the_whole_picture(
+    browser: Any, trained: Trained, servers: UiServers, report_run: str, screenshots: Path, record_property: Any
+) -> None:
+    """The report run of ``convscope compare a b`` has one ``side_by_side/…`` image card per conv layer
+    and one for the saliency; each shows its whole picture, both runs' halves included."""
+    note = _note(screenshots, record_property)
+    page = new_page(browser)
+    open_model_metrics(page, servers.mlflow, trained.experiment_id, report_run)
+    failures = []
+    for key in [f"side_by_side/feature_maps/{layer}" for layer in LAYERS] + ["side_by_side/saliency"]:
+        card = image_card(page, key)
+        save_screenshot(card, screenshots / f"mlflow_card_{key.replace('/', '_')}.png")
+        try:
+            assert_image_fully_visible(card, key, MIN_IMAGE_WIDTH)
+        except AssertionError as error:
+            failures.append(str(error).splitlines()[0])
+    save_screenshot(page, screenshots / "mlflow_side_by_side.png")
+    assert not failures, "side-by-side cards:\n" + "\n".join(failures) + note

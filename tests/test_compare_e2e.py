@@ -81,3 +81,29 @@ def test_compare_the_best_trials_of_a_study(tmp_path: Path) -> None:
     experiment = client.get_experiment_by_name("convscope")
     trials = client.search_runs([experiment.experiment_id], "tags.`convscope.kind` = 'trial'")
     check_report(client, "convscope", [r.info.run_id for r in trials], done.stdout, tmp_path / "dl")
+
+
+def test_compare_one_run_puts_its_epochs_side_by_side(tmp_path: Path) -> None:
+    """One run compared with itself over time: each side-by-side picture holds its first, middle and
+    last epoch, labelled; ``--epochs`` picks others."""
+    import numpy as np
+    from PIL import Image
+
+    runs = tmp_path / "runs"
+    done = convscope("train", "--runs-dir", str(runs), "--seed", "1", *SHORT[:5], "3", *SHORT[6:])
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("convscope")
+    (run_id,) = [r.info.run_id for r in client.search_runs([experiment.experiment_id])]
+    widths = {}
+    for flag in ([], ["--epochs", "3"]):
+        done = convscope("compare", run_id, "--runs-dir", str(runs), "--folds", "2", *flag)
+        assert done.returncode == 0, done.stderr
+        assert "side by side: " in done.stdout and "no pictures" not in done.stdout
+        report = client.search_runs([experiment.experiment_id], "tags.`convscope.kind` = 'compare'",
+                                    order_by=["attributes.start_time DESC"])[0]
+        names = [Path(a.path).name for a in client.list_artifacts(report.info.run_id, "images")]
+        (conv1,) = [n for n in names if n.startswith("side_by_side~feature_maps~conv1+") and n.endswith(".png")]
+        path = client.download_artifacts(report.info.run_id, f"images/{conv1}", str(tmp_path / str(len(widths))))
+        widths[tuple(flag)] = np.asarray(Image.open(path)).shape[1]
+    assert widths[()] > 2.5 * widths[("--epochs", "3")]  # steps 0, 2, 3 (first, middle, last) against step 3 alone
