@@ -54,5 +54,28 @@ def register_study_models(client: Any, name: str, study: optuna.Study, metric: s
                                                   tags=tags)
         champion = version
     assert champion is not None
-    client.set_registered_model_alias(name, CHAMPION, champion.version)
-    return str(champion.version)
+    first = _first_versions(client, name, {version.run_id for version in known.values()})
+    version_number = first.get(champion.run_id, champion.version)
+    client.set_registered_model_alias(name, CHAMPION, version_number)
+    return str(version_number)
+
+
+def _first_versions(client: Any, name: str, known_runs: set[str]) -> dict[str, str]:
+    """Each run's first version of ``name``. Workers of one study finishing together can register the
+    same run twice: the later copies that this call made (runs not registered before it) are deleted,
+    so every worker settles on the same versions."""
+    from mlflow.exceptions import MlflowException
+
+    by_run: dict[str, list[int]] = {}
+    for version in client.search_model_versions(f"name = '{name}'"):
+        by_run.setdefault(version.run_id, []).append(int(version.version))
+    for run_id, numbers in by_run.items():
+        if run_id in known_runs:
+            continue
+        for number in sorted(numbers)[1:]:
+            try:
+                client.delete_model_version(name, str(number))
+            except MlflowException as error:  # another worker deleted it first
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+    return {run_id: str(min(numbers)) for run_id, numbers in by_run.items()}

@@ -191,6 +191,8 @@ def test_the_compose_stack_runs_a_study_and_cleans_up(stack: Stack) -> None:
     assert status == 200 and STUDY in summaries
     status, body = http_get(f"http://127.0.0.1:{stack.ports['TENSORBOARD_HOST_PORT']}/data/environment")
     assert status == 200, body[:300]
+    champion = client.get_model_version_by_alias(STUDY, "champion")  # the study's best, in the server's registry
+    assert champion.run_id in {run.info.run_id for run in runs}, champion.run_id
     phases.done("checks")
 
     stack.study(synthetic_size=4000, epochs=30)  # trials long enough to be stopped in the middle

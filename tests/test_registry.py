@@ -87,3 +87,32 @@ def test_mlflow_models_serve_answers_for_the_champion(study_runs: Path, tmp_path
         stop_process_group(proc)
     (row,) = answer["predictions"]
     assert set(row) == {"horizontal", "vertical"} and abs(sum(row.values()) - 1) < 1e-5
+
+
+def test_two_workers_registering_at_once_settle_on_one_version_per_run(tmp_path: Path) -> None:
+    """Another worker registers the same improving trial between this worker's look and its own
+    registration: the later copy is deleted and both point the champion at the first."""
+    from convscope.search.registry import register_study_models
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e")
+    run_ids = [client.create_run(experiment).info.run_id for _ in range(2)]
+    study = optuna.create_study(direction="maximize", study_name="s")
+    for run_id, value in zip(run_ids, (0.6, 0.7)):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={},
+                                                  user_attrs={"mlflow_run_id": run_id}))
+
+    class RacingClient:
+        """The real client, but another worker registers each run just before this one does."""
+
+        def __getattr__(self, name: str):
+            return getattr(client, name)
+
+        def create_model_version(self, name: str, **kwargs):
+            client.create_model_version(name, **kwargs)
+            return client.create_model_version(name, **kwargs)
+
+    version = register_study_models(RacingClient(), "s", study, "val/accuracy", "maximize")
+    versions = client.search_model_versions("name = 's'")
+    assert sorted((v.run_id, int(v.version)) for v in versions) == sorted([(run_ids[0], 1), (run_ids[1], 3)])
+    assert version == "3" and str(client.get_model_version_by_alias("s", CHAMPION).version) == "3"

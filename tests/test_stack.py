@@ -232,6 +232,22 @@ def test_stack_two_workers_one_study_tracked_on_the_server(stack_factory: Callab
     assert list(stored.rglob(Path(activations[0]).name)), "artifacts must be stored by the server (proxied)"
     assert not (stack.tmp / "runs" / "mlartifacts").exists(), "workers must not write artifacts locally"
 
+    # the study's best network is in the server's Model Registry and loads through it
+    best = max(complete, key=lambda t: t.value or 0.0)
+    champion = client.get_model_version_by_alias(STUDY, "champion")
+    assert champion.run_id == best.user_attrs["mlflow_run_id"], (champion.run_id, best.number)
+    versions = client.search_model_versions(f"name = '{STUDY}'")
+    assert len({v.run_id for v in versions}) == len(versions), "one version per run, whichever worker registered it"
+    import mlflow
+    import numpy as np
+
+    mlflow.set_tracking_uri(stack.mlflow_uri)
+    try:
+        predicted = mlflow.pyfunc.load_model(f"models:/{STUDY}@champion").predict(np.zeros((2, 40, 50, 3), np.uint8))
+    finally:
+        mlflow.set_tracking_uri("")
+    assert predicted.shape == (2, 2) and np.allclose(predicted.sum(axis=1), 1)
+
     status, body = http_get(f"http://127.0.0.1:{stack.ports['optuna-dashboard']}/api/studies")
     assert status == 200 and STUDY in {s["study_name"] for s in json.loads(body)["study_summaries"]}
     deadline = time.monotonic() + 60  # TensorBoard rescans its logdir every few seconds
@@ -271,3 +287,6 @@ def test_stack_with_basic_auth(stack_factory: Callable[..., Stack], monkeypatch:
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", stack.admin[1])
     run = MlflowClient(stack.mlflow_uri).get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["optuna.trial"] == "0"
+    assert "best network: models:/" in worker.stdout, worker.stdout[-2000:]
+    champion = MlflowClient(stack.mlflow_uri).get_model_version_by_alias(STUDY, "champion")
+    assert champion.run_id == run.info.run_id
