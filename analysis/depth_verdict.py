@@ -11,22 +11,36 @@ Contract:
   variant with the fewest blocks whose mean is at least the best mean minus the best's
   standard error (Breiman et al. 1984; Hastie et al., ESL §7.10). Every variant within that
   band is *tied* with the best, and a recommendation out of a tie says so.
-- ``recommend`` first checks the training behind the verdict (:mod:`analysis.verdicts`): every
-  variant that ran must have stopped improving, and the best variant (the full network, in an
-  ablation) must have learned. Otherwise it recommends nothing and says what to run.
+- ``recommend`` first checks the training behind the verdict (:mod:`analysis.verdicts`): the best
+  variant (the full network, in an ablation) must have learned, and the answer must survive more
+  training. A variant still improving at the end (its rise over the last quarter of its epochs
+  beyond the noise) is *projected*: its mean plus that rise once more, as if it trained another
+  quarter at the same rate. When the one-standard-error rule on the projected means picks the same
+  variant, the rising curves do not change the answer and the verdict stands, saying which were
+  still rising; otherwise it recommends nothing and says what to run (``rerun``). A curve of one
+  epoch cannot be projected and always blocks.
 - ``drop`` is the paired per-fold accuracy lost by a variant against the full network:
-  mean ± standard error over the folds both ran.
+  mean ± standard error over the folds both ran (paired by fold number).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from convscope.analysis.verdicts import Training, binomial_standard_error, pooled, problems, standard_error
+from convscope.analysis.verdicts import (
+    Training,
+    binomial_standard_error,
+    late_gain,
+    pooled,
+    problems,
+    rerun_with_epochs,
+    standard_error,
+    still_improving,
+)
 from convscope.train.config import RunConfig
 from convscope.train.model import build_model, count_parameters
 
@@ -67,6 +81,12 @@ class Outcome:
     curves: list[list[float]] = field(default_factory=list)  # validation accuracy per epoch, per fold
     images: list[int] = field(default_factory=list)  # validation images per fold
     chance: float = 0.5  # the majority class's share of the validation images
+    folds: list[int] = field(default_factory=list)  # the fold of each accuracy (default: 0, 1, 2, …)
+    left_out: list[str] = field(default_factory=list)  # folds that did not learn and were left out, in words
+
+    @property
+    def fold_numbers(self) -> list[int]:
+        return self.folds if len(self.folds) == len(self.accuracies) else list(range(len(self.accuracies)))
 
     @property
     def mean(self) -> float:
@@ -94,11 +114,13 @@ class Verdict:
     sentence: str
     problems: list[str] = field(default_factory=list)  # why nothing is recommended
     tied: list[Outcome] = field(default_factory=list)  # within one standard error of the best
+    rising: list[Outcome] = field(default_factory=list)  # still improving, but not enough to change the answer
 
 
 def drop(full: Outcome, variant: Outcome) -> tuple[float, float]:
     """(mean, standard error) of ``full − variant`` accuracy, paired by fold; NaN without common folds."""
-    pairs = [a - b for a, b in zip(full.accuracies, variant.accuracies)]
+    theirs = dict(zip(variant.fold_numbers, variant.accuracies))
+    pairs = [a - theirs[fold] for fold, a in zip(full.fold_numbers, full.accuracies) if fold in theirs]
     return (statistics.fmean(pairs), standard_error(pairs)) if pairs else (math.nan, math.nan)
 
 
@@ -117,20 +139,52 @@ def one_standard_error(means: Sequence[float], errors: Sequence[float], blocks: 
     return recommended, best
 
 
-def recommend(outcomes: Sequence[Outcome], mode: str) -> Verdict:
+def _pick(done: Sequence[Outcome], means: Sequence[float]) -> tuple[Outcome, Outcome, list[Outcome]]:
+    """(recommended, best, tied) by the one-standard-error rule on ``means`` (one per outcome)."""
+    best_index = max(range(len(done)), key=lambda i: (means[i], -done[i].variant.blocks))
+    threshold = means[best_index] - done[best_index].standard_error - TOLERANCE
+    tied = sorted((o for o, m in zip(done, means) if m >= threshold), key=lambda o: (o.variant.blocks, o.variant.parameters))
+    return tied[0], done[best_index], tied
+
+
+def harmless_rises(done: Sequence[Outcome]) -> list[Outcome]:
+    """The variants still improving whose rise, continued for another quarter of the epochs, leaves
+    the recommendation as it is (empty when any rising one would change it, or cannot be projected)."""
+    rising = [o for o in done if still_improving(o.training)]
+    if not rising or any(o.training.epochs < 2 for o in rising):
+        return []
+    projected = [o.mean + (max(late_gain(o.training), 0.0) if o in rising else 0.0) for o in done]
+    now, _, _ = _pick(done, [o.mean for o in done])
+    later, _, _ = _pick(done, projected)
+    return rising if later is now else []
+
+
+def recommend(outcomes: Sequence[Outcome], mode: str, rerun: Callable[[int], str] = rerun_with_epochs) -> Verdict:
     """The verdict among the outcomes that were not pruned (``outcomes[0]`` is the full network in
-    ``ablate`` mode); see the module docstring."""
+    ``ablate`` mode); see the module docstring. ``rerun`` says what to run for more epochs."""
     done = [o for o in outcomes if not o.pruned and o.accuracies]
     if not done:
         return Verdict(None, None, "no recommendation: no variant finished a fold")
     best = max(done, key=lambda o: (o.mean, -o.variant.blocks))
     anchor = outcomes[0].training if mode == "ablate" else replace(best.training, label=f"the best variant, {best.variant.label},")
-    missing = problems([o.training for o in done], needs_learning=[anchor])
+    harmless = harmless_rises(done)
+    missing = problems([o.training for o in done if o not in harmless], needs_learning=[anchor], rerun=rerun)
     if missing:
         return Verdict(None, best, "no recommendation: " + "; ".join(missing), missing)
-    threshold = best.mean - best.standard_error - TOLERANCE
-    tied = sorted((o for o in done if o.mean >= threshold), key=lambda o: (o.variant.blocks, o.variant.parameters))
-    rec = tied[0]
+    rec, best, tied = _pick(done, [o.mean for o in done])
+    verdict = _recommended(outcomes, done, mode, rec, best, tied)
+    if harmless:
+        gains = ", ".join(f"{o.variant.label} {late_gain(o.training):+.3f}" for o in harmless)
+        verdict.sentence += (f" ({_and([o.variant.label for o in harmless])} "
+                             f"{'was' if len(harmless) == 1 else 'were'} still improving ({gains} over the last "
+                             f"quarter of the epochs), but at that rate another quarter would not change the answer)")
+        verdict.rising = harmless
+    return verdict
+
+
+def _recommended(outcomes: Sequence[Outcome], done: Sequence[Outcome], mode: str, rec: Outcome, best: Outcome,
+                 tied: list[Outcome]) -> Verdict:
+    """The verdict's sentence for a recommendation."""
     score = f"{best.mean:.3f} ± {best.standard_error:.3f}"
     if mode == "depth":
         text = f"recommended depth: {rec.variant.blocks} — "

@@ -22,7 +22,7 @@ what to run; an empty list means a verdict may be drawn.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scipy.stats import binomtest
@@ -131,12 +131,19 @@ def more_epochs(epochs: int) -> int:
     return max(2 * epochs, 12)
 
 
-def problems(runs: Sequence[Training], *, needs_learning: Sequence[Training] = ()) -> list[str]:
+def rerun_with_epochs(epochs: int) -> str:
+    """The advice for curves that needed more than ``epochs`` epochs, as a flag."""
+    return f"rerun with --epochs {more_epochs(epochs)}"
+
+
+def problems(runs: Sequence[Training], *, needs_learning: Sequence[Training] = (),
+             rerun: Callable[[int], str] = rerun_with_epochs) -> list[str]:
     """Plain reasons no verdict should be drawn from ``runs``; empty when one may.
 
     Every run in ``runs`` must have stopped improving; every run in ``needs_learning``
     (some of ``runs``, typically the best one or the reference network) must also have
-    learned. A run that sits at chance with a flat curve is a legitimate result (a network
+    learned. ``rerun`` says what to run when a curve needs more than its epochs (given them).
+    A run that sits at chance with a flat curve is a legitimate result (a network
     too shallow for the task), so learning is only demanded where the verdict needs it.
     """
     found: list[str] = []
@@ -144,14 +151,14 @@ def problems(runs: Sequence[Training], *, needs_learning: Sequence[Training] = (
     short = [run for run in rising if run.epochs < 2]
     if short:
         found.append(f"{_names(short)} trained for {_epochs(short[0].epochs)}: one epoch shows no learning curve "
-                     f"— rerun with --epochs {more_epochs(short[0].epochs)}")
+                     f"— {rerun(short[0].epochs)}")
     rising = [run for run in rising if run.epochs >= 2]
     if rising:
         epochs = max(run.epochs for run in rising)
         gains = ", ".join((f"{run.label} " if len(rising) > 1 else "") + f"{late_gain(run):+.3f}" for run in rising)
         verb = "was" if len(rising) == 1 else "were"
         found.append(f"{_names(rising)} {verb} still improving at epoch {epochs} ({gains} over the last "
-                     f"{_epochs(window(epochs))}) — rerun with --epochs {more_epochs(epochs)}")
+                     f"{_epochs(window(epochs))}) — {rerun(epochs)}")
     failed = [run for run in needs_learning if not learned(run)]
     if failed:
         scores = "; ".join((f"{run.label} " if len(failed) > 1 else "") + f"{run.accuracy:.3f} on {run.images} "

@@ -141,7 +141,7 @@ def build_settings(args: argparse.Namespace) -> Any:
     checked (ConfigError naming it) before torch or a study storage is touched."""
 
     started = time.time()  # the budget counts from here, in every worker process alike
-    from convscope.search.budget import parse_timeout
+    from convscope.train.durations import parse_timeout
 
     timeout = parse_timeout(args.timeout) if args.timeout is not None else None
     if args.trials < 1:

@@ -22,10 +22,10 @@ from convscope.search.budget import (
     TimeBudgetSpent,
     counts,
     hide_budget_tracebacks,
-    parse_timeout,
     retry_stopped,
     run_line,
 )
+from convscope.train.durations import parse_timeout
 from convscope.search.pruning import make_pruner, pruning_start, warmup_epochs
 from convscope.search.report import best_over_time_figure, close_figures
 
