@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-import time
 import warnings
 from contextlib import nullcontext
 from collections.abc import Callable, Sequence
@@ -28,19 +27,20 @@ import optuna
 
 from convscope.analysis.depth_report import accuracy_figure, report_html, table_csv, table_rows, table_text
 from convscope.analysis.depth_verdict import Outcome, Variant, Verdict, drop, recommend
-from convscope.train.memory import release_memory
 from convscope.tracking.faults import store_errors
 from convscope.pictures.html_report import figure_png
 from convscope.tracking.lifecycle import open_parent_run, tracked_run
 from convscope.tracking.mlflow_sink import MlflowTracker
-from convscope.analysis.probes import chance_accuracy
 from convscope.tracking.stores import Stores
 from convscope.train.config import RunConfig, flatten
+from convscope.train.durations import format_duration
 from convscope.train.errors import ConfigError
 from convscope.train.model import max_depth as largest_depth
 from convscope.train.model import validate
 from convscope.train.prepared import Prepared
-from convscope.train.run import RunTracking, prepare, train_tracked
+from convscope.analysis.depth_folds import add_result, prepare_fold, train_fold
+from convscope.analysis.depth_plan import Budget
+from convscope.analysis.depth_rounds import Rounds, plan, run_rounds
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class DepthSettings:
     prune_folds: bool = False
     source: str = ""  # where the widths came from, logged with the parent run
     ablate_run: str = ""
+    timeout: float | None = None  # seconds: plan epochs and folds to fit, stop when the answer is clear
+    epochs_given: bool = False  # with a timeout: keep the variants' epochs instead of planning them
 
 
 @dataclass
@@ -116,6 +118,10 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
     if settings.folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {settings.folds})")
     first = _prepare(settings, settings.variants[0], 0)  # bad data or flags fail before any run is opened
+    budget = None
+    if settings.timeout is not None:
+        variants, first, budget = plan(settings.variants, first, settings.timeout, settings.epochs_given, echo)
+        settings = replace(settings, variants=variants)
     stores = first.stores
     server = "" if stores.embedded else stores.mlflow_uri
     with store_errors(base.tracking.runs_dir, "--runs-dir", server=server):
@@ -123,7 +129,7 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
         with tracked_run(parent, settings.name) if parent is not None else nullcontext():
             if parent is not None:
                 _log_parent_params(settings, parent)
-            outcomes, verdict, report_dir = _run_variants(settings, first, stores, parent, echo)
+            outcomes, verdict, report_dir = _run_variants(settings, first, stores, parent, echo, budget)
     echo(f"report: {report_dir / 'report.html'}" + (f" and the parent run {parent.run_url or parent.run_id} "
                                                    "(artifacts depth/report.html, depth/depth_table.csv)"
                                                    if parent else ""))
@@ -132,9 +138,29 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
 
 
 def _run_variants(settings: DepthSettings, first: Prepared | None, stores: Stores, parent: MlflowTracker | None,
-                  echo: Callable[[str], None]) -> tuple[list[Outcome], Verdict, Path]:
-    """Every fold of every variant (``first``: fold 0 of the first variant, prepared), then the
-    verdict and the report; the outcomes, the verdict and the report folder."""
+                  echo: Callable[[str], None], budget: Budget | None = None) -> tuple[list[Outcome], Verdict, Path]:
+    """Every fold of every variant (``first``: fold 0 of the first variant, prepared) — or, with a
+    budget, the rounds it allows and the answer needs — then the verdict and the report; the
+    outcomes, the verdict and the report folder."""
+    rounds = None
+    if budget is not None:
+        outcomes, verdict, rounds = run_rounds(settings.name, settings.folds, settings.variants, settings.mode, first,
+                                               budget, parent, echo)
+        echo(f"stopped after {rounds.completed} complete round(s) of folds: {rounds.stop}")
+    else:
+        outcomes = _all_folds(settings, first, parent, echo)
+        verdict = recommend(outcomes, settings.mode)
+    rows = table_rows(outcomes, verdict, settings.mode)
+    echo(table_text(rows))
+    echo(verdict.sentence)
+    report_dir = stores.layout.depth_report(settings.name)
+    _write_report(settings, outcomes, verdict, rows, report_dir, parent, rounds)
+    return outcomes, verdict, report_dir
+
+
+def _all_folds(settings: DepthSettings, first: Prepared | None, parent: MlflowTracker | None,
+               echo: Callable[[str], None]) -> list[Outcome]:
+    """Every fold of every variant, variant after variant (pruned by ``--prune-folds``)."""
     with warnings.catch_warnings():  # WilcoxonPruner is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1) if settings.prune_folds else optuna.pruners.NopPruner()
@@ -158,50 +184,19 @@ def _run_variants(settings: DepthSettings, first: Prepared | None, stores: Store
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(trial, outcome.mean)
-    verdict = recommend(outcomes, settings.mode)
-    rows = table_rows(outcomes, verdict, settings.mode)
-    echo(table_text(rows))
-    echo(verdict.sentence)
-    report_dir = stores.layout.depth_report(settings.name)
-    _write_report(settings, outcomes, verdict, rows, report_dir, parent)
-    return outcomes, verdict, report_dir
+    return outcomes
 
 
 def _prepare(settings: DepthSettings, variant: Variant, fold: int) -> Prepared:
-    config = variant.config
-    config = replace(
-        config,
-        data=replace(config.data, folds=settings.folds, fold=fold),
-        tracking=replace(config.tracking, run_name=f"{settings.name}-{variant.slug}-fold{fold}"),
-    )
-    return prepare(config, echo=lambda line: None, progress=False)
+    return prepare_fold(settings.name, settings.folds, variant, fold)
 
 
 def _fold_run(settings: DepthSettings, prepared: Prepared, variant: Variant, fold: int,
               parent: MlflowTracker | None, echo: Callable[[str], None], outcome: Outcome) -> float:
-    """Train one fold quietly as a child run, add its results to ``outcome``; its final validation accuracy."""
-    tracking = prepared.config.tracking
-    started = time.perf_counter()
-    try:
-        result, tracker = train_tracked(prepared, RunTracking(
-            parent_run_id=parent.run_id if parent else None,
-            tensorboard_dir=prepared.stores.layout.tensorboard_run(tracking.experiment, settings.name,
-                                                                   f"{variant.slug}-fold{fold}"),
-            tags={"convscope.kind": "depth-fold", "depth.study": settings.name, "depth.variant": variant.label,
-                  "depth.blocks": str(variant.blocks), "depth.fold": str(fold)},
-        ), progress=False, echo=lambda line: None, compared=("folds", "fold"))
-    finally:
-        release_memory()
-    accuracy = float(result.final["val/accuracy"])
-    labels = prepared.data.val.labels
-    outcome.accuracies.append(accuracy)
-    outcome.run_ids.append(tracker.links().get("mlflow_run_id", ""))
-    outcome.curves.append([float(epoch["val/accuracy"]) for epoch in result.history])
-    outcome.images.append(len(labels))
-    outcome.chance = chance_accuracy(labels)
-    echo(f"{variant.label:<20} fold {fold + 1}/{settings.folds}: val accuracy {accuracy:.4f} "
-         f"({time.perf_counter() - started:.1f} s)")
-    return accuracy
+    """Train one fold, add its results to ``outcome``; its final validation accuracy."""
+    result = train_fold(settings.name, settings.folds, prepared, variant, fold, parent, echo)
+    add_result(outcome, result)
+    return result.accuracy
 
 
 def _open_parent(settings: DepthSettings, stores: Stores) -> MlflowTracker:
@@ -221,6 +216,7 @@ def _log_parent_params(settings: DepthSettings, parent: MlflowTracker) -> None:
         **params, "depth.mode": settings.mode, "depth.folds": settings.folds,
         "depth.variants": "; ".join(f"{v.label}: {','.join(map(str, v.widths))}" for v in settings.variants),
         "depth.widths_from": settings.source, "depth.prune_folds": settings.prune_folds,
+        "depth.timeout": format_duration(settings.timeout) if settings.timeout is not None else "none",
     })
 
 
@@ -244,7 +240,7 @@ def results_json(settings: DepthSettings, outcomes: Sequence[Outcome], verdict: 
 
 
 def _write_report(settings: DepthSettings, outcomes: list[Outcome], verdict: Verdict, rows: list[dict[str, str]],
-                  report_dir: Path, parent: MlflowTracker | None) -> None:
+                  report_dir: Path, parent: MlflowTracker | None, rounds: Rounds | None = None) -> None:
     """``report.html``, ``depth_table.csv``, ``results.json``, ``recommendation.txt`` and
     ``accuracy_vs_depth.png`` into ``report_dir``; with a parent run, all but the figure under its
     ``depth/`` artifacts, the figure as ``figures/depth_accuracy_vs_depth.png``, the per-variant
@@ -257,6 +253,9 @@ def _write_report(settings: DepthSettings, outcomes: list[Outcome], verdict: Ver
     facts = [("study", settings.name), ("mode", settings.mode), ("folds", str(settings.folds)),
              ("widths from", settings.source or "—"), ("fold pruning", "on" if settings.prune_folds else "off"),
              *((("ablated run", settings.ablate_run),) if settings.ablate_run else ()),
+             *((("time budget", format_duration(settings.timeout)), ("epochs a fold run", str(rounds.epochs)),
+                ("complete rounds of folds", str(rounds.completed)), ("stopped", rounds.stop))
+               if rounds is not None and settings.timeout is not None else ()),
              *((("parent run", parent.run_id),) if parent is not None else ())]
     files = {
         "report.html": report_html(f"{title}: {settings.name}", verdict, rows, png, facts),
@@ -279,6 +278,8 @@ def _write_report(settings: DepthSettings, outcomes: list[Outcome], verdict: Ver
         parent.set_tags({"depth.recommended": rec.variant.label if rec else "none",
                          "depth.recommended_blocks": str(rec.variant.blocks) if rec else "none",
                          "depth.best": best.variant.label if best else "none",
-                         "depth.recommendation": verdict.sentence[:5000]})
+                         "depth.recommendation": verdict.sentence[:5000],
+                         **({"depth.rounds": str(rounds.completed), "depth.epochs": str(rounds.epochs),
+                             "depth.stopped": rounds.stop[:5000]} if rounds is not None else {})})
     except Exception as error:  # the numbers stay in the child runs and the report folder
         print(f"could not log the depth report to MLflow: {error}", file=sys.stderr)

@@ -34,6 +34,8 @@ from convscope.analysis.verdicts import Training, problems
 
 #: A gain or a drop counts when it is more than this many standard errors from zero.
 SIGNIFICANT_SE = 2.0
+#: Maps whose noise measure (1 = as rough as their own pixels shuffled) is at least this look noisy.
+NOISY = 0.8
 #: The question about "the last layers" looks at this many final blocks.
 LAST_LAYERS = 2
 
@@ -120,7 +122,7 @@ def layer_rows(run: RunActivations, curve: ProbeCurve | None, ablation: Ablation
 
 def explain(run: RunActivations, training: Training, *, ablation: Ablation | None = None,
             depth: DepthAnswer | None = None, depth_command: str = "", ablate_command: str = "",
-            folds: int = 5) -> Explanation:
+            folds: int = 5, head: str = "flatten") -> Explanation:
     """The three answers for one run (see the module docstring)."""
     curve = None
     if run.analysis and run.labels is not None:
@@ -128,13 +130,9 @@ def explain(run: RunActivations, training: Training, *, ablation: Ablation | Non
     rows = layer_rows(run, curve, ablation)
     trouble = problems([training], needs_learning=[training])
     answers = _depth(depth, depth_command)
-    needed = [row.layer for row in rows[-LAST_LAYERS:] if row.drop is not None and row.drop_se is not None
-              and row.drop > 0 and counts(row.drop, row.drop_se)]
-    if depth is not None and depth.blocks is not None and depth.blocks < len(rows) and needed and not trouble \
-            and ablation is not None and not ablation.problems:
-        answers.append(f"the two answers differ because they ask different things: bypassing {', '.join(needed)} "
-                       f"in this network loses accuracy (its head was built for what those blocks compute), while a "
-                       f"{depth.blocks}-block network with its own head is as good within noise")
+    difference = _difference(depth, ablation, head) if not trouble else None
+    if difference:
+        answers.append(difference)
     return Explanation(run.name, training, trouble, rows, curve, _maps(rows, curve, trouble),
                        _useful(rows, curve, trouble, ablation, ablate_command), answers)
 
@@ -149,7 +147,7 @@ def _maps(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequence[
         if not math.isnan(row.probe):
             parts.append(f"classes linearly readable at {row.probe:.3f} (probe; gain {_signed(row.gain, row.gain_se)})")
         if row.noise is not None:
-            look = "noise-like" if row.noise >= 0.8 else "smoother than noise" if row.noise <= 0.5 else "partly rough"
+            look = "noise-like" if row.noise >= NOISY else "smoother than noise" if row.noise <= 0.5 else "partly rough"
             parts.append(f"maps {look} (noise {row.noise:.2f}; 1 = as rough as its own pixels shuffled)")
         else:
             parts.append(f"noise {row.noise_na}: too small to call smooth or noisy")
@@ -183,13 +181,11 @@ def _useful(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequenc
                 " in an ablation that gives no verdict" if ablation is not None and ablation.problems else
                 " — the network needs it" if counts(row.drop, row.drop_se) and row.drop > 0 else
                 " — nothing measurable (a tie)"))
-        parts.append(f"its maps are {'noise-like' if row.noise >= 0.8 else 'not noise-like'} (noise {row.noise:.2f})"
+        parts.append(f"its maps are {'noise-like' if row.noise >= NOISY else 'not noise-like'} (noise {row.noise:.2f})"
                      if row.noise is not None else f"noise {row.noise_na}: a {row.size[0]}×{row.size[1]} map is "
                      "too small to look smooth or noisy, so its look says nothing about its use")
         lines.append(f"{row.layer}: " + "; ".join(parts))
-    looks = {row.layer: f"noise {row.noise:.2f}" if row.noise is not None else
-             f"{row.size[0]}×{row.size[1]}, too small to judge by its look" for row in rows
-             if row.noise is None or row.noise >= 0.8}
+    looks = {row.layer: f"noise {row.noise:.2f}" for row in rows if row.noise is not None and row.noise >= NOISY}
     used = [f"{row.layer} ({looks[row.layer]})" for row in rows if row.layer in looks and not math.isnan(row.gain)
             and row.gain > 0 and counts(row.gain, row.gain_se)]
     if used:
@@ -208,12 +204,38 @@ def _useful(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequenc
 
 
 def _depth(depth: DepthAnswer | None, command: str) -> list[str]:
+    """The depth study's own sentence (what to run included, when it has no answer), else the command
+    that answers."""
     if depth is None:
         return ["no depth study on this data yet: " + (command or "run convscope depth") + " answers it "
                 "(k-fold cross-validation per depth, one-standard-error rule)"]
-    if depth.blocks is None:
-        return [f"depth study {depth.name}: {depth.sentence}", "not enough evidence yet: " + (command or "")]
     return [f"depth study {depth.name}: {depth.sentence}"]
+
+
+def _first_block(key: str) -> int:
+    """1-based index of the first block a drop key names (``conv4`` or ``conv4–conv5``)."""
+    digits = key.split("–")[0].removeprefix("conv")
+    return int(digits) if digits.isdigit() else 0
+
+
+def _difference(depth: DepthAnswer | None, ablation: Ablation | None, head: str) -> str | None:
+    """A sentence when the depth study says fewer blocks suffice while the ablation says bypassing blocks
+    past that depth costs accuracy beyond noise — and why two such answers can both be right."""
+    if depth is None or depth.blocks is None or ablation is None or ablation.problems:
+        return None
+    costly = [key for key, (lost, error) in ablation.drops.items()
+              if _first_block(key) > depth.blocks and lost > 0 and counts(lost, error)]
+    if not costly:
+        return None
+    k = depth.blocks
+    if head == "flatten":
+        why = (f"the bypassed blocks average-pool conv{k}'s maps down to the last block's map size, so the head sees "
+               f"less of where things are, while the {k}-block network's head reads conv{k}'s maps whole")
+    else:
+        why = (f"both read conv{k}'s maps averaged, the bypassed network through extra linear layers, so they can "
+               "compute the same: the difference comes from how the two train")
+    return (f"the two answers differ: bypassing {', '.join(costly)} in this network (retrained with it bypassed) "
+            f"loses accuracy beyond noise, while a {k}-block network is as good within noise, because {why}")
 
 
 def drops_from_results(results: Mapping[str, object]) -> dict[str, tuple[float, float]]:

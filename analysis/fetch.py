@@ -54,6 +54,17 @@ class RunRecord:
     tags: dict[str, str]
     curve: tuple[float, ...]  # val/accuracy after every epoch (steps 1, 2, …)
     val_images: int  # 0 when the run did not record it
+    seconds: float = 0.0  # from start to end (0 while it runs)
+
+    @property
+    def val_chance(self) -> float | None:
+        """Chance level on the validation split (the commonest class's share); None for runs that did
+        not record it."""
+        text = self.tags.get("data.val_chance", "")
+        try:
+            return float(text)
+        except ValueError:
+            return None
 
 
 def run_record(tracking_uri: str, run_id: str) -> RunRecord:
@@ -71,7 +82,8 @@ def run_record(tracking_uri: str, run_id: str) -> RunRecord:
     images = run.data.tags.get("data.val_images", "")
     return RunRecord(run_id, run.info.run_name or run_id, run.info.status, run.info.experiment_id,
                      dict(run.data.params), dict(run.data.tags), tuple(by_step[s] for s in sorted(by_step)),
-                     int(images) if images.isdigit() else 0)
+                     int(images) if images.isdigit() else 0,
+                     max(0.0, ((run.info.end_time or 0) - (run.info.start_time or 0)) / 1000.0))
 
 
 def latest_images(tracking_uri: str, run_id: str, keys: list[str], destination: Path) -> dict[str, Path]:

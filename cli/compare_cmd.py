@@ -122,7 +122,9 @@ def handle_compare(args: argparse.Namespace) -> int:
         comparison = compare_runs(runs, folds=args.folds)
         for run in runs:
             record = run_record(stores.mlflow_uri, run.run_id)
-            chance = chance_accuracy(run.labels) if run.labels is not None else 0.5
+            chance = record.val_chance  # the validation split's; older runs: the analysis set's
+            if chance is None:
+                chance = chance_accuracy(run.labels) if run.labels is not None else 0.5
             comparison.training[run.run_id] = Training(run.name, record.curve, record.val_images, chance)
         figures = comparison_figures(comparison)
         from mlflow import MlflowClient

@@ -15,6 +15,8 @@ EXCLUDED = ("depth", "folds", "fold", "run_name")  # what the depth study varies
 EXAMPLES = """
 examples:
   convscope depth --folds 5                                   # depth 1..5 of the seed network, synthetic data
+  convscope depth --data ~/PetImages --timeout 12m            # epochs and folds planned to answer within 12 minutes
+  convscope depth --from-run 3f2c9a… --timeout 12m            # depth 1..N of a trained run's network, every setting kept
   convscope depth --data ~/PetImages --widths 16 32 64 128 256 --epochs 8
   convscope depth --study pets --max-depth 6 --image-size 96  # widths, dropout, lr of a study's best trial
   convscope depth --ablate 3f2c9a…                            # bypass one block at a time in a trained run's network
@@ -39,10 +41,13 @@ def add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    what = parser.add_argument_group("what to compare (one of --widths, --study, --ablate; default: the "
+    what = parser.add_argument_group("what to compare (one of --widths, --study, --from-run, --ablate; default: the "
                                      "preset's base width × growth; --widths: depth d uses the first d)")
     which = what.add_mutually_exclusive_group()
     which.add_argument("--study", metavar="NAME", help="take widths, dropout and the rest from a study's best trial")
+    which.add_argument("--from-run", metavar="RUN_ID", help="depth 1 … N of a trained run's network: its widths "
+                       "(doubling on past its depth), data, augmentation, optimiser and every other setting; N: its "
+                       "depth + 1 where that fits (or --max-depth)")
     which.add_argument("--ablate", metavar="RUN_ID", help="retrain this run's network with one conv block at a time "
                        "bypassed (average pooling + a 1x1 conv to its width: every other block keeps its shapes)")
     what.add_argument("--ablate-last", type=int, default=0, metavar="N", help="with --ablate: bypass the last "
@@ -54,6 +59,9 @@ def add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
     cv.add_argument("--folds", type=int, default=5, help="stratified folds; every variant trains on each (default: 5)")
     cv.add_argument("--prune-folds", action="store_true", help="stop a variant early when a Wilcoxon signed-rank "
                     "test says it is worse than the best so far (p < 0.1: needs 4 or more folds)")
+    cv.add_argument("--timeout", metavar="DURATION", help="answer within this time (e.g. 12m, 1h): the epochs of "
+                    "every fold run are planned so that 3 rounds of folds fit, more rounds run until the answer holds, "
+                    "and the verdict says what more time would settle when it cannot answer")
     cv.add_argument("--name", help="the parent run's name and the prefix of the fold runs (default: depth-<time>)")
     add_config_flags(parser, "YAML or TOML run settings")
     add_setting_flags(parser, exclude=EXCLUDED, title="{section} settings shared by every fold run")
@@ -70,15 +78,23 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--folds must be at least 2 (got {args.folds})")
     if args.max_depth is not None and args.max_depth < 1:
         raise ConfigError(f"--max-depth must be at least 1 (got {args.max_depth})")
+    if args.prune_folds and args.timeout:
+        raise ConfigError("--prune-folds goes with a fixed number of folds; with --timeout the study stops by itself "
+                          "once the answer holds: drop one of them")
+    if args.prune_folds and args.folds < 4:
+        raise ConfigError(f"--prune-folds needs --folds 4 or more: its Wilcoxon test cannot reject anything on "
+                          f"{args.folds} folds (got --folds {args.folds})")
     if args.ablate_last < 0:
         raise ConfigError(f"--ablate-last must be at least 0 (got {args.ablate_last})")
     preset, overrides, _ = setting_layers(args)
     command = build_config(preset or "seed", overrides)
     given_widths = "widths" in overrides.get("model", {})
     mode, source, widths = "depth", "the preset's base width x growth", tuple(command.model.widths)
-    if given_widths and (args.study or args.ablate):
-        raise ConfigError(f"--widths goes with neither --study nor --ablate: {'the study' if args.study else 'the run'} "
-                          "sets the widths")
+    if given_widths and (args.study or args.ablate or args.from_run):
+        raise ConfigError(f"--widths goes with neither --study, --from-run nor --ablate: "
+                          f"{'the study' if args.study else 'the run'} sets the widths")
+    if args.from_run and preset:
+        raise ConfigError("--from-run takes the network and settings of the run: drop --preset")
     if args.ablate_last and not args.ablate:
         raise ConfigError("--ablate-last needs --ablate RUN_ID (the trained run whose last blocks to bypass)")
     if args.ablate and (preset or args.max_depth):
@@ -103,6 +119,13 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
         variants = ablation_variants(base, args.ablate_last)
     else:
         base = command
+        if args.from_run:
+            trained = to_dict(run_config(command, args.from_run))
+            merged = merge({k: v for k, v in trained.items() if k != "preset"}, overrides)
+            base = from_dict({**merged, "preset": trained["preset"]})
+            widths, source = base.model.channel_widths(), f"run {args.from_run}"
+            if not args.max_depth:
+                args.max_depth = min(len(widths) + 1, max_depth(base.model))
         if args.study:
             base, widths, source = study_config(base, args.study, args.storage, overrides)
         elif widths:
@@ -112,8 +135,12 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
         if widths and len(widths) < deepest:  # a study's per-layer widths: go on doubling
             widths = widths + tuple(widths[-1] * 2 ** (i + 1) for i in range(deepest - len(widths)))
         variants = depth_variants(base, deepest, widths)
+    from convscope.train.durations import parse_timeout
+
+    timeout = parse_timeout(args.timeout) if args.timeout is not None else None
     return DepthSettings(name=args.name or default_name(mode), variants=variants, folds=args.folds, mode=mode,
-                         prune_folds=args.prune_folds, source=source, ablate_run=args.ablate or "")
+                         prune_folds=args.prune_folds, source=source, ablate_run=args.ablate or "", timeout=timeout,
+                         epochs_given="epochs" in overrides.get("optim", {}))
 
 
 def handle_depth(args: argparse.Namespace) -> int:

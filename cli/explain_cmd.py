@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import tempfile
 from pathlib import Path
 
-from convscope.train.config import RunConfig
 from convscope.train.errors import ConfigError
 
 REPORT_FOLDER = "explain"
@@ -34,13 +34,11 @@ def add_explain_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle_explain)
 
 
-def suggested_commands(config: RunConfig, run_id: str, epochs: int) -> tuple[str, str]:
-    """(depth study, ablation) commands for this run's data and network, at ``epochs``."""
-    model, data = config.model, config.data
-    widths = " ".join(map(str, model.channel_widths()))
-    depth = (f"convscope depth --data {data.data} --image-size {model.image_size} --widths {widths} "
-             f"--epochs {epochs} --folds 5")
-    ablate = f"convscope depth --ablate {run_id} --ablate-last 2 --epochs {epochs} --folds 5"
+def suggested_commands(run_id: str, timeout: str, store_flags: str = "") -> tuple[str, str]:
+    """(depth study, ablation) commands that start from the run itself — its network, data,
+    augmentation and every other setting — and answer within ``timeout``."""
+    depth = f"convscope depth --from-run {run_id} --timeout {timeout}{store_flags}"
+    ablate = f"convscope depth --ablate {run_id} --ablate-last 2 --timeout {timeout}{store_flags}"
     return depth, ablate
 
 
@@ -58,7 +56,9 @@ def handle_explain(args: argparse.Namespace) -> int:
     from convscope.analysis.fetch import fetch_run, latest_images, run_record, study_results
     from convscope.tracking.mlflow_sink import attach_to_run
     from convscope.analysis.probes import chance_accuracy
-    from convscope.analysis.verdicts import Training, more_epochs, problems
+    from convscope.analysis.depth_plan import suggested_timeout
+    from convscope.analysis.verdicts import Training
+    from convscope.train.geometry import max_depth
     from convscope.train.config import build_config
 
     uri = stores.mlflow_uri
@@ -76,12 +76,16 @@ def handle_explain(args: argparse.Namespace) -> int:
         run = dataclasses.replace(load_run_activations(fetched.run_id, fetched.name, fetched.activations),
                                   stats=fetched.stats)
         labels = run.labels
-        chance = chance_accuracy(labels) if labels is not None else 1.0 / max(config.model.num_classes, 2)
+        chance = record.val_chance  # the validation split's; older runs: the analysis set's
+        if chance is None:
+            chance = chance_accuracy(labels) if labels is not None else 1.0 / max(config.model.num_classes, 2)
         training = Training(record.name, record.curve, record.val_images or (len(labels) if labels is not None else 0),
                             chance)
-        trouble = problems([training], needs_learning=[training])
-        epochs = more_epochs(training.epochs) if trouble else config.optim.epochs
-        depth_command, ablate_command = suggested_commands(config, args.run_id, epochs)
+        blocks = len(config.model.channel_widths())
+        timeout = suggested_timeout(record.seconds, min(blocks + 1, max_depth(config.model)))
+        store_flags = (f" --runs-dir {shlex.quote(args.runs_dir)}" if args.runs_dir != "runs" else "") + \
+            (f" --mlflow-uri {shlex.quote(args.mlflow_uri)}" if args.mlflow_uri else "")
+        depth_command, ablate_command = suggested_commands(args.run_id, timeout, store_flags)
         ablations = study_results(uri, record.experiment_id, "ablate-study", {"depth.ablate_run": args.run_id})
         ablation = None
         if ablations:
@@ -95,7 +99,7 @@ def handle_explain(args: argparse.Namespace) -> int:
                 depth = DepthAnswer(results.get("name", study_id), results["sentence"], chosen[0] if chosen else None)
                 break
         explanation = explain(run, training, ablation=ablation, depth=depth, depth_command=depth_command,
-                              ablate_command=ablate_command, folds=args.folds)
+                              ablate_command=ablate_command, folds=args.folds, head=config.model.head)
         keys = ["saliency", *(f"feature_maps/{layer}" for layer in run.probes)]
         pictures = latest_images(uri, args.run_id, keys, Path(tmp) / "images")
         images = {key: pictures[key].read_bytes() for key in keys if key in pictures}

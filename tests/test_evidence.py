@@ -60,15 +60,42 @@ def test_no_verdicts_on_a_run_that_did_not_learn() -> None:
     assert 'class="warning"' in report_html(e, "id", {})
 
 
-def test_an_ablation_and_a_depth_study_that_seem_to_disagree_are_reconciled() -> None:
-    ablation = Ablation("abl", {"conv3": (0.05, 0.01)}, "recommended: keep all 3 blocks …")
-    depth = DepthAnswer("d", "recommended depth: 2 — a tie …", 2)
-    e = explain(_run(), LEARNED, ablation=ablation, depth=depth, folds=3)
+def test_the_differ_sentence_only_when_the_depth_study_and_the_ablation_differ() -> None:
+    costly = Ablation("abl", {"conv3": (0.05, 0.01)}, "recommended: keep all 3 blocks …")
+    e = explain(_run(), LEARNED, ablation=costly, depth=DepthAnswer("d", "recommended depth: 2 — a tie …", 2), folds=3)
     assert "the network needs it" in "\n".join(e.useful)
-    assert e.depth[-1].startswith("the two answers differ because they ask different things: bypassing conv3")
-    unfinished = explain(_run(), LEARNED, ablation=ablation, depth=DepthAnswer("d", "no recommendation: …", None),
+    assert e.depth[-1].startswith("the two answers differ: bypassing conv3 in this network (retrained with it "
+                                  "bypassed) loses accuracy beyond noise, while a 2-block network is as good")
+    assert "average-pool conv2's maps down" in e.depth[-1] and "head was built" not in e.depth[-1]
+    gap = explain(_run(), LEARNED, ablation=costly, depth=DepthAnswer("d", "…", 2), folds=3, head="gap")
+    assert "how the two train" in gap.depth[-1]
+    agree = {  # depth 3 keeps conv3, which the ablation needs; a free conv3 agrees with depth 2
+        "keeps": explain(_run(), LEARNED, ablation=costly, depth=DepthAnswer("d", "recommended depth: 3", 3), folds=3),
+        "free": explain(_run(), LEARNED, ablation=Ablation("abl", {"conv3": (0.001, 0.004)}, "…"),
+                        depth=DepthAnswer("d", "recommended depth: 2", 2), folds=3),
+        "no ablation": explain(_run(), LEARNED, depth=DepthAnswer("d", "recommended depth: 2", 2), folds=3),
+    }
+    for case, explained in agree.items():
+        assert not any("differ" in line for line in explained.depth), (case, explained.depth)
+    unfinished = explain(_run(), LEARNED, ablation=costly, depth=DepthAnswer("d", "no recommendation: … rerun with "
+                                                                             "--timeout 20m", None),
                          depth_command="convscope depth …", folds=3)
-    assert unfinished.depth == ["depth study d: no recommendation: …", "not enough evidence yet: convscope depth …"]
+    assert unfinished.depth == ["depth study d: no recommendation: … rerun with --timeout 20m"]  # its advice, alone
+
+
+def test_looking_noisy_only_about_a_layer_measured_noisy() -> None:
+    """A 3×3 layer that carries the classes has no noise measure: it is not called noisy."""
+    run = _run()
+    labels = run.labels
+    conv2 = torch.rand(120, 16, generator=torch.Generator().manual_seed(1))
+    conv3 = torch.rand(120, 32, generator=torch.Generator().manual_seed(2))
+    conv3[:, 0] += 3.0 * labels
+    run = RunActivations("id", "run", run.probes, {"conv1": run.analysis["conv1"], "conv2": conv2, "conv3": conv3},
+                         labels, run.stats)
+    e = explain(run, LEARNED, folds=3)
+    rows = {row.layer: row for row in e.rows}
+    assert rows["conv3"].noise is None and counts(rows["conv3"].gain, rows["conv3"].gain_se)
+    assert not any(line.startswith("looking noisy") and "conv3" in line for line in e.useful), e.useful
 
 
 def test_drops_from_an_ablations_results() -> None:

@@ -73,6 +73,7 @@ def run_facts(prepared: Prepared) -> dict[str, str]:
         "data.classes": ",".join(f"{i}:{name}" for i, name in enumerate(data.class_names)),
         "data.path": prepared.config.data.data,
         "data.val_images": str(len(data.val)),
+        "data.val_chance": f"{majority_share(data.val.labels):.6g}",
         "data.files": str(data.total_files),
         "data.skipped_files": str(len(data.skipped)),
         "data.in_memory": str(data.train.in_memory),
@@ -84,3 +85,8 @@ def run_facts(prepared: Prepared) -> dict[str, str]:
         "data.seed": str(prepared.config.data.effective_seed(prepared.config.optim.seed)),
         **({"cpu.threads": str(torch.get_num_threads())} if prepared.device.type == "cpu" else {}),
     }
+
+
+def majority_share(labels: torch.Tensor) -> float:
+    """Accuracy of always answering the commonest class of ``labels`` (chance level); 0 for none."""
+    return float(torch.bincount(labels.reshape(-1).long()).max() / labels.numel()) if labels.numel() else 0.0
