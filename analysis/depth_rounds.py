@@ -65,9 +65,11 @@ def trimmed(outcomes: Sequence[Outcome], rounds: int) -> list[Outcome]:
     kept = []
     for o in outcomes:
         keep = [i for i, fold in enumerate(o.fold_numbers) if fold < rounds]
-        kept.append(replace(o, accuracies=[o.accuracies[i] for i in keep], folds=[o.fold_numbers[i] for i in keep],
-                            run_ids=[o.run_ids[i] for i in keep], curves=[o.curves[i] for i in keep if i < len(o.curves)],
-                            images=[o.images[i] for i in keep if i < len(o.images)]))
+        def pick(values: list) -> list:
+            return [values[i] for i in keep if i < len(values)]
+
+        kept.append(replace(o, accuracies=pick(o.accuracies), folds=pick(o.fold_numbers), run_ids=pick(o.run_ids),
+                            curves=pick(o.curves), images=pick(o.images), left_out=list(o.left_out)))
     return kept
 
 

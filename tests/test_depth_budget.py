@@ -1,0 +1,100 @@
+"""``convscope depth --timeout``: the epochs planned for a budget, the budget's running estimate, the
+rounds' stopping rule and every sentence the timed verdict adds — each where it must appear and
+where it must not."""
+
+from __future__ import annotations
+
+import pytest
+
+from convscope.analysis.depth_plan import MIN_ROUNDS, SHARE, Budget, plan_epochs, suggested_timeout
+from convscope.analysis.depth_rounds import Rounds, final_verdict, trimmed
+from convscope.analysis.depth_verdict import Outcome, Variant, recommend
+from convscope.train.config import build_config
+from convscope.train.errors import ConfigError
+
+
+def _outcome(depth: int, accuracies: list[float], *, rise: float = 0.0, epochs: int = 8, images: int = 400,
+             folds: list[int] | None = None) -> Outcome:
+    """Curves flat at each fold's accuracy, except that the last quarter rose by ``rise``."""
+    config = build_config("tiny", {"model": {"depth": depth}})
+    quarter = max(1, round(epochs / 4))
+    curves = [[a - rise] * (epochs - quarter) + [a] * quarter for a in accuracies]
+    return Outcome(Variant(f"depth {depth}", f"d{depth}", config), list(accuracies), curves=curves,
+                   images=[images] * len(accuracies), chance=0.5, folds=folds or list(range(len(accuracies))))
+
+
+def test_the_plan_fits_three_rounds_in_the_budget_or_says_what_would() -> None:
+    per_epoch = {"d1": 1.0, "d2": 2.0}
+    epochs = plan_epochs(200.0, per_epoch, overhead_s=3.0)
+    assert epochs == int((SHARE * 200.0 / MIN_ROUNDS - 2 * 3.0) // 3.0)
+    assert MIN_ROUNDS * (epochs * 3.0 + 2 * 3.0) <= 200.0  # the planned rounds fit
+    assert plan_epochs(100_000.0, per_epoch) == 40  # capped
+    with pytest.raises(ConfigError, match=r"--timeout 30.0s: 3 folds of 2 networks at 4 epochs need about"):
+        plan_epochs(30.0, per_epoch)
+
+
+def test_the_budget_learns_from_the_runs_so_far() -> None:
+    budget = Budget(600.0, {"d1": 10.0, "d2": 20.0})
+    assert budget.estimate("d2") == 20.0 and budget.fits("d2")
+    budget.record("d1", 30.0)  # runs take three times the calibrated estimate
+    assert budget.correction == 3.0 and budget.estimate("d2") == 60.0
+    assert budget.needed_for(2, 2.0) == pytest.approx(2 * (30 + 60) * 2 / SHARE)
+    assert not Budget(10.0, {"d1": 20.0}).fits("d1")
+
+
+def test_a_suggested_timeout_is_three_rounds_of_the_runs_length_in_whole_minutes() -> None:
+    assert suggested_timeout(60.0, 4) == f"{-(-int(MIN_ROUNDS * 4 * 60 / SHARE) // 60)}m"
+    assert suggested_timeout(1.0, 2) == "5m"
+
+
+def test_trimmed_keeps_the_first_rounds_paired_by_fold() -> None:
+    outcome = _outcome(2, [0.8, 0.9, 0.7], folds=[0, 2, 1])
+    (kept,) = trimmed([outcome], 2)
+    assert kept.fold_numbers == [0, 1] and kept.accuracies == [0.8, 0.7]
+
+
+def _rounds(completed: int, after: list[str]) -> Rounds:
+    return Rounds(8, Budget(600.0, {"d1": 20.0, "d2": 30.0, "d3": 40.0}), completed, "", after)
+
+
+def test_provisional_only_from_fewer_than_three_rounds() -> None:
+    outcomes = [_outcome(1, [0.6, 0.62]), _outcome(2, [0.9, 0.91]), _outcome(3, [0.9, 0.92])]
+    early = final_verdict(outcomes, "depth", _rounds(2, ["depth 2"]))
+    assert early.sentence.startswith("provisional, from 2 folds of the 3 a verdict needs (rerun with --timeout ")
+    full = [_outcome(1, [0.6, 0.62, 0.61]), _outcome(2, [0.9, 0.91, 0.9]), _outcome(3, [0.9, 0.92, 0.91])]
+    settled = final_verdict(full, "depth", _rounds(3, ["depth 2", "depth 2"]))
+    assert settled.sentence.startswith("recommended depth: 2") and "provisional" not in settled.sentence
+    assert "not yet stable" not in settled.sentence and "left out" not in settled.sentence
+
+
+def test_not_yet_stable_only_when_the_last_round_changed_the_answer() -> None:
+    full = [_outcome(1, [0.6, 0.62, 0.61]), _outcome(2, [0.9, 0.91, 0.9]), _outcome(3, [0.9, 0.92, 0.91])]
+    changed = final_verdict(full, "depth", _rounds(3, ["depth 3", "depth 2"]))
+    assert "; not yet stable: after 2 folds the rule picked depth 3 — more folds would settle it (rerun with " \
+           "--timeout " in changed.sentence
+
+
+def test_a_left_out_fold_is_named() -> None:
+    full = [_outcome(1, [0.6, 0.62, 0.61]), _outcome(2, [0.9, 0.91], folds=[0, 2]), _outcome(3, [0.9, 0.92, 0.91])]
+    full[1].left_out.append("fold 2 (0.500 and 0.497)")
+    verdict = final_verdict(full, "depth", _rounds(3, ["depth 2", "depth 2"]))
+    assert verdict.sentence.endswith("; left out, as they did not learn twice: depth 2 fold 2 (0.500 and 0.497)")
+
+
+def test_more_epochs_are_asked_for_as_a_timeout_when_a_rise_would_change_the_answer() -> None:
+    outcomes = [_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.80, 0.81, 0.80]), _outcome(3, [0.78, 0.79, 0.78], rise=0.1)]
+    verdict = final_verdict(outcomes, "depth", _rounds(3, ["depth 2", "depth 2"]))
+    assert verdict.recommended is None
+    assert "depth 3 was still improving at epoch 8" in verdict.sentence
+    assert "more epochs needed: rerun with --timeout " in verdict.sentence and "--epochs" not in verdict.sentence
+
+
+def test_a_rise_that_cannot_change_the_answer_is_said_and_does_not_block_it() -> None:
+    rising = recommend([_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.90, 0.91, 0.90]),
+                        _outcome(3, [0.80, 0.79, 0.80], rise=0.05)], "depth")
+    assert rising.recommended is not None and rising.recommended.variant.blocks == 2
+    assert "(depth 3 was still improving (depth 3 +0.050 over the last quarter of the epochs), but at that rate " \
+           "another quarter would not change the answer)" in rising.sentence
+    flat = recommend([_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.90, 0.91, 0.90]), _outcome(3, [0.80, 0.79, 0.80])],
+                     "depth")
+    assert "still improving" not in flat.sentence and not flat.rising
