@@ -20,6 +20,7 @@ Contract (``convscope depth --timeout``):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -145,9 +146,10 @@ def _training(outcome: Outcome, index: int) -> Training:
 
 def _train(name: str, folds: int, variant: Variant, fold: int, first: Prepared | None, parent: MlflowTracker | None,
            echo: Callable[[str], None], budget: Budget, retry: bool = False) -> FoldResult:
+    started = time.monotonic()
     prepared = first if first is not None else prepare_fold(name, folds, variant, fold, retry=retry)
     result = train_fold(name, folds, prepared, variant, fold, parent, echo)
-    budget.record(variant.slug, result.seconds)
+    budget.record(variant.slug, time.monotonic() - started)  # preparing the fold counts too
     return result
 
 

@@ -106,6 +106,23 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle_search)
 
 
+FOLDER_TEST_FRACTION = 0.1
+"""A study on a folder of photos sets this share of every class aside as its test split unless
+``--test-fraction`` says otherwise (a folder with its own test/ folder uses that instead)."""
+
+
+def is_photo_folder(data: str) -> bool:
+    """``--data`` names a folder of class sub-folders (not the synthetic or a named data set, and not
+    a folder whose own train/ and val/ (and perhaps test/) folders fix the split)."""
+    from convscope.train.data import SYNTHETIC_DEPTH
+    from convscope.train.torchvision_data import KNOWN
+
+    if data == "synthetic" or SYNTHETIC_DEPTH.fullmatch(data) or data in KNOWN:
+        return False
+    root = Path(data).expanduser()
+    return root.is_dir() and not (root / "train").is_dir()
+
+
 def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
     """(the trials' base config, the search space) from the flags, the environment and the config file."""
     from convscope.search.space import space_from_settings, spec_values
@@ -113,6 +130,8 @@ def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
 
     preset, overrides, file_search = setting_layers(args)
     base = build_config(preset or "seed", overrides)
+    if "test_fraction" not in overrides.get("data", {}) and is_photo_folder(base.data.data):
+        base = dataclasses.replace(base, data=dataclasses.replace(base.data, test_fraction=FOLDER_TEST_FRACTION))
     flags = {dest.removeprefix("space."): value for dest, value in vars(args).items() if dest.startswith("space.")}
     labels = {str(name).replace("-", "_"): f"--config {args.config}: search.{name} {value}"
               for name, value in file_search.items() if str(name).replace("-", "_") not in flags}

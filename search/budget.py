@@ -113,3 +113,25 @@ def hide_budget_tracebacks() -> None:
     logger = logging.getLogger(_OPTUNA_TRIAL_LOGGER)
     if not any(isinstance(f, _HideBudgetStops) for f in logger.filters):
         logger.addFilter(_HideBudgetStops())
+
+
+def stopped_ahead(study: optuna.Study, best: FrozenTrial | None, study_name: str) -> list[str]:
+    """One line per trial the budget stopped that was ahead of ``best`` at the epoch it reached (and
+    that no later run has trained again), with how to finish it."""
+    if best is None:
+        return []
+    retried = {t.user_attrs.get(RETRY_ATTR) for t in study.get_trials(deepcopy=False) if t.state.is_finished()
+               and t.state != TrialState.FAIL}
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    lines = []
+    for trial in study.get_trials(deepcopy=False):
+        if not is_stopped(trial) or not trial.intermediate_values or trial.number in retried:
+            continue
+        epoch = max(trial.intermediate_values)
+        value, theirs = trial.intermediate_values[epoch], best.intermediate_values.get(epoch)
+        if theirs is not None and sign * (value - theirs) > 0:
+            lines.append(f"trial #{trial.number}, stopped by the time budget at epoch {epoch}, was ahead of the best "
+                         f"trial #{best.number} at that epoch ({value:.4f} against {theirs:.4f}): run the same "
+                         f"convscope search --study-name {study_name} … again to train it to the end (stopped "
+                         "trials go first)")
+    return lines

@@ -85,6 +85,8 @@ def trial_run_name(study_name: str, number: int) -> str:
     return f"{study_name}-trial-{number:04d}"
 
 
+from convscope.search.pruning import VAL_IMAGES_ATTR
+
 TRIAL_CONFIG_ATTR = "config"
 """The trial's user attribute holding what it trained (``trained_settings``): read back by ``depth --study``."""
 TRAINED_SECTIONS = ("model", "data", "optim")
@@ -121,6 +123,7 @@ class Objective:
             optim=dataclasses.replace(config.optim, device=self.device),
         )
         prepared = prepare(config, echo=lambda line: None, progress=False)
+        trial.set_user_attr(VAL_IMAGES_ATTR, len(prepared.data.val))  # the noise of its accuracy, for the pruner
         tb_dir = settings.study_tensorboard_dir() / f"trial-{trial.number:04d}"
         stopped: list[str] = []  # why the budget stopped the trial, once it has
 

@@ -7,11 +7,17 @@ of the run: an epoch-1 accuracy says how fast a network climbs at a tiny learnin
 not how good the architecture is, and a median pruner judging it would stop nearly
 every trial on epoch 1. ``pruning_start`` says from which epoch on a trial may be
 judged; ``make_pruner`` builds the study's pruner around it.
+
+A median pruner on an accuracy also accounts for noise (``NoiseAwarePruner``): it cuts a trial only
+when it trails the median of the completed trials at that epoch by more than the standard error of
+a difference of two accuracies measured on the trial's validation split (binomial, Agresti–Coull);
+a gap inside that noise is a tie, and a tie is not a reason to stop.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import optuna
@@ -26,6 +32,8 @@ STARTUP_TRIALS = 3
 """The median pruner prunes nothing until this many trials have completed."""
 HYPERBAND_REDUCTION = 3
 """Hyperband keeps the best third of the trials at each rung."""
+VAL_IMAGES_ATTR = "val_images"
+"""User attribute of a trial: the images of its validation split (the noise of its accuracy)."""
 
 
 def warmup_epochs(epochs: int, schedule: str = "onecycle", steps_per_epoch: int | None = None) -> int:
@@ -95,12 +103,44 @@ def pruning_start(epochs: int, schedule: str = "onecycle", steps_per_epoch: int 
     return PruningStart(epochs, schedule, warmup_epochs(epochs, schedule, steps_per_epoch))
 
 
-def make_pruner(name: str, epochs: int = 10, schedule: str = "onecycle") -> optuna.pruners.BasePruner:
+class NoiseAwarePruner(optuna.pruners.BasePruner):
+    """``inner``'s verdict, kept only when the trial's accuracy at this epoch trails the median of the
+    completed trials' by more than the noise (see the module docstring). A trial that does not say
+    how many validation images it has is judged by ``inner`` alone."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if not self.inner.prune(study, trial):
+            return False
+        images = trial.user_attrs.get(VAL_IMAGES_ATTR)
+        step = trial.last_step
+        if not images or step is None:
+            return True
+        others = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                  if step in t.intermediate_values]
+        if not others:
+            return True
+        median = statistics.median(others)
+        return median - trial.intermediate_values[step] > gap_noise(median, int(images))
+
+
+def gap_noise(accuracy: float, images: int) -> float:
+    """Standard error of the difference of two accuracies near ``accuracy`` on ``images`` images each."""
+    n = max(images, 0) + 4
+    adjusted = (min(max(accuracy, 0.0), 1.0) * max(images, 0) + 2) / n
+    return math.sqrt(2.0 * adjusted * (1.0 - adjusted) / n)
+
+
+def make_pruner(name: str, epochs: int = 10, schedule: str = "onecycle",
+                metric: str = "val/accuracy") -> optuna.pruners.BasePruner:
     """The study's pruner for trials of ``epochs`` epochs under ``schedule``.
 
     - ``median``: ``MedianPruner`` that judges nothing before ``pruning_start(...).first_epoch``
       (``n_warmup_steps``: Optuna prunes from ``step == n_warmup_steps`` on) and nothing
-      until STARTUP_TRIALS trials have completed;
+      until STARTUP_TRIALS trials have completed; on an accuracy ``metric``, inside a
+      ``NoiseAwarePruner``;
     - ``hyperband``: ``HyperbandPruner`` with its first rung at that epoch
       (``min_resource``) and ``max_resource`` = ``epochs``;
     - ``none``, or a run too short to leave an epoch to judge (``PruningStart.possible``): ``NopPruner``.
@@ -114,6 +154,7 @@ def make_pruner(name: str, epochs: int = 10, schedule: str = "onecycle") -> optu
     if name == "none" or not start.possible:
         return optuna.pruners.NopPruner()
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=start.first_epoch)
+        median = optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=start.first_epoch)
+        return NoiseAwarePruner(median) if "accuracy" in metric else median
     return optuna.pruners.HyperbandPruner(min_resource=start.first_epoch, max_resource=epochs,
                                           reduction_factor=HYPERBAND_REDUCTION)

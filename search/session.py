@@ -26,7 +26,7 @@ from pathlib import Path
 
 import optuna
 
-from convscope.search.budget import budget_line, format_duration, is_stopped, retry_stopped, run_line
+from convscope.search.budget import budget_line, format_duration, is_stopped, retry_stopped, run_line, stopped_ahead
 from convscope.search.objective import StudySettings
 from convscope.search.pruning import pruning_start
 from convscope.search.report import best_over_time_figure, best_trials_table, close_figures, study_figures
@@ -48,6 +48,7 @@ from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.tracking.orphans import close_orphaned_runs
 from convscope.tracking.stores import Stores
 from convscope.tracking.secrets import mask_secrets
+from convscope.search.held_out import score_best
 from convscope.search.registry import CHAMPION, register_study_models
 
 
@@ -78,6 +79,9 @@ def run_study(
     say(pruning_start(optim.epochs, optim.schedule).describe(settings.pruner))
     if settings.timeout is not None and settings.deadline is not None:
         say(budget_line(settings.timeout, settings.deadline))
+    if settings.base.data.test_fraction:
+        say(f"test split: {settings.base.data.test_fraction:.0%} of every class set aside (--test-fraction), never "
+            "trained on or used to pick; the best network is scored on it once, at the end")
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     for number in retry_stopped(study):
         say(f"trial {number} was stopped by an earlier run's time budget: it runs again first, same parameters")
@@ -101,6 +105,8 @@ def run_study(
         best = best_trial(study)
         if best is not None:
             echo(f"best trial #{best.number}: {settings.metric} {best.value:.4f}  params {best.params}")
+        for line in stopped_ahead(study, best, settings.study_name):
+            echo(line)
         echo(f"study {settings.study_name!r} in {settings.storage.display}")
         if parent is not None and parent.run_url:
             echo(f"parent run: {parent.run_url}")
@@ -235,8 +241,28 @@ def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings,
                                  "registered_model": f"models:/{name}@{CHAMPION} (version {version})"})
                 parent.log_metrics({f"best/{settings.metric}": float(best.value or 0.0)}, step=0)
                 echo(f"best network: models:/{name}@{CHAMPION} (registered model {name!r}, version {version})")
+                _score_on_test(study, settings, parent, name, version, echo)
     except Exception as error:  # the study's results stay in Optuna and the child runs
         print(f"could not write the study report: {error}", file=sys.stderr)
+
+
+def _score_on_test(study: optuna.Study, settings: StudySettings, parent: MlflowTracker, model_name: str,
+                   version: str | None, echo: Callable[[str], None]) -> None:
+    """The best trial's network scored once on the held-out test split, beside its validation score."""
+    scored = score_best(study, settings.base, parent.tracking_uri)
+    if scored is None:
+        echo("no held-out test split (--test-fraction, or a test/ folder): the best figure above is the "
+             "validation split's, the one that picked it")
+        return
+    best, evaluation = scored
+    low, high = evaluation.interval()
+    parent.log_metrics({"test/accuracy": evaluation.accuracy, "test/accuracy_low": low, "test/accuracy_high": high,
+                        "test/images": float(len(evaluation.labels))}, step=0)
+    if version is not None:
+        parent.client.set_model_version_tag(model_name, version, "test/accuracy", f"{evaluation.accuracy:.6g}")
+    echo(f"held-out test: best trial #{best.number} scores {evaluation.accuracy:.4f} (95% interval {low:.4f}–"
+         f"{high:.4f}) on {len(evaluation.labels):,} photos no trial saw; {settings.metric} {best.value:.4f} on the "
+         "validation split that picked it")
 
 
 def _time_marks(settings: StudySettings, resumed: bool) -> dict[str, datetime.datetime]:

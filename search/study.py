@@ -44,7 +44,7 @@ class StudyStopped(RuntimeError):
 
 def study_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
     """``--pruner`` for the trials' epochs and schedule (``search.pruning.make_pruner``)."""
-    return make_pruner(settings.pruner, settings.base.optim.epochs, settings.base.optim.schedule)
+    return make_pruner(settings.pruner, settings.base.optim.epochs, settings.base.optim.schedule, settings.metric)
 
 
 def failure_streak(study: optuna.Study) -> str | None:

@@ -142,6 +142,30 @@ def test_the_median_pruner_spares_the_first_trials() -> None:
         study.tell(trial, 0.9 - 0.3 * number)
 
 
+@pytest.mark.parametrize(("gap", "images", "pruned"), [
+    (0.02, 500, False),   # 0.02 behind the median on 500 images: inside the noise (SE of the gap ≈ 0.027)
+    (0.10, 500, True),    # far behind
+    (0.02, 20_000, True),  # the same gap on 20,000 images is beyond the noise
+])
+def test_the_median_pruner_does_not_cut_a_trial_inside_the_noise(gap: float, images: int, pruned: bool) -> None:
+    from convscope.search.pruning import VAL_IMAGES_ATTR, gap_noise
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 6, metric="val/accuracy"))
+    x = FloatDistribution(0.0, 1.0)
+    for _ in range(3):
+        trial = study.ask({"x": x})
+        for epoch in range(1, 7):
+            trial.report(0.80, epoch)
+        study.tell(trial, 0.80)
+    behind = study.ask({"x": x})
+    behind.set_user_attr(VAL_IMAGES_ATTR, images)
+    for epoch in range(1, 4):
+        behind.report(0.80 - gap, epoch)
+    assert bool(behind.should_prune()) is pruned, gap_noise(0.8, images)
+    loss = optuna.create_study(direction="minimize", pruner=make_pruner("median", 6, metric="val/loss"))
+    assert isinstance(loss.pruner, optuna.pruners.MedianPruner)  # a loss has no binomial noise to account for
+
+
 # --- stops by the budget: counting, retrying, quiet -------------------------------------------
 
 def stopped_study() -> optuna.Study:

@@ -54,6 +54,7 @@ NAMED_DATA = ("synthetic", "cifar10", "oxford-pets")  # --data values that name 
 class DataConfig:
     data: str = "synthetic"  # synthetic | synthetic-depthK (needs K blocks) | cifar10 | oxford-pets | an image folder (one sub-folder per class, or train/ and val/)
     val_fraction: float = 0.2  # share of every class held out for validation (class-folder layout)
+    test_fraction: float = 0.0  # share of every class set aside as a test split before train and validation are drawn (the same photos whatever --seed; convscope search scores its best network on it once, at the end); 0 = none; a folder's own test/ split is used instead when it has one
     folds: int = 0  # k-fold cross-validation: split into this many folds (0 = use --val-fraction)
     fold: int = 0  # which fold is the validation set when --folds is set
     classes: str = "default"  # cifar10 classes: default (cat,dog) | all | a comma list such as cat,dog,horse
@@ -233,6 +234,7 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("model", "num_classes"): _at_least(2),
     ("data", "data"): _NOT_EMPTY,
     ("data", "val_fraction"): _finite(lambda v: 0 < v < 1, "in (0, 1)"),
+    ("data", "test_fraction"): _finite(lambda v: 0 <= v < 0.9, "in [0, 0.9)"),
     ("data", "folds"): ((lambda v: v == 0 or v >= 2), "0 (no cross-validation) or at least 2"),
     ("data", "fold"): _at_least(0),
     ("data", "classes"): _NOT_EMPTY,

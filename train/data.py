@@ -26,7 +26,6 @@ import functools
 import threading
 import hashlib
 import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -282,6 +281,9 @@ def load_data(
     from convscope.train.torchvision_data import KNOWN, load_named_dataset
 
     if config.data in KNOWN:
+        if config.test_fraction:
+            raise ConfigError(f"--data {config.data} comes with its own train and validation split: --test-fraction "
+                              "needs the synthetic set or an image folder with one sub-folder per class")
         if config.folds:
             raise ConfigError(f"--data {config.data} comes with its own train and validation split: "
                               "--folds needs the synthetic set or an image folder with one sub-folder per class")
@@ -318,10 +320,11 @@ def _synthetic(config: DataConfig, image_size: int, seed: int) -> Splits:
         description = (f"--data {config.data}: pairs of squares {2**scale - 2} px apart whose tints agree or "
                        f"differ; k3 s2 blocks need {scale} to see both ({size}, classes {'/'.join(names)})")
     full = ImageSet(labels, tuple(f"synthetic:{i}" for i in range(len(labels))), images)
-    train_idx, val_idx = split_indices(labels, config, seed)
+    train_idx, val_idx, test_idx = split_indices(labels, config, seed)
     return Splits(
         train=full.subset(train_idx),
         val=full.subset(val_idx),
+        test=full.subset(test_idx) if test_idx is not None else None,
         class_names=names,
         fingerprint="synthetic-" + hashlib.sha256(key.encode()).hexdigest()[:16],
         description=description + _fold_note(config),
@@ -388,9 +391,13 @@ def _folder(config: DataConfig, image_size: int, seed: int, cache_dir: Path, pro
         parts = {name: kept.subset(torch.nonzero(entry.splits == code).flatten()) for name, code in SPLIT_CODES.items()
                  if name != "all"}
         train, val, test = parts["train"], parts["val"], parts["test"] if len(parts["test"]) else None
+        if config.test_fraction and test is None:
+            raise ConfigError(f"--data {root}: its train/ and val/ folders fix the split; for a test split put a "
+                              "test/ folder beside them (--test-fraction needs one sub-folder per class)")
     else:
-        train_idx, val_idx = split_indices(entry.labels, config, seed)
-        train, val, test = kept.subset(train_idx), kept.subset(val_idx), None
+        train_idx, val_idx, test_idx = split_indices(entry.labels, config, seed)
+        train, val = kept.subset(train_idx), kept.subset(val_idx)
+        test = kept.subset(test_idx) if test_idx is not None else None
     return Splits(
         train=train,
         val=val,

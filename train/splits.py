@@ -8,7 +8,23 @@ from convscope.train.config import DataConfig
 from convscope.train.errors import ConfigError
 
 
-def split_indices(labels: torch.Tensor, config: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+#: Seed of the test split when ``--data-seed`` is not set: the same photos are set aside whatever ``--seed``.
+TEST_SPLIT_SEED = 0
+
+
+def split_indices(labels: torch.Tensor, config: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Train, validation and test indices. The test split (``--test-fraction`` of every class, drawn
+    with ``--data-seed`` or ``TEST_SPLIT_SEED``, never with ``--seed``) is set aside first; the rest is
+    split by ``--val-fraction``, or into fold ``--fold`` of ``--folds``. No test split: None."""
+    if not config.test_fraction:
+        return (*_train_val(labels, config, seed), None)
+    test_seed = config.data_seed if config.data_seed >= 0 else TEST_SPLIT_SEED
+    rest, test = stratified_split(labels, config.test_fraction, test_seed)
+    train, val = _train_val(labels[rest], config, seed)
+    return rest[train], rest[val], test
+
+
+def _train_val(labels: torch.Tensor, config: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Train and validation indices: by ``--val-fraction``, or fold ``--fold`` of ``--folds``."""
     if not config.folds:
         if config.fold:
