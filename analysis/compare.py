@@ -44,6 +44,14 @@ from convscope.analysis.verdicts import Training
 NEAR_IDENTICAL_CKA = 0.95
 #: A probe-accuracy change within ± this counts as flat.
 FLAT_GAIN = 0.02
+#: A gain or a drop counts when it is more than this many standard errors from zero.
+SIGNIFICANT_SE = 2.0
+
+
+def counts(value: float, error: float) -> bool:
+    """A gain or drop that is neither within ``FLAT_GAIN`` nor within ``SIGNIFICANT_SE`` errors of zero
+    (otherwise a tie with zero)."""
+    return abs(value) > FLAT_GAIN and abs(value) > SIGNIFICANT_SE * error
 #: The best probe must beat chance by more than this for a layer to "carry" class information.
 ABOVE_CHANCE = 0.05
 #: A layer whose probe activations are at least this share of zeros is "mostly silent".

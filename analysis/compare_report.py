@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from convscope.pictures import html_report
 from convscope.analysis.compare import (
+    counts,
     ABOVE_CHANCE,
     FEW_SAMPLES,
     FLAT_GAIN,
@@ -176,10 +177,12 @@ def _probe_sentence(curve: ProbeCurve) -> str:
             f"linear probe accuracy is already {curve.mean[0]:.2f} at {curve.layers[0]} (chance {curve.chance:.2f})")
     tail = range(peak + 1, len(curve.layers))
     if tail:
-        gains = ", ".join(f"{curve.layers[i]} {curve.gain[i]:+.2f}" for i in tail)
-        flat = all(curve.mean[i] >= curve.mean[peak] - FLAT_GAIN for i in tail)
+        errors = curve.gain_se if len(curve.gain_se) == len(curve.layers) else np.zeros(len(curve.layers))
+        gains = ", ".join(f"{curve.layers[i]} {curve.gain[i]:+.2f} ± {errors[i]:.2f}"
+                          + ("" if counts(curve.gain[i], errors[i]) else " (a tie)") for i in tail)
+        flat = not any(counts(curve.gain[i], errors[i]) for i in tail)
         text += f", then stays flat ({gains})" if flat else f", then ends at {curve.mean[-1]:.2f} ({gains})"
-    return text
+    return text + f" (probes cross-validated {curve.folds}-fold on {curve.n} analysis images)"
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:

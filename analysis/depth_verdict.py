@@ -34,6 +34,7 @@ from functools import cached_property
 from convscope.analysis.verdicts import (
     Training,
     binomial_standard_error,
+    MIN_CURVE_EPOCHS,
     late_gain,
     pooled,
     problems,
@@ -151,7 +152,7 @@ def harmless_rises(done: Sequence[Outcome]) -> list[Outcome]:
     """The variants still improving whose rise, continued for another quarter of the epochs, leaves
     the recommendation as it is (empty when any rising one would change it, or cannot be projected)."""
     rising = [o for o in done if still_improving(o.training)]
-    if not rising or any(o.training.epochs < 2 for o in rising):
+    if not rising or any(o.training.epochs < MIN_CURVE_EPOCHS for o in rising):
         return []
     projected = [o.mean + (max(late_gain(o.training), 0.0) if o in rising else 0.0) for o in done]
     now, _, _ = _pick(done, [o.mean for o in done])

@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convscope.analysis.cka import linear_cka, pooled_activations
-from convscope.analysis.compare import FLAT_GAIN, RunActivations
+from convscope.analysis.compare import RunActivations, counts
 from convscope.analysis.probes import ProbeCurve, probe_curve
 from convscope.pictures.stats import noise_not_available
 from convscope.analysis.verdicts import Training, problems
 
-#: A gain or a drop counts when it is more than this many standard errors from zero.
-SIGNIFICANT_SE = 2.0
 #: Maps whose noise measure (1 = as rough as their own pixels shuffled) is at least this look noisy.
 NOISY = 0.8
 #: The question about "the last layers" looks at this many final blocks.
@@ -85,11 +83,6 @@ class Explanation:
     maps: list[str]
     useful: list[str]
     depth: list[str]
-
-
-def counts(value: float, error: float) -> bool:
-    """A gain or drop that is neither within ``FLAT_GAIN`` nor within ``SIGNIFICANT_SE`` errors of zero."""
-    return abs(value) > FLAT_GAIN and abs(value) > SIGNIFICANT_SE * error
 
 
 def _signed(value: float, error: float) -> str:

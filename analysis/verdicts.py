@@ -8,8 +8,9 @@ A verdict ("depth 2 is enough", "conv5 adds little") rests on runs that
 - **stopped improving**: over the last ``window(epochs)`` epochs (a quarter of them, at least
   one) validation accuracy rose by no more than the noise — ``max(MIN_GAIN, 2 × the binomial
   standard deviation of a difference of two accuracies on those images)`` — or it ends with
-  every validation image right, where there is nothing left to improve. One epoch cannot
-  show a curve, so it never counts as converged.
+  every validation image right, where there is nothing left to improve. A curve of fewer than
+  ``MIN_CURVE_EPOCHS`` points is too short to tell flat from rising, so it never counts as
+  converged.
 
 Binomial standard errors use the Agresti–Coull estimate (two successes and two failures
 added), so an accuracy of exactly 0 or 1 still has an uncertainty.
@@ -33,6 +34,8 @@ MIN_ABOVE_CHANCE = 0.05
 SIGNIFICANCE = 0.01
 #: A rise in validation accuracy smaller than this is flat, however many images there are.
 MIN_GAIN = 0.01
+#: The fewest epochs whose curve can be judged flat or rising.
+MIN_CURVE_EPOCHS = 4
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ def noise_of_gain(run: Training) -> float:
 
 def late_gain(run: Training) -> float:
     """Accuracy at the last epoch minus the best accuracy before the final window."""
-    if run.epochs < 2:
+    if run.epochs < MIN_CURVE_EPOCHS:
         return math.nan
     return run.accuracy - max(run.curve[: run.epochs - window(run.epochs)])
 
@@ -110,10 +113,10 @@ def late_gain(run: Training) -> float:
 def still_improving(run: Training) -> bool:
     """True when the curve is too short to judge or still rose beyond the noise at the end
     (a curve that ends with every validation image right has nowhere left to rise)."""
+    at_ceiling = run.epochs >= 2 and run.images > 0 and run.accuracy >= 1.0 - 0.5 / run.images
     gain = late_gain(run)
     if math.isnan(gain):
-        return True
-    at_ceiling = run.images > 0 and run.accuracy >= 1.0 - 0.5 / run.images
+        return not at_ceiling
     return gain > noise_of_gain(run) and not at_ceiling
 
 
@@ -148,11 +151,11 @@ def problems(runs: Sequence[Training], *, needs_learning: Sequence[Training] = (
     """
     found: list[str] = []
     rising = [run for run in runs if still_improving(run)]
-    short = [run for run in rising if run.epochs < 2]
+    short = [run for run in rising if run.epochs < MIN_CURVE_EPOCHS]
     if short:
-        found.append(f"{_names(short)} trained for {_epochs(short[0].epochs)}: one epoch shows no learning curve "
-                     f"— {rerun(short[0].epochs)}")
-    rising = [run for run in rising if run.epochs >= 2]
+        found.append(f"{_names(short)} trained for {_epochs(short[0].epochs)}: a learning curve needs at least "
+                     f"{MIN_CURVE_EPOCHS} epochs to tell flat from rising — {rerun(short[0].epochs)}")
+    rising = [run for run in rising if run.epochs >= MIN_CURVE_EPOCHS]
     if rising:
         epochs = max(run.epochs for run in rising)
         gains = ", ".join((f"{run.label} " if len(rising) > 1 else "") + f"{late_gain(run):+.3f}" for run in rising)

@@ -184,7 +184,7 @@ def test_compare_runs_report_and_summary(tmp_path: Path) -> None:
     assert summary_lines(c)[:2] == ["run a: no verdicts: its validation accuracy history is unknown"] * 2
     learned = Training("run", (0.6, 0.9, 0.95, 0.95), 400, 0.5)
     c.training = {run_id: learned for run_id in c.names}
-    c.training["id-a2"] = Training("run a", (0.5, 0.51, 0.5), 400, 0.5)  # sat at chance: nothing to conclude
+    c.training["id-a2"] = Training("run a", (0.5, 0.5, 0.51, 0.5), 400, 0.5)  # sat at chance: nothing to conclude
     lines = summary_lines(c)
     assert "run a: no verdicts: run a did not learn (0.500 on 400 validation images, chance 0.500) — try more " \
         "epochs, more data or another --lr" in lines
@@ -219,3 +219,21 @@ def test_compare_runs_report_and_summary(tmp_path: Path) -> None:
     with (tmp_path / "report" / "linear_probes.csv").open(newline="") as handle:
         probes = list(csv.DictReader(handle))
     assert len(probes) == 3 * 3 and probes[0]["gain_over"] == "chance" and probes[1]["gain_over"] == "conv1"
+
+
+def test_probe_differences_inside_the_noise_are_called_ties_with_their_interval() -> None:
+    import numpy as np
+
+    from convscope.analysis.compare_report import _probe_sentence
+    from convscope.analysis.probes import ProbeCurve
+
+    def curve(gains: list[float], errors: list[float]) -> ProbeCurve:
+        mean = 0.5 + np.cumsum(gains)
+        return ProbeCurve([f"conv{i + 1}" for i in range(len(gains))], mean, np.zeros(len(gains)), np.array(gains),
+                          0.5, 256, 5, np.array(errors))
+
+    ties = _probe_sentence(curve([0.3, -0.02, 0.02], [0.02, 0.03, 0.03]))
+    assert "then stays flat (conv2 -0.02 ± 0.03 (a tie), conv3 +0.02 ± 0.03 (a tie))" in ties, ties
+    assert ties.endswith("(probes cross-validated 5-fold on 256 analysis images)")
+    real = _probe_sentence(curve([0.3, -0.1, 0.0], [0.02, 0.01, 0.01]))
+    assert "then ends at 0.70 (conv2 -0.10 ± 0.01, conv3 +0.00 ± 0.01 (a tie))" in real, real

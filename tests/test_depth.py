@@ -166,10 +166,10 @@ def test_a_perfect_score_on_every_fold_is_not_certain_to_zero() -> None:
 
 
 def test_no_recommendation_while_a_depth_is_still_improving_or_nothing_learned() -> None:
-    under = recommend([_outcome(2, [0.5, 0.52, 0.5], epochs=3), _outcome(3, [0.78, 0.74, 0.8], rising=0.2, epochs=3),
-                       _outcome(4, [0.97, 0.95, 0.99], epochs=3)], "depth")
+    under = recommend([_outcome(2, [0.5, 0.52, 0.5], epochs=4), _outcome(3, [0.78, 0.74, 0.8], rising=0.2, epochs=4),
+                       _outcome(4, [0.97, 0.95, 0.99], epochs=4)], "depth")
     assert under.recommended is None and under.best.variant.blocks == 4
-    assert under.sentence == ("no recommendation: depth 3 was still improving at epoch 3 (+0.200 over the last 1 "
+    assert under.sentence == ("no recommendation: depth 3 was still improving at epoch 4 (+0.200 over the last 1 "
                               "epoch) — rerun with --epochs 12"), under.sentence
     chance = recommend([_outcome(d, [0.5, 0.53, 0.49]) for d in (1, 2)], "depth")
     assert chance.recommended is None and chance.sentence.startswith(
@@ -177,7 +177,7 @@ def test_no_recommendation_while_a_depth_is_still_improving_or_nothing_learned()
         "chance 0.500) — try more epochs"), chance.sentence
     assert recommend([_outcome(d, [1.0, 1.0]) for d in (1, 2)], "depth").recommended.variant.blocks == 1
     short = recommend([_outcome(d, [1.0, 1.0], epochs=1) for d in (1, 2)], "depth")
-    assert short.recommended is None and "one epoch shows no learning curve — rerun with --epochs 12" in short.sentence
+    assert short.recommended is None and "a learning curve needs at least 4 epochs to tell flat from rising — rerun with --epochs 12" in short.sentence
 
 
 def test_ablation_names_the_layer_drops_are_paired_and_ties_are_labelled() -> None:
@@ -342,7 +342,7 @@ def test_ablate_bypasses_one_block_at_a_time_and_a_one_epoch_ablation_recommends
     done = convscope("depth", "--runs-dir", str(runs), "--ablate", trained.info.run_id, "--folds", "2", "--epochs", "1",
                      "--fix", "synthetic_size=300", "--name", "ablation", "--no-tensorboard")
     assert done.returncode == 0, done.stderr
-    assert "no recommendation: " in done.stdout and "one epoch shows no learning curve — rerun with --epochs 12" \
+    assert "no recommendation: " in done.stdout and "a learning curve needs at least 4 epochs to tell flat from rising — rerun with --epochs 12" \
         in done.stdout and "recommended:" not in done.stdout
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`convscope.kind` = 'ablate-study'")
     assert parent.data.tags["depth.recommended"] == "none" and parent.data.tags["depth.ablate_run"] == trained.info.run_id

@@ -52,7 +52,7 @@ def test_evidence_table_and_answers_for_a_run_that_learned() -> None:
 
 
 def test_no_verdicts_on_a_run_that_did_not_learn() -> None:
-    chance = Training("run", (0.5, 0.5, 0.51), 400, 0.5)
+    chance = Training("run", (0.5, 0.5, 0.5, 0.51), 400, 0.5)
     e = explain(_run(), chance, ablation=None, depth=None, folds=3)
     assert e.training_problems and e.useful[0].startswith("not enough evidence: run did not learn")
     assert len(e.useful) == 1 and "adds" not in e.useful[0]
