@@ -120,7 +120,8 @@ def run_depth_study(settings: DepthSettings, *, echo: Callable[[str], None] = pr
     first = _prepare(settings, settings.variants[0], 0)  # bad data or flags fail before any run is opened
     budget = None
     if settings.timeout is not None:
-        variants, first, budget = plan(settings.variants, first, settings.timeout, settings.epochs_given, echo)
+        variants, first, budget = plan(settings.name, settings.folds, settings.variants, first, settings.timeout,
+                                       settings.epochs_given, echo)
         settings = replace(settings, variants=variants)
     stores = first.stores
     server = "" if stores.embedded else stores.mlflow_uri

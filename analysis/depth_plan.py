@@ -3,12 +3,16 @@ run gets, and whether the next run still fits.
 
 Contract:
 - ``calibrate`` times a few training steps of every variant on random images of the run's size and
-  batch (on the run's device) and scales them to one epoch of the fold's training images, plus a
-  third for evaluation: seconds per epoch, by variant slug.
+  batch (on the run's device): seconds per training image, by variant slug; ``epoch_seconds`` scales
+  them to an epoch of the fold's training images plus an evaluation pass (a third of a training
+  step per validation image).
 - ``plan_epochs`` gives every fold run the most epochs (at most ``MAX_EPOCHS``) with which
   ``MIN_ROUNDS`` rounds — every variant once per round, on the same fold — fit in ``SHARE`` of the
-  budget, counting ``RUN_OVERHEAD_S`` per run; fewer than ``MIN_EPOCHS`` fit: a ``ConfigError``
-  naming the budget that would.
+  budget, counting ``RUN_OVERHEAD_S`` per run. When fewer than ``MIN_EPOCHS`` fit, every fold run
+  trains ``SUBSAMPLED_EPOCHS`` epochs on as many of its training photos as fit (a stratified sample,
+  the same for every variant of a fold): on a large folder a short budget compares the depths on
+  fewer photos rather than not at all. Not even ``MIN_TRAIN_IMAGES`` fit: a ``ConfigError`` naming
+  the budget that would.
 - ``Budget`` keeps the deadline and learns from every finished run: the estimate of the next run
   is the calibrated one times the ratio of measured to estimated seconds so far. ``fits`` says
   whether a run would end before the deadline.
@@ -40,13 +44,17 @@ MAX_EPOCHS = 40
 SHARE = 0.85
 #: Seconds a fold run costs besides its epochs (preparing the fold, opening and closing its runs).
 RUN_OVERHEAD_S = 3.0
+#: When ``MIN_EPOCHS`` on every photo do not fit, fold runs train this many epochs on a stratified
+#: sample of their training photos (``--train-limit``) …
+SUBSAMPLED_EPOCHS = 6
+#: … of at least this many photos (or all there are); below it the budget is refused.
+MIN_TRAIN_IMAGES = 1000
 _WARMUP_STEPS, _TIMED_STEPS = 2, 3
 
 
-def calibrate(variants: Sequence[Variant], model_like: object, batch_size: int, train_images: int,
-              device: torch.device) -> dict[str, float]:
-    """Seconds per epoch of every variant (``model_like``: a prepared model config, for the data's
-    classes and channels), timed on random images."""
+def calibrate(variants: Sequence[Variant], model_like: object, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Seconds per training image of every variant (``model_like``: a prepared model config, for the
+    data's classes and channels), timed on random images."""
     torch.manual_seed(0)
     seconds: dict[str, float] = {}
     for variant in variants:
@@ -67,23 +75,36 @@ def calibrate(variants: Sequence[Variant], model_like: object, batch_size: int, 
             optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        per_image = (time.perf_counter() - started) / (_TIMED_STEPS * batch_size)
-        seconds[variant.slug] = per_image * train_images * 4 / 3  # evaluation: about a third of a training pass
+        seconds[variant.slug] = (time.perf_counter() - started) / (_TIMED_STEPS * batch_size)
     return seconds
 
 
-def plan_epochs(budget_s: float, per_epoch: Mapping[str, float], overhead_s: float = RUN_OVERHEAD_S) -> int:
-    """The epochs of every fold run; see the module docstring."""
-    runs = len(per_epoch)
-    epoch_s = sum(per_epoch.values())
+def epoch_seconds(per_image: Mapping[str, float], train_images: int, val_images: int) -> dict[str, float]:
+    """Seconds of one epoch by variant: a training pass, and an evaluation pass at about a third of
+    a training step per image."""
+    return {slug: seconds * (train_images + val_images / 3) for slug, seconds in per_image.items()}
+
+
+def plan_epochs(budget_s: float, per_image: Mapping[str, float], train_images: int, val_images: int,
+                overhead_s: float = RUN_OVERHEAD_S) -> tuple[int, int]:
+    """(epochs, training images per fold run; 0 = all): see the module docstring."""
+    runs = len(per_image)
     usable = SHARE * budget_s / MIN_ROUNDS - runs * overhead_s
+    epoch_s = sum(epoch_seconds(per_image, train_images, val_images).values())
     epochs = min(MAX_EPOCHS, int(usable // epoch_s)) if epoch_s > 0 else MAX_EPOCHS
-    if epochs < MIN_EPOCHS:
-        needed = MIN_ROUNDS * (runs * overhead_s + MIN_EPOCHS * epoch_s) / SHARE
-        raise ConfigError(f"--timeout {format_duration(budget_s)}: {MIN_ROUNDS} folds of {runs} networks at "
-                          f"{MIN_EPOCHS} epochs need about {format_duration(needed)} here; give a longer --timeout, "
-                          "fewer depths (--max-depth) or a smaller --image-size")
-    return epochs
+    if epochs >= MIN_EPOCHS:
+        return epochs, 0
+    eval_s = sum(epoch_seconds(per_image, 0, val_images).values())
+    train_s_per_image = sum(per_image.values())
+    limit = int((usable / SUBSAMPLED_EPOCHS - eval_s) / train_s_per_image) if train_s_per_image > 0 else 0
+    if limit >= min(MIN_TRAIN_IMAGES, train_images):
+        return SUBSAMPLED_EPOCHS, min(limit, train_images)
+    needed = MIN_ROUNDS * (runs * overhead_s + SUBSAMPLED_EPOCHS * sum(
+        epoch_seconds(per_image, min(MIN_TRAIN_IMAGES, train_images), val_images).values())) / SHARE
+    raise ConfigError(f"--timeout {format_duration(budget_s)}: {MIN_ROUNDS} folds of {runs} networks at "
+                      f"{SUBSAMPLED_EPOCHS} epochs on {min(MIN_TRAIN_IMAGES, train_images):,} photos need about "
+                      f"{format_duration(needed)} here; give a longer --timeout, fewer depths (--max-depth) or a "
+                      "smaller --image-size")
 
 
 @dataclass

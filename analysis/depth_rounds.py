@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from convscope.analysis.depth_folds import FoldResult, add_result, failed_fold, prepare_fold, train_fold
-from convscope.analysis.depth_plan import MIN_ROUNDS, RUN_OVERHEAD_S, Budget, calibrate, plan_epochs
+from convscope.analysis.depth_plan import MIN_ROUNDS, RUN_OVERHEAD_S, Budget, calibrate, epoch_seconds, plan_epochs
 from convscope.analysis.depth_verdict import Outcome, Variant, Verdict, recommend
 from convscope.analysis.verdicts import Training, learned, more_epochs
 from convscope.tracking.mlflow_sink import MlflowTracker
@@ -44,18 +44,26 @@ class Rounds:
     after_round: list[str] = field(default_factory=list)  # the recommended variant's label after round 2, 3, …
 
 
-def plan(variants: Sequence[Variant], first: Prepared, timeout: float, epochs_given: bool,
+def plan(name: str, folds: int, variants: Sequence[Variant], first: Prepared, timeout: float, epochs_given: bool,
          echo: Callable[[str], None]) -> tuple[tuple[Variant, ...], Prepared, Budget]:
     """The variants with the planned epochs, the first fold prepared for them, and the budget."""
-    per_epoch = calibrate(variants, first.config.model, first.config.optim.batch_size, len(first.data.train),
-                          first.device)
-    epochs = first.config.optim.epochs if epochs_given else plan_epochs(timeout, per_epoch)
-    variants = tuple(replace(v, config=replace(v.config, optim=replace(v.config.optim, epochs=epochs)))
+    per_image = calibrate(variants, first.config.model, first.config.optim.batch_size, first.device)
+    train_images, val_images = len(first.data.train), len(first.data.val)
+    epochs, limit = (first.config.optim.epochs, 0) if epochs_given else \
+        plan_epochs(timeout, per_image, train_images, val_images)
+    variants = tuple(replace(v, config=replace(v.config, optim=replace(v.config.optim, epochs=epochs),
+                                               data=replace(v.config.data, train_limit=limit or v.config.data.train_limit)))
                      for v in variants)
-    first = replace(first, config=replace(first.config, optim=replace(first.config.optim, epochs=epochs)))
+    if limit:  # the first fold again, on the sample of its photos
+        first = prepare_fold(name, folds, variants[0], 0)
+    else:
+        first = replace(first, config=replace(first.config, optim=replace(first.config.optim, epochs=epochs)))
+    per_epoch = epoch_seconds(per_image, limit or train_images, val_images)
     per_run = {slug: epochs * seconds + RUN_OVERHEAD_S for slug, seconds in per_epoch.items()}
     one_round = sum(per_run.values())
-    echo(f"plan: {epochs} epochs a fold run{' (--epochs)' if epochs_given else ''}; one round of "
+    photos = (f" on {limit:,} of the {train_images:,} training photos of each fold (a stratified sample: "
+              "every photo does not fit)" if limit else "")
+    echo(f"plan: {epochs} epochs a fold run{' (--epochs)' if epochs_given else ''}{photos}; one round of "
          f"{len(variants)} networks ≈ {format_duration(one_round)}; at least {MIN_ROUNDS} rounds, "
          f"then more until the answer holds, within {format_duration(timeout)}")
     return variants, first, Budget(timeout, per_run)

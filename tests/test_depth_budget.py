@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from convscope.analysis.depth_plan import MIN_ROUNDS, SHARE, Budget, plan_epochs, suggested_timeout
+from convscope.analysis.depth_plan import (
+    MIN_ROUNDS,
+    MIN_TRAIN_IMAGES,
+    SHARE,
+    SUBSAMPLED_EPOCHS,
+    Budget,
+    epoch_seconds,
+    plan_epochs,
+    suggested_timeout,
+)
 from convscope.analysis.depth_rounds import Rounds, final_verdict, trimmed
 from convscope.analysis.depth_verdict import Outcome, Variant, recommend
 from convscope.train.config import build_config
@@ -23,14 +32,21 @@ def _outcome(depth: int, accuracies: list[float], *, rise: float = 0.0, epochs: 
                    images=[images] * len(accuracies), chance=0.5, folds=folds or list(range(len(accuracies))))
 
 
-def test_the_plan_fits_three_rounds_in_the_budget_or_says_what_would() -> None:
-    per_epoch = {"d1": 1.0, "d2": 2.0}
-    epochs = plan_epochs(200.0, per_epoch, overhead_s=3.0)
-    assert epochs == int((SHARE * 200.0 / MIN_ROUNDS - 2 * 3.0) // 3.0)
-    assert MIN_ROUNDS * (epochs * 3.0 + 2 * 3.0) <= 200.0  # the planned rounds fit
-    assert plan_epochs(100_000.0, per_epoch) == 40  # capped
-    with pytest.raises(ConfigError, match=r"--timeout 30.0s: 3 folds of 2 networks at 4 epochs need about"):
-        plan_epochs(30.0, per_epoch)
+def test_the_plan_fits_three_rounds_in_the_budget_then_fewer_photos_or_says_what_would() -> None:
+    per_image = {"d1": 0.001, "d2": 0.002}  # seconds per training image
+    epoch_s = sum(epoch_seconds(per_image, 1000, 300).values())  # 3.3 s: 1000 training + 300 validation images
+    epochs, limit = plan_epochs(200.0, per_image, 1000, 300, overhead_s=3.0)
+    assert limit == 0 and epochs == int((SHARE * 200.0 / MIN_ROUNDS - 2 * 3.0) // epoch_s)
+    assert MIN_ROUNDS * (epochs * epoch_s + 2 * 3.0) <= 200.0  # the planned rounds fit
+    assert plan_epochs(100_000.0, per_image, 1000, 300) == (40, 0)  # capped
+    # 20,000 photos a fold: 4 epochs of all of them do not fit 15 minutes; 6 epochs of a sample do
+    epochs, limit = plan_epochs(900.0, per_image, 20_000, 5_000, overhead_s=3.0)
+    assert epochs == SUBSAMPLED_EPOCHS and MIN_TRAIN_IMAGES <= limit < 20_000
+    fold_run_s = sum(epoch_seconds(per_image, limit, 5_000).values()) * SUBSAMPLED_EPOCHS
+    assert MIN_ROUNDS * (fold_run_s + 2 * 3.0) <= SHARE * 900.0 + 1e-6
+    with pytest.raises(ConfigError, match=r"--timeout 30.0s: 3 folds of 2 networks at 6 epochs on 1,000 photos "
+                                          r"need about"):
+        plan_epochs(30.0, per_image, 20_000, 5_000)
 
 
 def test_the_budget_learns_from_the_runs_so_far() -> None:

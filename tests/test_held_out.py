@@ -32,6 +32,9 @@ def test_the_test_split_is_stratified_disjoint_and_independent_of_the_seed() -> 
     assert all(torch.equal(f[2], test) for f in folds)
     assert sorted(i for f in folds for i in f[1].tolist()) == sorted(set(range(400)) - set(test.tolist()))
     assert split_indices(labels, DataConfig(), seed=1)[2] is None
+    limited, _, kept_test = split_indices(labels, DataConfig(test_fraction=0.2, val_fraction=0.25, train_limit=100), seed=1)
+    assert len(limited) == 100 and int((labels[limited] == 1).sum()) == 25 and torch.equal(kept_test, test)
+    assert set(limited.tolist()) <= set(train.tolist())  # a sample of the same training split
 
 
 def _study_with(stopped_value: float, best_value: float, retried: bool = False) -> optuna.Study:

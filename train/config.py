@@ -56,6 +56,7 @@ class DataConfig:
     val_fraction: float = 0.2  # share of every class held out for validation (class-folder layout)
     test_fraction: float = 0.0  # share of every class set aside as a test split before train and validation are drawn (the same photos whatever --seed; convscope search scores its best network on it once, at the end); 0 = none; a folder's own test/ split is used instead when it has one
     folds: int = 0  # k-fold cross-validation: split into this many folds (0 = use --val-fraction)
+    train_limit: int = 0  # train on at most this many of the training split's images, a stratified sample drawn with the data seed (0 = all); convscope depth --timeout sets it when the budget cannot fit every photo
     fold: int = 0  # which fold is the validation set when --folds is set
     classes: str = "default"  # cifar10 classes: default (cat,dog) | all | a comma list such as cat,dog,horse
     download: bool = False  # allow downloading cifar10 / oxford-pets into --dataset-dir
@@ -241,6 +242,7 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("data", "memory_fraction"): _finite(lambda v: 0 < v <= 1, "in (0, 1]"),
     ("data", "synthetic_size"): _at_least(2),
     ("data", "probes_per_class"): _at_least(0),
+    ("data", "train_limit"): _at_least(0),
     ("data", "probe"): _NOT_EMPTY,
     ("data", "analysis_size"): _at_least(0),
     ("data", "data_seed"): ((lambda v: v >= -1), "-1 (the same as --seed) or at least 0"),

@@ -17,11 +17,20 @@ def split_indices(labels: torch.Tensor, config: DataConfig, seed: int) -> tuple[
     with ``--data-seed`` or ``TEST_SPLIT_SEED``, never with ``--seed``) is set aside first; the rest is
     split by ``--val-fraction``, or into fold ``--fold`` of ``--folds``. No test split: None."""
     if not config.test_fraction:
-        return (*_train_val(labels, config, seed), None)
+        train, val = _train_val(labels, config, seed)
+        return _limited(train, labels, config.train_limit, seed), val, None
     test_seed = config.data_seed if config.data_seed >= 0 else TEST_SPLIT_SEED
     rest, test = stratified_split(labels, config.test_fraction, test_seed)
     train, val = _train_val(labels[rest], config, seed)
-    return rest[train], rest[val], test
+    return _limited(rest[train], labels, config.train_limit, seed), rest[val], test
+
+
+def _limited(train: torch.Tensor, labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
+    """``train`` cut to ``limit`` indices (``--train-limit``), every class in its share; all for 0."""
+    if not limit or limit >= len(train):
+        return train
+    _, kept = stratified_split(labels[train], limit / len(train), seed)
+    return train[kept]
 
 
 def _train_val(labels: torch.Tensor, config: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
