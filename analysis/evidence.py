@@ -137,8 +137,11 @@ def _maps(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequence[
                      + ". The pictures show what an unfinished network computes.")
     for row in rows:
         parts = [f"{row.layer} ({row.channels} channels of {row.size[0]}×{row.size[1]})"]
-        if not math.isnan(row.probe):
-            parts.append(f"classes linearly readable at {row.probe:.3f} (probe; gain {_signed(row.gain, row.gain_se)})")
+        if not math.isnan(row.probe) and curve is not None:
+            i = curve.layers.index(row.layer)
+            spread = float(curve.std[i]) / math.sqrt(max(curve.folds, 1))
+            parts.append(f"classes linearly readable at {row.probe:.3f} ± {spread:.3f} (a linear probe, "
+                         f"{curve.folds}-fold on {curve.n} analysis images; gain {_signed(row.gain, row.gain_se)})")
         if row.noise is not None:
             look = "noise-like" if row.noise >= NOISY else "smoother than noise" if row.noise <= 0.5 else "partly rough"
             parts.append(f"maps {look} (noise {row.noise:.2f}; 1 = as rough as its own pixels shuffled)")

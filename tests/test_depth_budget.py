@@ -114,3 +114,48 @@ def test_a_rise_that_cannot_change_the_answer_is_said_and_does_not_block_it() ->
     flat = recommend([_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.90, 0.91, 0.90]), _outcome(3, [0.80, 0.79, 0.80])],
                      "depth")
     assert "still improving" not in flat.sentence and not flat.rising
+
+
+def _fake_rounds(monkeypatch: pytest.MonkeyPatch, scores: dict[tuple[str, int, bool], float]) -> list:
+    """``run_rounds`` with training replaced by ``scores[(slug, fold, retry)]`` (flat 8-epoch curves on 400 images)."""
+    import types
+
+    from convscope.analysis import depth_rounds
+    from convscope.analysis.depth_folds import FoldResult
+
+    def prepare(name, folds, variant, fold, retry=False):  # noqa: ANN001, ANN202
+        return types.SimpleNamespace(retry=retry)
+
+    def train(name, folds, prepared, variant, fold, parent, echo):  # noqa: ANN001, ANN202
+        accuracy = scores[(variant.slug, fold, prepared.retry)]
+        return FoldResult(fold, accuracy, [accuracy] * 8, 400, 0.5, f"{variant.slug}-{fold}", 1.0)
+
+    monkeypatch.setattr(depth_rounds, "prepare_fold", prepare)
+    monkeypatch.setattr(depth_rounds, "train_fold", train)
+    variants = [Variant(f"depth {d}", f"d{d}", build_config("tiny", {"model": {"depth": d}})) for d in (1, 2)]
+    said: list[str] = []
+    outcomes, verdict, rounds = depth_rounds.run_rounds("s", 3, variants, "depth", None,
+                                                        Budget(3600.0, {"d1": 1.0, "d2": 1.0}), None, said.append)
+    return [outcomes, verdict, rounds, said]
+
+
+def test_a_fold_that_did_not_learn_is_trained_again_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = {(slug, fold, False): acc for slug, acc in (("d1", 0.8), ("d2", 0.9)) for fold in range(3)}
+    scores[("d2", 1, False)] = 0.5  # at chance where depth 1 learned on the same fold
+    scores[("d2", 1, True)] = 0.9
+    outcomes, verdict, rounds, said = _fake_rounds(monkeypatch, scores)
+    assert any("depth 2 fold 2 did not learn (0.500, chance 0.500) although it learned elsewhere: training it "
+               "again with another seed" in line for line in said), said
+    assert outcomes[1].accuracies == [0.9, 0.9, 0.9] and not outcomes[1].left_out
+    assert "left out" not in verdict.sentence and rounds.completed == 3
+
+
+def test_a_fold_that_fails_twice_is_left_out_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = {(slug, fold, False): acc for slug, acc in (("d1", 0.8), ("d2", 0.9)) for fold in range(3)}
+    scores[("d2", 1, False)] = scores[("d2", 1, True)] = 0.5
+    outcomes, verdict, _, said = _fake_rounds(monkeypatch, scores)
+    assert outcomes[1].fold_numbers == [0, 2] and outcomes[1].left_out == ["fold 2 (0.500 and 0.500)"]
+    assert verdict.sentence.endswith("; left out, as they did not learn twice: depth 2 fold 2 (0.500 and 0.500)")
+    at_chance = {(slug, fold, False): 0.5 for slug in ("d1", "d2") for fold in range(3)}  # nothing learned anywhere:
+    outcomes, verdict, _, said = _fake_rounds(monkeypatch, at_chance)  # a result, not a failed training
+    assert not any("did not learn (" in line for line in said) and all(len(o.accuracies) == 3 for o in outcomes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from convscope.analysis.compare import RunActivations
@@ -38,6 +40,9 @@ def test_evidence_table_and_answers_for_a_run_that_learned() -> None:
     assert rows["conv2"].gain > 0.3 and counts(rows["conv2"].gain, rows["conv2"].gain_se)
     assert abs(rows["conv3"].cka_previous - 1.0) < 1e-9 and rows["conv3"].drop == 0.001
     assert rows["conv1"].cka_previous != rows["conv1"].cka_previous  # NaN: no layer before conv1
+    (conv2,) = [line for line in e.maps if line.startswith("conv2 ")]
+    assert re.search(r"classes linearly readable at 1\.000 ± 0\.\d{3} \(a linear probe, 3-fold on 120 analysis "
+                     r"images; gain \+", conv2), conv2
     useful = "\n".join(e.useful)
     assert "conv2: adds class information" in useful and "conv3: adds no linearly readable" in useful
     assert "bypassing it costs +0.001 ± 0.004 accuracy — nothing measurable (a tie)" in useful
