@@ -120,7 +120,7 @@ def build_depth_settings(args: argparse.Namespace) -> Any:
     else:
         base = command
         if args.from_run:
-            trained = to_dict(run_config(command, args.from_run))
+            trained = to_dict(run_config(command, args.from_run, "--from-run"))
             merged = merge({k: v for k, v in trained.items() if k != "preset"}, overrides)
             base = from_dict({**merged, "preset": trained["preset"]})
             widths, source = base.model.channel_widths(), f"run {args.from_run}"

@@ -67,7 +67,7 @@ def handle_explain(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     config = run_config(build_config("seed", {"tracking": {"runs_dir": args.runs_dir, "mlflow_uri": args.mlflow_uri}}),
-                        args.run_id)
+                        args.run_id, "RUN_ID")
     with tempfile.TemporaryDirectory(prefix="convscope-explain-") as tmp:
         try:
             fetched = fetch_run(uri, args.run_id, Path(tmp) / "run")

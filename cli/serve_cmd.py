@@ -205,10 +205,32 @@ def check_port(port: int, flag: str = "--port") -> int:
     return port
 
 
+def check_host(host: str, flag: str = "--host") -> str:
+    """``host`` if a server can listen on it (an address of this machine, or every address), else
+    ConfigError naming ``flag``."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        raise ConfigError(f"{flag} {host}: not an address or a name this machine resolves ({error}); give "
+                          "127.0.0.1, 0.0.0.0 (every address) or one of this machine's addresses") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind((address[0], 0))
+        except OSError as error:
+            raise ConfigError(f"{flag} {host}: not an address of this machine ({error.strerror}); give 127.0.0.1, "
+                              "0.0.0.0 (every address) or one of this machine's addresses") from None
+    return host
+
+
 def handle_serve(args: argparse.Namespace) -> int:
     from convscope.servers.servers import server_environment, tensorboard_command
 
     check_port(args.port)
+    if not args.check:
+        check_host(args.host)
     if args.check:
         healthy, detail = check(health_url(args.service, args.host, args.port))
         if not healthy:
@@ -221,8 +243,14 @@ def handle_serve(args: argparse.Namespace) -> int:
             cmd, extra_env = mlflow_command(args, environ, temp_files)
             environ.update(extra_env)
         elif args.service == "tensorboard":
-            if Path(args.logdir).exists() and not Path(args.logdir).is_dir():
+            logdir = Path(args.logdir).expanduser()
+            if logdir.exists() and not logdir.is_dir():
                 raise ConfigError(f"--logdir {args.logdir}: not a folder; give the folder of the event files")
+            if not logdir.exists():  # a runs folder before its first run: its tensorboard/ folder is made
+                if not logdir.parent.is_dir():
+                    raise ConfigError(f"--logdir {args.logdir}: no such folder (nor {logdir.parent}); give the folder "
+                                      "of the event files, e.g. runs/tensorboard")
+                logdir.mkdir()
             cmd = tensorboard_command(args.logdir, args.host, args.port)
         else:
             cmd = dashboard_command(args, environ, temp_files)

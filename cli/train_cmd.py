@@ -48,8 +48,14 @@ def handle_train(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(args)  # every flag and the config file checked before torch is imported
     validate(config.model)
-    if args.dry_run:
+    if args.dry_run:  # what needs no data or store: the device and the tracking URI's form
+        from convscope.tracking.stores import tracking_uri
+        from convscope.train.loop import select_device
         from convscope.train.model import build_model, layer_table
+
+        select_device(config.optim.device)
+        if config.tracking.mlflow_uri:
+            tracking_uri(config.tracking.mlflow_uri, "--mlflow-uri", check=False)
 
         print(layer_table(build_model(config.model)))
         return 0

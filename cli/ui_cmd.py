@@ -51,16 +51,19 @@ def _serve_uis(args: argparse.Namespace) -> int:
     )
     from convscope.tracking.stores import resolve_stores
 
-    from convscope.cli.serve_cmd import check_port
+    from convscope.cli.serve_cmd import check_host, check_port
+    from convscope.tracking.faults import check_writable
 
     for flag in ("--mlflow-port", "--tensorboard-port", "--dashboard-port"):
         check_port(getattr(args, flag[2:].replace("-", "_")), flag)
+    check_host(args.host)
     stores = resolve_stores(args.runs_dir)
     if not stores.embedded:
         raise ConfigError("MLFLOW_TRACKING_URI points at a server: open that server's own UI instead of `convscope ui`")
     runs = stores.runs_dir
     if not runs.is_dir():
         raise ConfigError(f"--runs-dir {args.runs_dir}: no such folder; train a run first (convscope train)")
+    check_writable(runs, "--runs-dir")  # the servers' logs and MLflow's store are written there
     logs = stores.layout.logs
     logs.mkdir(exist_ok=True)
     processes = []

@@ -19,9 +19,9 @@ MODEL_CONFIG_ARTIFACTS = ("model/artifacts/config.json", "model/config.json")
 """Where a finished run's config is: in its MLflow model, or (runs made before) beside the weights."""
 
 
-def run_config(command: RunConfig, run_id: str) -> RunConfig:
+def run_config(command: RunConfig, run_id: str, flag: str = "--ablate") -> RunConfig:
     """The RunConfig a run trained: its MLflow model's config (a finished run), else its
-    ``config.yaml`` artifact (logged when the run starts)."""
+    ``config.yaml`` artifact (logged when the run starts). Errors name ``flag``."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -29,12 +29,12 @@ def run_config(command: RunConfig, run_id: str) -> RunConfig:
     from convscope.tracking.stores import require_runs, resolve_stores
 
     stores = resolve_stores(command.tracking.runs_dir, command.tracking.mlflow_uri)
-    require_runs(stores, f"--ablate {run_id}")
+    require_runs(stores, f"{flag} {run_id}")
     client = MlflowClient(stores.mlflow_uri)
     try:
         client.get_run(run_id)
     except MlflowException as error:
-        raise ConfigError(f"--ablate {run_id}: no such run in {stores.mlflow_uri} "
+        raise ConfigError(f"{flag} {run_id}: no such run in {stores.mlflow_uri} "
                           f"({str(error).splitlines()[0]})") from None
     with tempfile.TemporaryDirectory() as tmp:
         for saved in MODEL_CONFIG_ARTIFACTS:
@@ -46,7 +46,7 @@ def run_config(command: RunConfig, run_id: str) -> RunConfig:
         try:
             path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
         except Exception:
-            raise ConfigError(f"--ablate {run_id}: the run has neither a model/config.json nor a {CONFIG_ARTIFACT} "
+            raise ConfigError(f"{flag} {run_id}: the run has neither a model/config.json nor a {CONFIG_ARTIFACT} "
                               "artifact; give a run made by convscope train or search") from None
         return from_dict(yaml.safe_load(Path(path).read_text()) or {})
 

@@ -205,8 +205,9 @@ def resolve(space: SearchSpace, base: RunConfig) -> SearchSpace:
                   _source(space, "depth") if space.depth is not None else f"--depth {base.model.depth}")
         need = min_image_size(replace(base.model, depth=top))
         fewer = f"search at most {fits} blocks, or " if fits else ""
+        larger = f"use --image-size {need} or more" if need is not None else "no input size fits that many blocks"
         raise ConfigError(f"{source}: the largest depth that fits {side}x{side} inputs is {fits} "
-                          f"({fewer}use --image-size {need} or more)")
+                          f"({fewer}{larger})")
     return replace(space, depth=depth)
 
 

@@ -71,7 +71,11 @@ def resolve_storage(runs_dir: Path, storage: str = "", heartbeat_seconds: int = 
     if "://" in storage:
         url = database_url(storage, STORAGE_FLAG)
         return StudyStorage(url, "rdb", heartbeat_seconds, given=storage if url != storage else "")
-    return StudyStorage(str(Path(storage).expanduser().resolve()), "journal")
+    path = Path(storage).expanduser().resolve()
+    if path.is_dir():
+        raise ConfigError(f"{STORAGE_FLAG} {storage}: a folder; give the path of a journal file in it (e.g. "
+                          f"{path / 'journal.log'}) or a database URL")
+    return StudyStorage(str(path), "journal")
 
 
 def open_storage(

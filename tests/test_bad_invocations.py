@@ -121,6 +121,15 @@ TRAIN_CASES = [
     bad("train-widths-depth-mismatch", *TRAIN, "--widths", "8", "16", "--depth", "3", needles=("--widths", "--depth")),
     bad("train-crop-padding-too-big", *TRAIN, "--image-size", "32", "--crop-padding", "40", needles="--crop-padding"),
     bad("train-device-cuda-without-gpu", *TRAIN, "--device", "cuda", needles="--device", no_cuda=True),
+    bad("train-dry-run-device-gpu", "train", "--device", "gpu", "--dry-run", needles="--device"),
+    bad("train-dry-run-cuda-without-gpu", "train", "--device", "cuda", "--dry-run", needles="--device", no_cuda=True),
+    bad("train-dry-run-unknown-scheme", "train", "--mlflow-uri", "foo://bar", "--dry-run", needles="--mlflow-uri"),
+    bad("train-dry-run-malformed-uri", "train", "--mlflow-uri", "http://[::bad", "--dry-run", needles="--mlflow-uri"),
+    bad("train-mlflow-uri-port-not-a-number", *TRAIN, "--mlflow-uri", "http://host:abc", needles="--mlflow-uri"),
+    bad("train-image-size-huge", "train", "--image-size", "100000", "--dry-run", needles="--image-size"),
+    bad("train-image-size-head-too-big", "train", "--image-size", "16000", "--depth", "1", "--dry-run",
+        needles=("--image-size", "--head gap")),
+    bad("train-seed-too-big", *TRAIN, "--seed", "99999999999999999999", needles="--seed"),
     bad("train-data-missing-folder", *TRAIN, "--data", "{tmp}/no/such/folder", needles="{tmp}/no/such/folder"),
     bad("train-data-empty-folder", *TRAIN, "--data", "{tmp}/empty", needles="{tmp}/empty", files={"empty": None}),
     bad("train-data-one-class", *TRAIN, "--data", "{tmp}/one", needles="{tmp}/one",
@@ -173,6 +182,13 @@ SEARCH_CASES = [
     bad("search-env-trials-0", *ENV_SEARCH, needles="CONVSCOPE_TRIALS", env={"CONVSCOPE_TRIALS": "0"}),
 ]
 
+SEARCH_CASES += [
+    bad("search-depth-beyond-any-input", *SEARCH, "--depth", "2..50", needles=("--depth", "the largest depth")),
+    bad("search-storage-folder", *SEARCH, "--storage", "{tmp}", needles=("--storage", "a folder")),
+    bad("search-storage-bad-port", *SEARCH, "--storage", "postgresql://::bad::url", needles="--storage"),
+    bad("search-storage-driver-missing", *SEARCH, "--storage", "postgresql+pg8000://u@h/d",
+        needles=("--storage", "not installed")),
+]
 DEPTH_CASES = [
     bad("depth-folds-1", *DEPTH, "--max-depth", "2", "--folds", "1", needles="--folds"),
     bad("depth-folds-0", *DEPTH, "--max-depth", "2", "--folds", "0", needles="--folds"),
@@ -197,6 +213,9 @@ DEPTH_CASES = [
 ]
 
 OTHER_CASES = [
+    bad("ui-host-not-an-address", "ui", "--host", "999.1.1.1", needles="--host"),
+    bad("serve-tensorboard-logdir-missing", "serve", "tensorboard", "--logdir", "{tmp}/does/not/exist",
+        "--port", "{port}", needles="--logdir"),
     bad("no-command", needles="COMMAND"),
     bad("unknown-command", "bogus", needles="bogus"),
     bad("compare-no-run-ids", "compare", needles="RUN_ID"),

@@ -207,7 +207,7 @@ def database_url(url: str, flag: str) -> str:
     shown = f"{flag} {without_password(url)}"
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(f"{shown}: not a database URL; give e.g. postgresql://USER@HOST:5432/DATABASE "
                           "or sqlite:///PATH.db") from None
     backend, _, driver = parsed.drivername.partition("+")
@@ -221,13 +221,15 @@ def database_url(url: str, flag: str) -> str:
         parsed = parsed.set(drivername=f"postgresql+{driver}")
         backend = "postgresql"
     try:
-        parsed.get_dialect()
+        dialect = parsed.get_dialect()
+        getattr(dialect, "import_dbapi", getattr(dialect, "dbapi", lambda: None))()  # the driver itself
     except NoSuchModuleError:
         raise ConfigError(f"{shown}: unknown database scheme {parsed.drivername!r}; give postgresql://USER@HOST/"
                           "DATABASE, sqlite:///PATH.db (or, for --storage, the path of a journal file)") from None
     except ImportError as error:
+        extra = " (pip install 'convscope[postgres]')" if driver == "psycopg2" else ""
         raise ConfigError(f"{shown}: the driver of {parsed.drivername!r} is not installed ({error}); "
-                          "install it or use postgresql://") from None
+                          f"install it{extra} or use postgresql://") from None
     if backend != "sqlite" and not ((parsed.host or parsed.query.get("host")) and parsed.database):
         raise ConfigError(f"{shown}: the URL names no host or no database; give "
                           f"{backend}://USER@HOST[:PORT]/DATABASE")
@@ -312,7 +314,13 @@ def tracking_uri(uri: str, flag: str, *, check: bool = True) -> str:
     """
     from urllib.parse import urlsplit
 
-    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as error:
+        raise ConfigError(f"{flag} {without_password(uri)}: not a well-formed URL ({error}); give http://HOST:PORT, "
+                          "postgresql://USER@HOST/DATABASE or sqlite:///PATH.db") from None
+    scheme = parts.scheme.lower() if "://" in uri else ""
     if scheme.partition("+")[0] in DATABASE_SCHEMES:
         given, uri = uri, database_url(uri, flag)
         if check and uri not in _checked_uris:

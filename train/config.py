@@ -254,7 +254,7 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("optim", "patience"): _at_least(0),
     ("optim", "crop_padding"): _at_least(0),
     ("optim", "label_smoothing"): _finite(lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("optim", "seed"): _at_least(0),
+    ("optim", "seed"): (lambda v: 0 <= v <= 2**32 - 1, "a whole number from 0 to 4294967295 (2**32 - 1)"),
     ("optim", "device"): _NOT_EMPTY,
     ("optim", "precision"): _one_of(CHOICES[("optim", "precision")]),
     ("optim", "cuda_graph"): _one_of(CHOICES[("optim", "cuda_graph")]),

@@ -61,26 +61,51 @@ def validate(config: ModelConfig) -> None:
         raise ConfigError("--kernel-size and --stride must be at least 1 and --padding at least 0")
     if config.num_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes (got {config.num_classes})")
+    if config.image_size > MAX_IMAGE_SIDE:
+        raise ConfigError(f"--image-size {config.image_size}: at most {MAX_IMAGE_SIDE} pixels a side (photos are "
+                          "resized to it and held in memory)")
     sizes = spatial_sizes(config)
     if sizes[-1] < 1:
         fits = max_depth(config)
         geometry = (f"kernel {config.kernel_size}, stride {config.stride}, padding {config.padding}, "
                     f"pool {config.pool}")
         fits_text = f"the largest depth that fits is {fits}" if fits else "not even one block fits"
-        try:
-            smallest = min_image_size(config)
-        except StopIteration:  # no input side up to min_image_size's limit is large enough
+        smallest = min_image_size(config)
+        if smallest is None:
             raise ConfigError(
-                f"--depth {config.depth} is too deep for any input of up to 16384 pixels a side ({geometry}): "
-                f"at --image-size {config.image_size} conv{fits + 1} would have an empty output; {fits_text}"
-            ) from None
+                f"--depth {config.depth} is too deep for any input of up to {MAX_IMAGE_SIDE} pixels a side "
+                f"({geometry}): at --image-size {config.image_size} conv{fits + 1} would have an empty output; "
+                f"{fits_text}"
+            )
         raise ConfigError(
             f"--image-size {config.image_size} is below the minimum of {smallest} for --depth {config.depth} "
             f"({geometry}): conv{fits + 1} would have an empty output; {fits_text} "
             f"(use --image-size {smallest} or more, fewer blocks, or --padding)"
         )
+    check_head_size(config)
 
 
-def min_image_size(config: ModelConfig, limit: int = 1 << 14) -> int:
-    """The smallest input side for which ``config.depth`` blocks still leave a 1x1 map."""
-    return next(size for size in range(1, limit) if spatial_sizes(replace(config, image_size=size))[-1] >= 1)
+MAX_IMAGE_SIDE = 1 << 14
+
+
+def min_image_size(config: ModelConfig, limit: int = MAX_IMAGE_SIDE) -> int | None:
+    """The smallest input side for which ``config.depth`` blocks still leave a 1x1 map; None when
+    no side below ``limit`` does."""
+    return next((size for size in range(1, limit) if spatial_sizes(replace(config, image_size=size))[-1] >= 1), None)
+
+
+#: The most weights a flatten head may have (4 bytes each, plus AdamW's two moments: 12 GB).
+MAX_HEAD_WEIGHTS = 1_000_000_000
+
+
+def check_head_size(config: ModelConfig) -> None:
+    """ConfigError when the flatten head on the last block's map would be too large to allocate."""
+    if config.head != "flatten":
+        return
+    side = spatial_sizes(config)[-1]
+    features = config.channel_widths()[-1] * side * side
+    weights = features * (config.head_hidden or config.num_classes)
+    if weights > MAX_HEAD_WEIGHTS:
+        raise ConfigError(f"--image-size {config.image_size}: the flatten head would read {features:,} values of "
+                          f"conv{config.depth}'s {side}x{side} maps ({weights:,} weights); use a smaller --image-size, "
+                          "more --depth, or --head gap")
