@@ -85,6 +85,9 @@ def with_env_source(message: str, env_flags: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines are not ours to print
+    # MLflow's own "View run … at: <tracking URI>" lines would print a password the URI holds; convscope
+    # prints its own links, masked
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     parser = build_parser()
     try:
         args = parse(parser, sys.argv[1:] if argv is None else list(argv))

@@ -280,3 +280,19 @@ def test_a_study_with_passwords_in_its_urls_writes_them_nowhere(
     assert _files_holding(secret, runs, tmp_path / "mlruns") == []
     searched, leaks = _mlflow_leaks(secret, url, tmp_path)
     assert searched == 2 and leaks == []  # the study's parent run and its one trial
+
+
+@pytest.mark.slow
+def test_a_password_in_a_tracking_server_uri_is_printed_nowhere(mlflow_server: str, tmp_path: Path) -> None:
+    """MLflow itself prints "View run … at: <tracking URI>" when a run ends; with user:password in the
+    URI that line would show the password. Neither the training's output nor the explain report's
+    holds it."""
+    secret = "Secret-in-the-url-42"
+    url = mlflow_server.replace("http://", f"http://admin:{secret}@")
+    runs = tmp_path / "runs"
+    done = _convscope("train", *TINY, "--synthetic-size", "200", "--epochs", "1", "--runs-dir", str(runs),
+                      "--mlflow-uri", url, "--experiment", "secret-http", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert secret not in done.stdout and secret not in done.stderr
+    assert "View run" not in done.stdout
+    assert _files_holding(secret, runs) == []
