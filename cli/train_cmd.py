@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 from convscope.cli.setting_flags import add_config_flags, add_setting_flags, resolve_config
 from convscope.tracking.secrets import mask_secrets
+from convscope.train.errors import ConfigError
 
 EXAMPLES = """examples:
   convscope train                                  # seed network on the built-in synthetic data
@@ -45,6 +47,15 @@ def handle_train(args: argparse.Namespace) -> int:
 
         checkpoint = load_checkpoint(args.resume)
         config = resume_tracking(resolve_config(args, checkpoint.config))  # its saved MLflow URI has no password
+        check_resumable(args.resume, checkpoint, config)
+        if checkpoint.epoch >= config.optim.epochs:
+            links = checkpoint.extra.get("links", {})
+            where = links.get("mlflow_run_url") or links.get("mlflow_run_id") or str(args.resume)
+            print(f"{args.resume}: the run already finished its {checkpoint.epoch} epoch"
+                  f"{'' if checkpoint.epoch == 1 else 's'} (--epochs "
+                  f"{config.optim.epochs}); its results: {where}. To train it longer, give --epochs "
+                  f"{checkpoint.epoch + 5} (or more) with --resume.")
+            return 0
     else:
         config = resolve_config(args)  # every flag and the config file checked before torch is imported
     validate(config.model)
@@ -88,6 +99,25 @@ def handle_train(args: argparse.Namespace) -> int:
     if "mlflow_run_url" in result.links and result.links["mlflow_run_url"].startswith("http://127.0.0.1:5000"):
         print("  browse: convscope ui")
     return 0
+
+
+#: Settings a resumed run must keep: the network its weights fit and the photos it trains and validates on.
+RESUME_FIXED = ("model.", "data.data", "data.val_fraction", "data.folds", "data.fold", "data.test_fraction",
+                "data.train_limit", "data.synthetic_size", "data.classes", "data.data_seed")
+
+
+def check_resumable(folder: str, checkpoint: Any, config: Any) -> None:
+    """ConfigError naming every setting this command changes that the checkpoint's weights or its
+    train/validation split depend on."""
+    from convscope.train.config import flatten
+
+    before, after = flatten(checkpoint.config), flatten(config)
+    changed = [f"{key.split('.', 1)[1]} {before[key]!r} → {after.get(key)!r}" for key in before
+               if key.startswith(RESUME_FIXED) and key not in ("model.in_channels", "model.num_classes")
+               and before[key] != after.get(key)]
+    if changed:
+        raise ConfigError(f"--resume {folder}: this command changes what the run's weights or data split depend on "
+                          f"({'; '.join(changed)}); drop those flags to resume, or start a new run without --resume")
 
 
 def _echo(quiet: bool) -> Callable[[str], None]:

@@ -141,3 +141,19 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     assert run.info.info.status == "FINISHED"
     assert run.metric_steps("val/accuracy") == [1, 2]
     assert run.image_steps("feature_maps/conv1") == [0, 1, 2]  # step 0 exactly once
+
+
+def test_resume_refuses_another_network_or_other_data_and_says_when_it_is_finished(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    first = convscope("train", "--epochs", "1", "--runs-dir", str(runs), "--quiet", "--run-name", "r", *FAST)
+    assert first.returncode == 0, first.stderr
+    checkpoint = str(runs / "checkpoints" / "convscope" / "r")
+    for flags, needle in ((["--depth", "2"], "depth 5 → 2"), (["--widths", "8", "16", "32", "64", "128"], "widths"),
+                          (["--data", "synthetic-depth2"], "data 'synthetic' → 'synthetic-depth2'")):
+        done = convscope("train", "--resume", checkpoint, "--epochs", "2", "--quiet", *flags)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and needle in lines[0] and "--resume" in lines[0], done.stderr
+    finished = convscope("train", "--resume", checkpoint, "--quiet")
+    assert finished.returncode == 0, finished.stderr
+    assert "already finished its 1 epoch (--epochs 1)" in finished.stdout and "nan" not in finished.stdout
+    assert only_run(f"sqlite:///{runs / 'mlflow.db'}").metric_steps("val/accuracy") == [1]  # nothing logged again
