@@ -283,6 +283,16 @@ def test_stack_with_basic_auth(stack_factory: Callable[..., Stack], monkeypatch:
     (trial,) = load_trials(stack.local["CONVSCOPE_STORAGE"])
     assert trial.state == TrialState.COMPLETE, trial.user_attrs
 
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CONVSCOPE_"))}
+    for credentials in ({}, {"MLFLOW_TRACKING_USERNAME": stack.admin[0], "MLFLOW_TRACKING_PASSWORD": "wrong-pass-123"}):
+        refused = subprocess.run(executable(["convscope", "train", "--preset", "tiny", "--image-size", "32",
+                                             "--epochs", "1", "--synthetic-size", "100", "--mlflow-uri",
+                                             stack.mlflow_uri, "--runs-dir", str(stack.tmp / "refused")]),
+                                 capture_output=True, text=True, env=bare | credentials, timeout=120, cwd=stack.tmp)
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
+        assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in lines[0] and "wrong-pass" not in lines[0]
+
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", stack.admin[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", stack.admin[1])
     run = MlflowClient(stack.mlflow_uri).get_run(trial.user_attrs["mlflow_run_id"])

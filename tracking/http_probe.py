@@ -7,12 +7,18 @@ import urllib.error
 import urllib.request
 
 
-def probe(url: str, timeout: float) -> tuple[int | None, BaseException | None]:
-    """Ask ``url`` once: ``(status, None)`` when a server answered, whatever the status (an error
-    status is an answer too), or ``(None, error)`` when none did (refused, unreachable, timed out,
-    a malformed URL)."""
+def probe(url: str, timeout: float, auth: tuple[str, str] | None = None) -> tuple[int | None, BaseException | None]:
+    """Ask ``url`` once (with HTTP basic ``auth`` when given): ``(status, None)`` when a server
+    answered, whatever the status (an error status is an answer too), or ``(None, error)`` when none
+    did (refused, unreachable, timed out, a malformed URL)."""
+    request = urllib.request.Request(url)
+    if auth is not None:
+        import base64
+
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, None
     except urllib.error.HTTPError as error:
         return error.code, None

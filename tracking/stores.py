@@ -336,6 +336,22 @@ def tracking_uri(uri: str, flag: str, *, check: bool = True) -> str:
     return uri
 
 
+def _check_credentials(bare: str, parts: Any, flag: str, uri: str) -> None:
+    """ConfigError when the server refuses the credentials MLflow would send (401/403 on a read)."""
+    import os
+
+    username = parts.username or os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    password = parts.password or os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    from convscope.tracking.http_probe import probe
+
+    status, _ = probe(bare.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1", CONNECT_TIMEOUT_SECONDS,
+                      auth=(username, password) if username else None)
+    if status in (401, 403):
+        given = "the credentials given were refused" if username else "no credentials were given"
+        raise ConfigError(f"{flag} {without_password(uri)}: the server asks for a user name and password (HTTP "
+                          f"{status}: {given}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+
+
 def _check_server(uri: str, flag: str) -> None:
     from urllib.parse import urlsplit, urlunsplit
 
@@ -345,6 +361,7 @@ def _check_server(uri: str, flag: str) -> None:
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))  # urllib takes no user-info
     status, error = probe(bare.rstrip("/") + "/health", CONNECT_TIMEOUT_SECONDS)
     if status is not None or error is None:
+        _check_credentials(bare, parts, flag, uri)
         return  # it answered
     cause = reason(error)
     problem = connection_problem(cause if isinstance(cause, BaseException) else error)
