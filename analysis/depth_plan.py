@@ -8,11 +8,12 @@ Contract:
   step per validation image).
 - ``plan_epochs`` gives every fold run the most epochs (at most ``MAX_EPOCHS``) with which
   ``MIN_ROUNDS`` rounds — every variant once per round, on the same fold — fit in ``SHARE`` of the
-  budget, counting ``RUN_OVERHEAD_S`` per run. When fewer than ``MIN_EPOCHS`` fit, every fold run
-  trains ``SUBSAMPLED_EPOCHS`` epochs on as many of its training photos as fit (a stratified sample,
-  the same for every variant of a fold): on a large folder a short budget compares the depths on
-  fewer photos rather than not at all. Not even ``MIN_TRAIN_IMAGES`` fit: a ``ConfigError`` naming
-  the budget that would.
+  budget, counting ``RUN_OVERHEAD_S`` per run. When fewer than ``SUBSAMPLED_EPOCHS`` fit, every
+  fold run trains ``SUBSAMPLED_EPOCHS`` epochs on as many of its training photos as fit (a
+  stratified sample, the same for every variant of a fold): on a large folder a short budget
+  compares the depths on fewer photos for long enough rather than on every photo too briefly.
+  When not even ``MIN_TRAIN_IMAGES`` photos fit that way, all photos at ``MIN_EPOCHS`` or more;
+  else a ``ConfigError`` naming the budget that would do.
 - ``Budget`` keeps the deadline and learns from every finished run: the estimate of the next run
   is the calibrated one times the ratio of measured to estimated seconds so far. ``fits`` says
   whether a run would end before the deadline.
@@ -44,9 +45,10 @@ MAX_EPOCHS = 40
 SHARE = 0.85
 #: Seconds a fold run costs besides its epochs (preparing the fold, opening and closing its runs).
 RUN_OVERHEAD_S = 3.0
-#: When ``MIN_EPOCHS`` on every photo do not fit, fold runs train this many epochs on a stratified
-#: sample of their training photos (``--train-limit``) …
-SUBSAMPLED_EPOCHS = 6
+#: When fewer epochs than this fit on every photo, fold runs train this many on a stratified sample
+#: of their training photos (``--train-limit``) instead: a curve of 4 epochs of a one-cycle schedule
+#: still rises in its last epoch, so that many more photos buy less certainty than twice the epochs …
+SUBSAMPLED_EPOCHS = 8
 #: … of at least this many photos (or all there are); below it the budget is refused.
 MIN_TRAIN_IMAGES = 1000
 _WARMUP_STEPS, _TIMED_STEPS = 2, 3
@@ -92,13 +94,15 @@ def plan_epochs(budget_s: float, per_image: Mapping[str, float], train_images: i
     usable = SHARE * budget_s / MIN_ROUNDS - runs * overhead_s
     epoch_s = sum(epoch_seconds(per_image, train_images, val_images).values())
     epochs = min(MAX_EPOCHS, int(usable // epoch_s)) if epoch_s > 0 else MAX_EPOCHS
-    if epochs >= MIN_EPOCHS:
+    if epochs >= SUBSAMPLED_EPOCHS:
         return epochs, 0
     eval_s = sum(epoch_seconds(per_image, 0, val_images).values())
     train_s_per_image = sum(per_image.values())
     limit = int((usable / SUBSAMPLED_EPOCHS - eval_s) / train_s_per_image) if train_s_per_image > 0 else 0
     if limit >= min(MIN_TRAIN_IMAGES, train_images):
         return SUBSAMPLED_EPOCHS, min(limit, train_images)
+    if epochs >= MIN_EPOCHS:  # a small folder: all its photos at fewer epochs
+        return epochs, 0
     needed = MIN_ROUNDS * (runs * overhead_s + SUBSAMPLED_EPOCHS * sum(
         epoch_seconds(per_image, min(MIN_TRAIN_IMAGES, train_images), val_images).values())) / SHARE
     raise ConfigError(f"--timeout {format_duration(budget_s)}: {MIN_ROUNDS} folds of {runs} networks at "

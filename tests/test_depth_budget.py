@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from convscope.analysis.depth_plan import (
+    MIN_EPOCHS,
     MIN_ROUNDS,
     MIN_TRAIN_IMAGES,
     SHARE,
@@ -39,12 +40,12 @@ def test_the_plan_fits_three_rounds_in_the_budget_then_fewer_photos_or_says_what
     assert limit == 0 and epochs == int((SHARE * 200.0 / MIN_ROUNDS - 2 * 3.0) // epoch_s)
     assert MIN_ROUNDS * (epochs * epoch_s + 2 * 3.0) <= 200.0  # the planned rounds fit
     assert plan_epochs(100_000.0, per_image, 1000, 300) == (40, 0)  # capped
-    # 20,000 photos a fold: 4 epochs of all of them do not fit 15 minutes; 6 epochs of a sample do
+    # 20,000 photos a fold: 8 epochs of all of them do not fit 15 minutes; 8 epochs of a sample do
     epochs, limit = plan_epochs(900.0, per_image, 20_000, 5_000, overhead_s=3.0)
     assert epochs == SUBSAMPLED_EPOCHS and MIN_TRAIN_IMAGES <= limit < 20_000
     fold_run_s = sum(epoch_seconds(per_image, limit, 5_000).values()) * SUBSAMPLED_EPOCHS
     assert MIN_ROUNDS * (fold_run_s + 2 * 3.0) <= SHARE * 900.0 + 1e-6
-    with pytest.raises(ConfigError, match=r"--timeout 30.0s: 3 folds of 2 networks at 6 epochs on 1,000 photos "
+    with pytest.raises(ConfigError, match=r"--timeout 30.0s: 3 folds of 2 networks at 8 epochs on 1,000 photos "
                                           r"need about"):
         plan_epochs(30.0, per_image, 20_000, 5_000)
 
@@ -159,3 +160,9 @@ def test_a_fold_that_fails_twice_is_left_out_and_named(monkeypatch: pytest.Monke
     at_chance = {(slug, fold, False): 0.5 for slug in ("d1", "d2") for fold in range(3)}  # nothing learned anywhere:
     outcomes, verdict, _, said = _fake_rounds(monkeypatch, at_chance)  # a result, not a failed training
     assert not any("did not learn (" in line for line in said) and all(len(o.accuracies) == 3 for o in outcomes)
+
+
+def test_a_small_folder_keeps_every_photo_at_fewer_epochs() -> None:
+    per_image = {"d1": 0.01, "d2": 0.01}  # 800 training photos: a sample of them would be under 1,000 anyway
+    epochs, limit = plan_epochs(400.0, per_image, 800, 200, overhead_s=3.0)
+    assert limit == 0 and MIN_EPOCHS <= epochs < SUBSAMPLED_EPOCHS
