@@ -25,8 +25,26 @@ from convscope.tracking.errors import StoreWriteError
 from convscope.train.errors import ConfigError, NonFiniteLossError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block) pointing at ``--help``, naming the
+    ``CONVSCOPE_*`` variable when the flag at fault came from the environment."""
+
+    env_flags: list[str] = []  # set by ``parse`` for the invocation at hand
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        note = ""
+        named = [flag for flag in OneLineParser.env_flags if f"argument {flag}" in message]
+        if named:
+            message += f" (set by {PREFIX}{named[0][2:].upper().replace('-', '_')})"
+        else:
+            names = sorted(name for name in os.environ if name.startswith(PREFIX) and "_TEST_" not in name)
+            if names:
+                note = f"convscope: note: flags were also taken from the environment: {', '.join(names)}\n"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n{note}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="convscope",
         description="Train small image CNNs, see and measure what every conv layer learned, and search their shape.",
         epilog="Every flag can also be set in the environment as CONVSCOPE_<FLAG>: --study-name is "
@@ -56,6 +74,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     from_env = [token.split("=", 1)[0] for token in argv[len(given) and 1:] if token.startswith("--")]
     from_env = [flag for flag in dict.fromkeys(from_env) if flag not in given[1:] and
                 not any(token.startswith(flag + "=") for token in given[1:])]
+    OneLineParser.env_flags = from_env
     sub = subcommand_parsers(parser).get(command)
     labels: dict[str, str] = {}
     if sub is not None:
@@ -63,12 +82,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         argv = [command, *rest]
     try:
         args = parser.parse_args(argv)
-    except SystemExit as stopped:
-        names = sorted(name for name in os.environ if name.startswith(PREFIX) and "_TEST_" not in name)
-        if names and stopped.code not in (0, None):
-            print(f"convscope: note: flags were also taken from the environment: {', '.join(names)}",
-                  file=sys.stderr)
-        raise
+    finally:
+        OneLineParser.env_flags = []
     setattr(args, FIX_LABELS, labels)
     args.env_flags = from_env
     return args

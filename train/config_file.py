@@ -29,6 +29,8 @@ def load_config_file(path: str | Path) -> tuple[str | None, dict[str, dict[str, 
     returned as is (``convscope search`` reads it). Raises ConfigError naming ``--config``.
     """
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--config {path}: a folder; give a YAML or TOML file")
     if not file.is_file():
         raise ConfigError(f"--config {path}: no such file")
     try:

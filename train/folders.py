@@ -118,6 +118,10 @@ def _list(folder: Path, class_names: tuple[str, ...], flag: str) -> FileList:
         found: list[Path] = []
         _walk(class_dir, found, skipped)
         if not found:
+            unlisted = [path for path, why in skipped if why == UNLISTABLE and Path(path) == class_dir]
+            if unlisted:
+                raise ConfigError(f"{flag}: class folder {class_dir} cannot be read (no permission to list it); "
+                                  "fix its permissions")
             raise ConfigError(f"{flag}: class folder {class_dir} is empty; remove it or add images")
         found.sort()
         files += found

@@ -137,6 +137,9 @@ def select_probes(config: RunConfig, data: Splits, normalizer: Normalizer, devic
         probe_labels.append(-1)
         ids.append(str(path))
     if not images:
+        if config.data.probes_per_class > 0:  # probes come from the validation split, and it had none
+            raise ConfigError(f"--data {config.data.data}: its validation split holds no images (each class needs "
+                              "at least 2 images, one to train on and one to validate); add images")
         raise ConfigError("no probe images: set --probes-per-class above 0 or give --probe files")
     stacked = torch.stack(images)
     inputs = normalizer(stacked.to(device)).contiguous(memory_format=torch.channels_last)
