@@ -1,7 +1,7 @@
 """The ``convscope`` command: mounts every sub-command and maps errors to exit codes.
 
 Exit codes: 0 done, 1 a run or check failed, 2 a usage error (one line on stderr, no
-traceback), 130 interrupted.
+traceback), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convscope {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        from convscope.train.interrupts import terminated
+
         print("interrupted", file=sys.stderr)
-        return 130
+        return 143 if terminated() else 130
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ class _HideBudgetStops(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.exc_info and isinstance(record.exc_info[1], TimeBudgetSpent):
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):  # the budget, Ctrl-C, SIGTERM
             self.hidden = " ".join(message.split()[:2])
             return False
         if self.hidden is not None and message.startswith(f"{self.hidden} failed with value"):
@@ -109,7 +109,8 @@ class _HideBudgetStops(logging.Filter):
 
 
 def hide_budget_tracebacks() -> None:
-    """A stop by the budget is no failure: keep Optuna from logging it with a traceback (idempotent)."""
+    """A stop by the budget, Ctrl-C or SIGTERM is no failure of the trial (its run ends KILLED and says so):
+    keep Optuna from logging it with a traceback (idempotent)."""
     logger = logging.getLogger(_OPTUNA_TRIAL_LOGGER)
     if not any(isinstance(f, _HideBudgetStops) for f in logger.filters):
         logger.addFilter(_HideBudgetStops())

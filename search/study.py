@@ -19,6 +19,7 @@ import signal
 import threading
 import warnings
 import zlib
+from typing import Any
 from collections.abc import Callable
 
 import optuna
@@ -168,13 +169,20 @@ def run_workers(
         worker(settings, 0, None, devices[0], pruner)
         return
     context = multiprocessing.get_context("spawn")
+    stop = context.Event()
     processes = [
-        context.Process(target=worker, args=(settings, index, threads, devices[index]),
+        context.Process(target=_worker_process, args=(stop, settings, index, threads, devices[index]),
                         name=f"convscope-worker-{index}")
         for index in range(jobs)
     ]
-    for process in processes:
-        process.start()
+    # the workers start with Ctrl-C ignored (inherited), so one that is still importing when it comes
+    # prints no traceback; each takes Ctrl-C again once it runs, and leaves at once if it was stopped
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         for process in processes:
             process.join()
@@ -188,13 +196,26 @@ def run_workers(
             process.join(timeout=STOP_GRACE_SECONDS)
         raise
     except KeyboardInterrupt:
+        stop.set()
         for process in processes:
             process.join(timeout=STOP_GRACE_SECONDS)
         raise
     finally:
+        stop.set()
         for process in processes:
             if process.is_alive():
                 process.terminate()
+
+
+def _worker_process(stop: Any, *args: Any) -> None:
+    """A worker process's entry: Ctrl-C handled from here on; nothing to do once the study was stopped."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if stop.is_set():
+        return
+    try:
+        worker(*args)
+    except KeyboardInterrupt:  # its trial's run is closed KILLED already; the parent says "interrupted"
+        raise SystemExit(130) from None
 
 
 def visible_gpus() -> int:

@@ -162,13 +162,19 @@ def test_search_usage_errors(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--fix" in done.stderr
 
 
-@pytest.mark.parametrize("stop, jobs", [("SIGINT", 1), ("SIGTERM", 1), ("SIGTERM", 2)],
-                         ids=["ctrl-c", "sigterm", "sigterm-2-workers"])
+@pytest.mark.parametrize("stop, jobs", [
+    pytest.param("SIGINT", 1, id="ctrl-c"), pytest.param("SIGTERM", 1, id="sigterm"),
+    pytest.param("SIGTERM", 2, id="sigterm-2-workers"),
+    pytest.param("SIGINT-group", 2, id="ctrl-c-2-workers", marks=pytest.mark.slow),
+])
 def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
     tmp_path: Path, stop: str, jobs: int
 ) -> None:
-    """Ctrl-C, or SIGTERM to the main process only (``docker stop``, ``kill``): every running
-    trial's run and the parent end KILLED; SIGTERM is passed on to worker processes."""
+    """Ctrl-C (to the whole process group, as a terminal sends it), or SIGTERM to the main process
+    only (``docker stop``, ``kill``): every running trial's run and the parent end KILLED, SIGTERM is
+    passed on to worker processes, no traceback is printed, and the exit code is 130 for Ctrl-C and
+    143 for SIGTERM."""
+    import os
     import signal
     import subprocess
     import sys
@@ -178,7 +184,7 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
     slow = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=40", "--fix", "synthetic_size=2000",
             "--pruner", "none", "--trials", "2", "--jobs", str(jobs)]
     proc = subprocess.Popen([sys.executable, "-m", "convscope", "search", "--runs-dir", str(runs), *slow],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until every worker's trial runs, linked to its MLflow run
         journal = runs / "optuna" / "journal.log"
@@ -193,9 +199,13 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
         proc.kill()
         pytest.fail(proc.communicate()[0])
     time.sleep(1.0)
-    proc.send_signal(getattr(signal, stop))
+    if stop.endswith("-group"):
+        os.killpg(proc.pid, getattr(signal, stop.removesuffix("-group")))
+    else:
+        proc.send_signal(getattr(signal, stop))
     output = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, output
+    assert proc.returncode == (143 if stop == "SIGTERM" else 130), output
+    assert "Traceback" not in output and "interrupted" in output, output
     client = mlflow_client(runs)
     trials = load(runs).trials
     assert len(trials) == jobs, output

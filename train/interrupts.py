@@ -23,9 +23,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: stop as on Ctrl-C."""
 
 
+_received: list[int] = []  # the signals ``sigterm_as_interrupt`` turned into ``Terminated`` in this process
+
+
+def terminated() -> bool:
+    """Whether this process was stopped by SIGTERM (or SIGHUP) rather than Ctrl-C: it then exits
+    143 (128 + SIGTERM), as a process killed by the signal would."""
+    return bool(_received)
+
+
 @contextmanager
 def sigterm_as_interrupt(*, hangup: bool = False) -> Iterator[None]:
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        _received.append(signum)
         raise Terminated(f"signal {signum}")
 
     signals = (signal.SIGTERM, signal.SIGHUP) if hangup else (signal.SIGTERM,)
