@@ -207,15 +207,53 @@ def run_workers(
                 process.terminate()
 
 
-def _worker_process(stop: Any, *args: Any) -> None:
-    """A worker process's entry: Ctrl-C handled from here on; nothing to do once the study was stopped."""
+def _worker_process(stop: Any, settings: StudySettings, *args: Any) -> None:
+    """A worker process's entry: Ctrl-C handled from here on; nothing to do once the study was stopped.
+
+    The worker dies with the ``convscope search`` process that started it: Linux sends it SIGTERM
+    when that process dies (even by SIGKILL), its trial's run ends KILLED as on Ctrl-C, and it
+    closes the study's parent run that no process holds any more."""
+    from convscope.train.interrupts import end_with_parent, sigterm_as_interrupt
+
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if stop.is_set():
-        return
+    parent = os.getppid()
     try:
-        worker(*args)
+        with sigterm_as_interrupt():
+            end_with_parent()
+            if stop.is_set():
+                return
+            worker(settings, *args)
     except KeyboardInterrupt:  # its trial's run is closed KILLED already; the parent says "interrupted"
+        if os.getppid() != parent:
+            _close_orphaned_parent(settings)
         raise SystemExit(130) from None
+
+
+def _close_orphaned_parent(settings: StudySettings) -> None:
+    """The study's parent run and every trial run under it still RUNNING, KILLED with the reason, once
+    the parent's process is gone: no process holds them any more (a trial whose worker was stopped
+    between opening its run and training closes nothing itself). Best effort: the next convscope
+    search of the study closes the parent otherwise."""
+    from mlflow import MlflowClient
+
+    from convscope.tracking.base import RunStatus
+    from convscope.tracking.mlflow_sink import end_run
+    from convscope.tracking.orphans import KILLED_TAG, close_orphaned_runs
+
+    try:
+        uri = settings.stores().mlflow_uri
+        close_orphaned_runs(uri, settings.base.tracking.experiment,
+                            {"convscope.kind": "study", "optuna.study": settings.study_name})
+        if settings.parent_run_id:
+            client = MlflowClient(uri)
+            parent = client.get_run(settings.parent_run_id)
+            for run in client.search_runs([parent.info.experiment_id],
+                                          f"tags.`mlflow.parentRunId` = '{settings.parent_run_id}' "
+                                          "and attributes.status = 'RUNNING'"):
+                end_run(client, run.info.run_id, RunStatus.KILLED,
+                        {KILLED_TAG: "its convscope search process died"})
+    except Exception:  # noqa: BLE001 - another worker or the next command does it
+        pass
 
 
 def visible_gpus() -> int:

@@ -216,3 +216,46 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
     assert [p.info.status for p in parents] == ["KILLED"]
     again = run_study(settings_for(runs, "--trials", "1", "--pruner", "none"), echo=lambda line: None)
     assert len(again.trials) == jobs + 1 and again.trials[-1].state == TrialState.COMPLETE  # numbering goes on
+
+
+def test_sigkill_of_search_leaves_nothing_running_and_closes_its_runs(tmp_path: Path) -> None:
+    """``kill -9`` of ``convscope search --jobs 2``: within 15 s no worker is left, each running trial's
+    run ends KILLED and the study's parent run ends KILLED with the reason."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    slow = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=40", "--fix", "synthetic_size=2000",
+            "--pruner", "none", "--trials", "2", "--jobs", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "convscope", "search", "--runs-dir", str(runs), *slow],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            trials = load(runs).trials if (runs / "optuna" / "journal.log").exists() else []
+        except KeyError:
+            trials = []
+        if len(trials) >= 2 and all("mlflow_run_id" in t.user_attrs for t in trials[:2]):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the trials did not start")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    left = ["?"]
+    while time.monotonic() < deadline:
+        left = subprocess.run(["pgrep", "-f", str(runs)], capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"still running 15 s after SIGKILL: {left}"
+    client = mlflow_client(runs)
+    for trial in load(runs).trials:
+        assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    parents = client.search_runs(["1"], "tags.`convscope.kind` = 'study'")
+    assert [p.info.status for p in parents] == ["KILLED"] and parents[0].data.tags.get("convscope.killed")
