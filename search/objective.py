@@ -22,6 +22,7 @@ The run is opened and closed by ``train.run.train_tracked``, the one run lifecyc
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ def trial_run_name(study_name: str, number: int) -> str:
     return f"{study_name}-trial-{number:04d}"
 
 
+from convscope.search.dead_workers import WORKER_PID_ATTR
 from convscope.search.pruning import VAL_IMAGES_ATTR
 
 TRIAL_CONFIG_ATTR = "config"
@@ -116,6 +118,7 @@ class Objective:
             trial.set_user_attr("pruned_reason", f"not trained: {too_big}")
             raise optuna.TrialPruned(f"not trained: {too_big}")
         trial.set_user_attr(TRIAL_CONFIG_ATTR, trained_settings(config))
+        trial.set_user_attr(WORKER_PID_ATTR, os.getpid())  # a worker that dies is known by it
         name = trial_run_name(settings.study_name, trial.number)
         config = dataclasses.replace(
             config,

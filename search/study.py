@@ -184,8 +184,7 @@ def run_workers(
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
-        for process in processes:
-            process.join()
+        _supervise(processes, context, stop, settings, threads, devices)
     except Terminated:
         # SIGTERM reached this process only (a terminal's Ctrl-C reaches the whole group):
         # pass it on as Ctrl-C so each worker ends its trial KILLED and flushes its run.
@@ -205,6 +204,38 @@ def run_workers(
         for process in processes:
             if process.is_alive():
                 process.terminate()
+
+
+def _supervise(processes: list[Any], context: Any, stop: Any, settings: StudySettings, threads: int,
+               devices: list[str | None]) -> None:
+    """Wait for the workers; one that dies mid-trial (``search.dead_workers``) has its trial failed and
+    queued again, and another worker takes its place."""
+    from multiprocessing.connection import wait
+
+    from convscope.search.dead_workers import death, requeue_dead_worker_trials
+
+    running = list(enumerate(processes))
+    while running:
+        wait([process.sentinel for _, process in running])
+        for index, process in [item for item in running if not item[1].is_alive()]:
+            running.remove((index, process))
+            why = death(process.exitcode)
+            if why is None or stop.is_set():
+                continue
+            study = load(settings, None, index)
+            numbers = requeue_dead_worker_trials(study, process.pid, why, partial(_mark_run_killed, settings))
+            print(f"worker {index} (process {process.pid}) died, {why}"
+                  + (f": trial {', '.join(map(str, numbers))} failed and queued again" if numbers else "")
+                  + "; another worker takes its place", flush=True)
+            replacement = context.Process(target=_worker_process, args=(stop, settings, index, threads, devices[index]),
+                                          name=f"convscope-worker-{index}")
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                replacement.start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            processes.append(replacement)
+            running.append((index, replacement))
 
 
 def _worker_process(stop: Any, settings: StudySettings, *args: Any) -> None:

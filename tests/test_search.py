@@ -259,3 +259,43 @@ def test_sigkill_of_search_leaves_nothing_running_and_closes_its_runs(tmp_path: 
         assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     parents = client.search_runs(["1"], "tags.`convscope.kind` = 'study'")
     assert [p.info.status for p in parents] == ["KILLED"] and parents[0].data.tags.get("convscope.killed")
+
+
+def test_a_worker_killed_mid_trial_on_the_journal_storage_is_replaced_and_its_trial_retried(tmp_path: Path) -> None:
+    """The journal file has no heartbeat: ``convscope search`` sees its worker die, fails that trial,
+    queues it again and starts another worker, so the study still reaches ``--trials``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    args = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=6", "--fix", "synthetic_size=1500",
+            "--pruner", "none", "--trials", "3", "--jobs", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "convscope", "search", "--runs-dir", str(runs), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline, victim = time.monotonic() + 180, None
+    while time.monotonic() < deadline and victim is None:
+        try:
+            trials = load(runs).trials if (runs / "optuna" / "journal.log").exists() else []
+        except KeyError:
+            trials = []
+        running = [t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
+        victim = running[0] if running else None
+        time.sleep(0.5)
+    if victim is None:
+        proc.kill()
+        pytest.fail("no trial started")
+    os.kill(victim.user_attrs["worker_pid"], signal.SIGKILL)
+    output = proc.communicate(timeout=400)[0]
+    assert proc.returncode == 0, output
+    assert f"died, killed by SIGKILL: trial {victim.number} failed and queued again" in output, output
+    trials = load(runs).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    killed = trials[victim.number]
+    assert killed.state == TrialState.FAIL and "died" in killed.user_attrs["error"]
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) >= 3
+    assert mlflow_client(runs).get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
