@@ -31,11 +31,17 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> None:
 def handle_ui(args: argparse.Namespace) -> int:
     """Start the UIs and wait. Ctrl-C, SIGTERM, SIGHUP (the terminal closed) and the death of the
     process that started this one all stop every server it started (``stop_process_group``); a
-    SIGKILL of this process is handled by each server's guard (``servers.servers``)."""
+    SIGKILL of this process is handled by each server's guard (``servers.servers``). Started with
+    SIGHUP ignored (``nohup convscope ui &``) it outlives the shell that started it: only Ctrl-C and
+    SIGTERM (``kill PID``) stop it."""
+    import signal
+
     from convscope.train.interrupts import end_with_parent, sigterm_as_interrupt
 
-    with sigterm_as_interrupt(hangup=True):
-        end_with_parent()
+    detached = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    with sigterm_as_interrupt(hangup=not detached):
+        if not detached:
+            end_with_parent()
         return _serve_uis(args)
 
 

@@ -79,3 +79,31 @@ def test_ui_without_runs_folder_is_a_usage_error(tmp_path: Path) -> None:
         capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
     )
     assert done.returncode == 2 and "no such folder" in done.stderr
+
+
+def test_nohup_ui_outlives_the_shell_that_started_it(tmp_path: Path) -> None:
+    """``nohup convscope ui &`` from a shell that then exits (and sends its jobs SIGHUP): the UI keeps
+    serving (SIGHUP ignored, no death with the parent), and SIGTERM stops it and its servers."""
+    runs = tmp_path / "runs"
+    (runs / "tensorboard").mkdir(parents=True)
+    port = free_port()
+    log = tmp_path / "ui.log"
+    command = (f"nohup {sys.executable} -u -m convscope ui --runs-dir {runs} --mlflow-port {port} "
+               f"--tensorboard-port {free_port()} > {log} 2>&1 & echo $!")
+    shell = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, start_new_session=True)
+    pid = int(shell.stdout.strip())  # the shell has exited: the UI's parent is gone
+    try:
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops both" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+            time.sleep(0.5)
+        os.kill(pid, signal.SIGHUP)  # what an interactive shell sends its jobs when it exits
+        time.sleep(3)
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health").status == 200
+        assert pid in processes_mentioning(str(runs)), "the UI died with its shell"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while processes_mentioning(str(runs)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_mentioning(str(runs)) == []
