@@ -205,6 +205,23 @@ def check_port(port: int, flag: str = "--port") -> int:
     return port
 
 
+def check_port_free(host: str, port: int, flag: str = "--port") -> None:
+    """ConfigError naming ``flag`` when a server already listens on ``port`` at ``host``: said at
+    once, instead of the server failing in its log a while later."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: only a listener counts
+        try:
+            probe.bind((host or "0.0.0.0", port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(f"{flag} {port}: already in use on {host or '0.0.0.0'} (another server?); "
+                                  f"choose another with {flag}") from None
+
+
 def check_host(host: str, flag: str = "--host") -> str:
     """``host`` if a server can listen on it (an address of this machine, or every address), else
     ConfigError naming ``flag``."""
@@ -231,6 +248,7 @@ def handle_serve(args: argparse.Namespace) -> int:
     check_port(args.port)
     if not args.check:
         check_host(args.host)
+        check_port_free(args.host, args.port)
     if args.check:
         healthy, detail = check(health_url(args.service, args.host, args.port))
         if not healthy:

@@ -57,12 +57,14 @@ def _serve_uis(args: argparse.Namespace) -> int:
     )
     from convscope.tracking.stores import resolve_stores
 
-    from convscope.cli.serve_cmd import check_host, check_port
+    from convscope.cli.serve_cmd import check_host, check_port, check_port_free
     from convscope.tracking.faults import check_writable
 
     for flag in ("--mlflow-port", "--tensorboard-port", "--dashboard-port"):
         check_port(getattr(args, flag[2:].replace("-", "_")), flag)
     check_host(args.host)
+    for flag in ("--mlflow-port", "--tensorboard-port", "--dashboard-port"):
+        check_port_free(args.host, getattr(args, flag[2:].replace("-", "_")), flag)
     stores = resolve_stores(args.runs_dir)
     if not stores.embedded:
         raise ConfigError("MLFLOW_TRACKING_URI points at a server: open that server's own UI instead of `convscope ui`")

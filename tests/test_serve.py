@@ -350,3 +350,23 @@ def test_auth_database_uri_with_percent_escapes_reads_back_in_mlflow(
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", env["MLFLOW_AUTH_CONFIG_PATH"])
     assert read_auth_config().database_uri == auth_db
     assert cli.main.main(["serve", "mlflow", "--auth", "--auth-database-uri", "sqlite:///a\nadmin_password = x"]) == 2
+
+
+def test_a_port_already_listened_on_is_one_line_at_once(tmp_path: Path) -> None:
+    """``convscope ui`` and ``serve`` check their ports before starting anything: a port another
+    server listens on is named at once (not 20 s later in a log)."""
+    import socket
+
+    from e2e_helpers import convscope
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        (tmp_path / "runs").mkdir()
+        for argv, flag in ((["ui", "--runs-dir", str(tmp_path / "runs"), "--mlflow-port", port], "--mlflow-port"),
+                           (["serve", "tensorboard", "--logdir", str(tmp_path), "--port", port], "--port")):
+            done = convscope(*argv)
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert done.returncode == 2 and len(lines) == 1, done.stderr
+            assert f"{flag} {port}: already in use" in lines[0]
