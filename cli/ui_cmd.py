@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -90,6 +91,8 @@ def _serve_uis(args: argparse.Namespace) -> int:
                 optuna_dashboard_command(journal, args.host, args.dashboard_port), logs / "optuna-dashboard.log"
             ))
         wait_for_http(mlflow_url + "/health", timeout=60, proc=processes[0])
+        shown = mlflow_url.replace("://0.0.0.0:", "://127.0.0.1:")
+        stores.layout.ui_address.write_text(f"{shown} {os.getpid()}\n")  # where other commands' links point
         wait_for_http(tensorboard_url, timeout=60, proc=processes[1])
         print(f"MLflow:      {mlflow_url}/#/experiments?workflowType=machine_learning")
         print(f"TensorBoard: {tensorboard_url}")
@@ -105,5 +108,6 @@ def _serve_uis(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        stores.layout.ui_address.unlink(missing_ok=True)
         for process in processes:
             stop_process_group(process)

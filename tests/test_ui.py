@@ -83,7 +83,8 @@ def test_ui_without_runs_folder_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_nohup_ui_outlives_the_shell_that_started_it(tmp_path: Path) -> None:
     """``nohup convscope ui &`` from a shell that then exits (and sends its jobs SIGHUP): the UI keeps
-    serving (SIGHUP ignored, no death with the parent), and SIGTERM stops it and its servers."""
+    serving (SIGHUP ignored, no death with the parent), runs trained meanwhile link to the port it
+    serves on, and SIGTERM stops it and its servers."""
     runs = tmp_path / "runs"
     (runs / "tensorboard").mkdir(parents=True)
     port = free_port()
@@ -101,6 +102,11 @@ def test_nohup_ui_outlives_the_shell_that_started_it(tmp_path: Path) -> None:
         time.sleep(3)
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health").status == 200
         assert pid in processes_mentioning(str(runs)), "the UI died with its shell"
+        trained = subprocess.run([sys.executable, "-m", "convscope", "train", "--runs-dir", str(runs), "--preset", "tiny",
+                                  "--image-size", "32", "--epochs", "1", "--synthetic-size", "200", "--quiet"],
+                                 capture_output=True, text=True, timeout=300)
+        assert trained.returncode == 0, trained.stderr
+        assert f"http://127.0.0.1:{port}/#/experiments/" in trained.stdout, trained.stdout  # the port actually served
     finally:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60

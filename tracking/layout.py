@@ -11,6 +11,7 @@
     <runs>/cache/                             decoded images of image folders (``--cache-dir``)
     <runs>/datasets/                          torchvision data sets (``--dataset-dir``)
     <runs>/logs/                              the logs of the servers ``convscope ui`` starts
+    <runs>/logs/mlflow-ui.url                 where the running ``convscope ui`` serves MLflow (links use it)
     <runs>/.mlflow-open.lock                  serialises creating the embedded MLflow store
 """
 
@@ -64,6 +65,10 @@ class RunsLayout:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def ui_address(self) -> Path:
+        return self.logs / "mlflow-ui.url"
 
     @property
     def open_lock(self) -> Path:

@@ -66,12 +66,19 @@ def resolve_stores(runs_dir: str | Path, mlflow_uri: str = "", *, check: bool = 
         ui = uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
         return Stores(root, uri, None, ui)
     layout = RunsLayout(root)
-    return Stores(
-        root,
-        layout.mlflow_uri,
-        layout.artifacts.as_uri(),
-        f"http://{DEFAULT_UI_HOST}:{DEFAULT_MLFLOW_PORT}",
-    )
+    return Stores(root, layout.mlflow_uri, layout.artifacts.as_uri(), ui_address(layout))
+
+
+def ui_address(layout: RunsLayout) -> str:
+    """Where links to runs point: the address a running ``convscope ui`` wrote (``<url> <pid>``, its
+    process still there), else the one it serves at by default."""
+    default = f"http://{DEFAULT_UI_HOST}:{DEFAULT_MLFLOW_PORT}"
+    try:
+        url, pid = layout.ui_address.read_text().split()
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return default
+    return url if url.startswith(("http://", "https://")) else default
 
 
 def require_runs(stores: Stores, what: str) -> None:
