@@ -49,6 +49,9 @@ def handle_explain(args: argparse.Namespace) -> int:
 
     stores = resolve_stores(args.runs_dir, args.mlflow_uri)
     require_runs(stores, f"RUN_ID {args.run_id}")
+    from convscope.cli.orphan_runs import end_orphaned_runs
+
+    end_orphaned_runs(stores)
     from convscope.search.sources import run_config
     from convscope.analysis.compare import load_run_activations
     from convscope.analysis.evidence import Ablation, DepthAnswer, drops_from_results, explain

@@ -243,6 +243,10 @@ def handle_search(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     settings = build_settings(args)  # --runs-dir is checked writable there
+    if not args.init_only and settings.base.tracking.mlflow:
+        from convscope.cli.orphan_runs import end_orphaned_runs
+
+        end_orphaned_runs(settings.stores())
     from convscope.search.session import run_study
     from convscope.search.study import StudyStopped
 

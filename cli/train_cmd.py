@@ -73,6 +73,11 @@ def handle_train(args: argparse.Namespace) -> int:
     from convscope.train.preflight import preflight
 
     preflight(config)
+    if config.tracking.mlflow:
+        from convscope.cli.orphan_runs import end_orphaned_runs
+        from convscope.tracking.stores import resolve_stores
+
+        end_orphaned_runs(resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri))
     from convscope.train.interrupts import sigterm_as_interrupt
     from convscope.train.run import run
 

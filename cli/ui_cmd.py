@@ -73,6 +73,9 @@ def _serve_uis(args: argparse.Namespace) -> int:
     if not runs.is_dir():
         raise ConfigError(f"--runs-dir {args.runs_dir}: no such folder; train a run first (convscope train)")
     check_writable(runs, "--runs-dir")  # the servers' logs and MLflow's store are written there
+    from convscope.cli.orphan_runs import end_orphaned_runs
+
+    end_orphaned_runs(stores)
     logs = stores.layout.logs
     logs.mkdir(exist_ok=True)
     processes = []

@@ -157,3 +157,36 @@ def test_resume_refuses_another_network_or_other_data_and_says_when_it_is_finish
     assert finished.returncode == 0, finished.stderr
     assert "already finished its 1 epoch (--epochs 1)" in finished.stdout and "nan" not in finished.stdout
     assert only_run(f"sqlite:///{runs / 'mlflow.db'}").metric_steps("val/accuracy") == [1]  # nothing logged again
+
+
+def test_a_killed_run_is_ended_by_the_next_command_on_its_runs_folder(tmp_path: Path) -> None:
+    """``kill -9`` of ``convscope train``: its run stays RUNNING until the next convscope command on the
+    runs folder, which ends it KILLED with the reason and says so."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow import MlflowClient
+
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "convscope", "train", "--runs-dir", str(runs), "--run-name", "victim",
+                             "--epochs", "50", "--quiet", *FAST], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client, deadline = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}"), time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = client.search_runs(["1"], "attributes.run_name = 'victim'") if (runs / "mlflow.db").exists() else []
+        if found and found[0].data.metrics.get("val/accuracy") is not None:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the run did not get through an epoch")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    victim = found[0].info.run_id
+    assert client.get_run(victim).info.status == "RUNNING"
+    after = convscope("train", "--runs-dir", str(runs), "--run-name", "next", "--epochs", "1", "--quiet", *FAST)
+    assert after.returncode == 0, after.stderr
+    assert f"run victim ({victim}) ended killed: process {proc.pid} on " in after.stdout, after.stdout
+    run = client.get_run(victim)
+    assert run.info.status == "KILLED" and "is gone" in run.data.tags["convscope.killed"]

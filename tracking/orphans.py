@@ -1,7 +1,8 @@
 """Runs whose process died without closing them (SIGKILL, a crash, a power cut) stay RUNNING in
-MLflow forever; this module recognises and ends them.
+MLflow forever; this module recognises and ends them. ``close_orphans`` is what every command that
+works on a runs folder (train, search, ui, explain) calls first, for every experiment in it.
 
-Every parent run is tagged with the process that owns it (``process_tags``): host name, pid,
+Every run is tagged with the process that owns it (``process_tags``): host name, pid,
 the pid namespace and the process's start (boot id and start time on Linux). A RUNNING run is
 *provably orphaned* (``orphan_reason``) only when it was started on this host in this pid
 namespace and its process is no longer there: the pid is unused, a zombie, or used by a process
@@ -129,3 +130,18 @@ def close_orphaned_runs(tracking_uri: str, experiment: str, match: Mapping[str, 
         token = page.token
         if not token:
             return ended
+
+
+def close_orphans(tracking_uri: str) -> list[tuple[str, str, str]]:
+    """``close_orphaned_runs`` for every experiment of the store at ``tracking_uri``; best effort:
+    nothing when the store cannot be read."""
+    from mlflow import MlflowClient
+
+    try:
+        experiments = MlflowClient(tracking_uri).search_experiments()
+        ended = []
+        for experiment in experiments:
+            ended += close_orphaned_runs(tracking_uri, experiment.name, {})
+        return ended
+    except Exception:  # noqa: BLE001 - the command's own work matters more than this clean-up
+        return []

@@ -109,6 +109,7 @@ def open_tracker(
     trials under one folder); ``hparams`` are written through TensorBoard's hparams plugin.
     """
     from convscope.tracking.background import BackgroundTracker
+    from convscope.tracking.orphans import process_tags
 
     sinks: list[Tracker] = []
     if mlflow:
@@ -122,7 +123,7 @@ def open_tracker(
                 artifact_location=stores.artifact_location,
                 parent_run_id=parent_run_id,
                 run_id=resume_run_id,
-                tags=tags,
+                tags={**process_tags(), **(tags or {})},  # whose run it is: closed KILLED if that process dies
                 ui_url=stores.ui_url,
             )
         sinks.append(mlflow_sink)
