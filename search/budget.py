@@ -136,3 +136,26 @@ def stopped_ahead(study: optuna.Study, best: FrozenTrial | None, study_name: str
                          f"convscope search --study-name {study_name} … again to train it to the end (stopped "
                          "trials go first)")
     return lines
+
+
+_stop_event: list[object] = []  # the event a worker process's parent sets when the study is stopped, its pid
+
+
+def watch_stop(event: object) -> None:
+    """Let ``stop_requested`` answer from ``event`` (a ``multiprocessing.Event``) and this worker
+    process's parent."""
+    import os
+
+    _stop_event[:] = [event, os.getppid()]
+
+
+def stop_requested() -> bool:
+    """Whether the ``convscope search`` process that started this worker stopped the study (Ctrl-C,
+    SIGTERM) or is gone: checked at every epoch's end, so a worker whose interrupt was lost (Python
+    drops one that lands in a finaliser) still stops."""
+    import os
+
+    if not _stop_event:
+        return False
+    event, parent = _stop_event
+    return bool(event.is_set()) or os.getppid() != parent  # type: ignore[attr-defined]

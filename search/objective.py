@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 import torch
 
-from convscope.search.budget import STOPPED_ATTR, TimeBudgetSpent, spent
+from convscope.search.budget import STOPPED_ATTR, TimeBudgetSpent, spent, stop_requested
 from convscope.search.size_limit import over_budget
 from convscope.search.space import SearchSpace, config_keys, suggest
 from convscope.search.storage import StudyStorage
@@ -134,6 +134,8 @@ class Objective:
             trial.report(metrics[settings.metric], epoch)
             if epoch < config.optim.epochs and trial.should_prune():  # pruning the last epoch saves nothing
                 raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch}")
+            if stop_requested():  # the interrupt that the study's process passed on may have been lost
+                raise KeyboardInterrupt("the study was stopped")
             if epoch < config.optim.epochs and spent(settings.deadline):
                 stopped.append(f"the time budget (--timeout) ran out in epoch {epoch} of {config.optim.epochs}")
                 trial.set_user_attr(STOPPED_ATTR, stopped[0])

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 from functools import partial
 import signal
+import sys
 import threading
 import warnings
 import zlib
@@ -188,6 +189,7 @@ def run_workers(
     except Terminated:
         # SIGTERM reached this process only (a terminal's Ctrl-C reaches the whole group):
         # pass it on as Ctrl-C so each worker ends its trial KILLED and flushes its run.
+        stop.set()
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGINT)
@@ -246,7 +248,11 @@ def _worker_process(stop: Any, settings: StudySettings, *args: Any) -> None:
     closes the study's parent run that no process holds any more."""
     from convscope.train.interrupts import end_with_parent, sigterm_as_interrupt
 
+    from convscope.search.budget import watch_stop
+
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    watch_stop(stop)
+    sys.unraisablehook = _quiet_lost_interrupts
     parent = os.getppid()
     try:
         with sigterm_as_interrupt():
@@ -258,6 +264,13 @@ def _worker_process(stop: Any, settings: StudySettings, *args: Any) -> None:
         if os.getppid() != parent:
             _close_orphaned_parent(settings)
         raise SystemExit(130) from None
+
+
+def _quiet_lost_interrupts(unraisable: Any) -> None:
+    """An interrupt that landed in a finaliser is dropped by Python with a traceback; the worker sees
+    the stop at the next epoch's end (``stop_requested``), so only other such errors are shown."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 def _close_orphaned_parent(settings: StudySettings) -> None:

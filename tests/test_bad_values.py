@@ -73,7 +73,7 @@ FLAG_CASES = [
     (["--stride", "0"], ("--stride", "at least 1")),
     (["--padding", "-1"], ("--padding", "at least 0")),
     (["--data-seed", "-2"], ("--data-seed", "-1")),
-    (["--seed", "-1"], ("--seed", "at least 0")),
+    (["--seed", "-1"], ("--seed", "from 0 to 4294967295")),
     (["--schedule", "linear"], ("--schedule", "onecycle")),
     (["--precision", "fp16"], ("--precision", "bf16")),
     (["--pool", "avg"], ("--pool", "max")),

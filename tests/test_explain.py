@@ -30,7 +30,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, 
     learned = convscope("train", "--runs-dir", str(folder), *TASK, "--epochs", "12", "--run-name", "learned",
                         *NOT_DEFAULT)
     assert learned.returncode == 0, learned.stderr
-    untrained = convscope("train", "--runs-dir", str(folder), *TASK, "--epochs", "3", "--lr", "1e-7",
+    untrained = convscope("train", "--runs-dir", str(folder), *TASK, "--epochs", "4", "--lr", "1e-7",
                           "--run-name", "untrained")
     assert untrained.returncode == 0, untrained.stderr
     assert "note: untrained did not learn (" in untrained.stdout and "note:" not in learned.stdout

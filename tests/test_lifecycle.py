@@ -318,6 +318,6 @@ def test_a_sigkilled_search_has_its_parent_run_killed_by_the_next_start(tmp_path
     stale = client.get_run(killed["run_id"])
     assert stale.info.status == "KILLED" and stale.info.run_name.endswith(" (killed)")
     assert stale.data.tags[KILLED_TAG] == f"process {killed['pid']} on {stale.data.tags['convscope.host']} is gone"
-    assert f"({killed['run_id']}) of study 'killme' ended killed" in again.stdout
+    assert f"({killed['run_id']}) ended killed: process {killed['pid']} on " in again.stdout
     parents = client.search_runs(["1"], "tags.`convscope.kind` = 'study'")
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]

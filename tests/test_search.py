@@ -219,8 +219,9 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
 
 
 def test_sigkill_of_search_leaves_nothing_running_and_closes_its_runs(tmp_path: Path) -> None:
-    """``kill -9`` of ``convscope search --jobs 2``: within 15 s no worker is left, each running trial's
-    run ends KILLED and the study's parent run ends KILLED with the reason."""
+    """``kill -9`` of ``convscope search --jobs 2``: within 15 s no worker is left; each running trial's
+    run and the study's parent run end KILLED with the reason — by the workers as they go, else by
+    the next convscope command on the runs folder."""
     import signal
     import subprocess
     import sys
@@ -254,6 +255,10 @@ def test_sigkill_of_search_leaves_nothing_running_and_closes_its_runs(tmp_path: 
             break
         time.sleep(0.5)
     assert not left, f"still running 15 s after SIGKILL: {left}"
+    from convscope.cli.orphan_runs import end_orphaned_runs
+    from convscope.tracking.stores import resolve_stores
+
+    end_orphaned_runs(resolve_stores(runs))  # what the next convscope command on the folder does first
     client = mlflow_client(runs)
     for trial in load(runs).trials:
         assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
