@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from convscope.cli.setting_flags import add_store_flags
 from convscope.train.errors import ConfigError
 
 
@@ -30,10 +31,8 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", default="", metavar="LIST",
                         help="the epochs (logged steps, e.g. 0,5,10) whose pictures go side by side (default: "
                         "each run's last; for a single run its first, middle and last)")
-    parser.add_argument("--runs-dir", default="runs", help="the embedded stores (default: runs)")
+    add_store_flags(parser)
     parser.add_argument("--experiment", default="convscope", help="MLflow experiment of the report run")
-    parser.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                        "or the embedded store)")
     parser.set_defaults(handler=handle_compare)
 
 

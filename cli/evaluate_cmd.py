@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from convscope.cli.setting_flags import add_store_flags
 from convscope.cli.model_source import load_network, model_uri
 
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,9 +26,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="MODEL", help="run id, models:/NAME@ALIAS, models:/NAME/VERSION, "
                         "runs:/ID/model, or a study name (models:/<study>@champion)")
     parser.add_argument("--data", required=True, help="folder of photos, one sub-folder per class (the model's classes)")
-    parser.add_argument("--runs-dir", default="runs", help="the embedded stores (default: runs)")
-    parser.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                        "or the embedded store)")
+    add_store_flags(parser)
     parser.add_argument("--experiment", default="convscope", help="MLflow experiment of the evaluation run")
     parser.add_argument("--no-log", action="store_true", help="print only: log no evaluation run")
     parser.set_defaults(handler=handle_evaluate)

@@ -8,6 +8,7 @@ import shlex
 import tempfile
 from pathlib import Path
 
+from convscope.cli.setting_flags import add_store_flags
 from convscope.train.errors import ConfigError
 
 REPORT_FOLDER = "explain"
@@ -28,9 +29,7 @@ def add_explain_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_id", metavar="RUN_ID", help="the MLflow run id of a convscope train or search run")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds of the linear probes")
-    parser.add_argument("--runs-dir", default="runs", help="the embedded stores (default: runs)")
-    parser.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                        "or the embedded store)")
+    add_store_flags(parser)
     parser.set_defaults(handler=handle_explain)
 
 

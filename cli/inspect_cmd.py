@@ -6,6 +6,7 @@ import argparse
 import datetime
 from pathlib import Path
 
+from convscope.cli.setting_flags import add_store_flags
 from convscope.cli.model_source import MODEL_HELP, load_network, model_run_id, model_uri
 from convscope.train.errors import ConfigError
 
@@ -28,9 +29,7 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="", help="folder for the page and PNGs (default: "
                         "<runs-dir>/inspections/<time>)")
     parser.add_argument("--log", action="store_true", help="also log them to the model's MLflow run")
-    parser.add_argument("--runs-dir", default="runs", help="the embedded stores (default: runs)")
-    parser.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                        "or the embedded store)")
+    add_store_flags(parser)
     parser.set_defaults(handler=handle_inspect)
 
 

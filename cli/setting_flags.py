@@ -218,3 +218,10 @@ def resolve_config(args: argparse.Namespace, base: Any = None) -> Any:
         return build_config(preset or "seed", overrides)
     kept = {section: values for section, values in to_dict(base).items() if section != "preset"}
     return build_config(preset or base.preset, merge(kept, overrides))
+
+
+def add_store_flags(parser: argparse.ArgumentParser) -> None:
+    """``--runs-dir`` and ``--mlflow-uri``: where a command that reads runs finds them."""
+    parser.add_argument("--runs-dir", default="runs", help="the embedded stores (default: runs)")
+    parser.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                        "or the embedded store)")
