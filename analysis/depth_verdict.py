@@ -13,12 +13,15 @@ Contract:
   band is *tied* with the best, and a recommendation out of a tie says so.
 - ``recommend`` first checks the training behind the verdict (:mod:`analysis.verdicts`): the best
   variant (the full network, in an ablation) must have learned, and the answer must survive more
-  training. A variant still improving at the end (its rise over the last quarter of its epochs
-  beyond the noise) is *projected*: its mean plus that rise once more, as if it trained another
-  quarter at the same rate. When the one-standard-error rule on the projected means picks the same
-  variant, the rising curves do not change the answer and the verdict stands, saying which were
-  still rising; otherwise it recommends nothing and says what to run (``rerun``). A curve of one
-  epoch cannot be projected and always blocks.
+  training. When some variant is still improving at the end (its rise over the last quarter of its
+  epochs beyond the noise), every variant is *projected*: its mean plus its own rise over the last
+  quarter once more (a fall counts as none), as if all trained another quarter at their recent
+  rates. Projecting every variant, not only those whose rise cleared the noise, keeps a rise just
+  under the noise threshold from counting as none against one just over it (a one-cycle schedule
+  lifts every curve in its last epochs). When the one-standard-error rule on the projected means
+  picks the same variant, the rising curves do not change the answer and the verdict stands, saying
+  which were still rising; otherwise it recommends nothing and says what to run (``rerun``). A
+  curve shorter than ``MIN_CURVE_EPOCHS`` cannot be projected and always blocks.
 - ``drop`` is the paired per-fold accuracy lost by a variant against the full network:
   mean ± standard error over the folds both ran (paired by fold number).
 """
@@ -149,12 +152,13 @@ def _pick(done: Sequence[Outcome], means: Sequence[float]) -> tuple[Outcome, Out
 
 
 def harmless_rises(done: Sequence[Outcome]) -> list[Outcome]:
-    """The variants still improving whose rise, continued for another quarter of the epochs, leaves
-    the recommendation as it is (empty when any rising one would change it, or cannot be projected)."""
+    """The variants still improving when every variant's rise, continued for another quarter of the
+    epochs, leaves the recommendation as it is (empty when it would change it, or a curve is too
+    short to project)."""
     rising = [o for o in done if still_improving(o.training)]
-    if not rising or any(o.training.epochs < MIN_CURVE_EPOCHS for o in rising):
+    if not rising or any(o.training.epochs < MIN_CURVE_EPOCHS for o in done):
         return []
-    projected = [o.mean + (max(late_gain(o.training), 0.0) if o in rising else 0.0) for o in done]
+    projected = [o.mean + max(late_gain(o.training), 0.0) for o in done]
     now, _, _ = _pick(done, [o.mean for o in done])
     later, _, _ = _pick(done, projected)
     return rising if later is now else []
@@ -178,7 +182,8 @@ def recommend(outcomes: Sequence[Outcome], mode: str, rerun: Callable[[int], str
         gains = ", ".join(f"{o.variant.label} {late_gain(o.training):+.3f}" for o in harmless)
         verdict.sentence += (f" ({_and([o.variant.label for o in harmless])} "
                              f"{'was' if len(harmless) == 1 else 'were'} still improving ({gains} over the last "
-                             f"quarter of the epochs), but at that rate another quarter would not change the answer)")
+                             f"quarter of the epochs), but continuing every variant's rise for another quarter "
+                             "would not change the answer)")
         verdict.rising = harmless
     return verdict
 

@@ -110,11 +110,24 @@ def test_a_rise_that_cannot_change_the_answer_is_said_and_does_not_block_it() ->
     rising = recommend([_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.90, 0.91, 0.90]),
                         _outcome(3, [0.80, 0.79, 0.80], rise=0.05)], "depth")
     assert rising.recommended is not None and rising.recommended.variant.blocks == 2
-    assert "(depth 3 was still improving (depth 3 +0.050 over the last quarter of the epochs), but at that rate " \
-           "another quarter would not change the answer)" in rising.sentence
+    assert "(depth 3 was still improving (depth 3 +0.050 over the last quarter of the epochs), but continuing " \
+           "every variant's rise for another quarter would not change the answer)" in rising.sentence
     flat = recommend([_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.90, 0.91, 0.90]), _outcome(3, [0.80, 0.79, 0.80])],
                      "depth")
     assert "still improving" not in flat.sentence and not flat.rising
+
+
+def test_every_variant_is_projected_not_only_those_whose_rise_cleared_the_noise() -> None:
+    # depth 2 rose +0.020 (inside the noise of 1200 images: flat), depth 3 +0.035 (beyond it: rising);
+    # crediting only depth 3's rise would put it ahead; crediting both leaves depth 2 the answer
+    outcomes = [_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.80, 0.81, 0.80], rise=0.02),
+                _outcome(3, [0.78, 0.79, 0.78], rise=0.035)]
+    verdict = recommend(outcomes, "depth")
+    assert verdict.recommended is not None and verdict.recommended.variant.blocks == 2, verdict.sentence
+    assert [o.variant.blocks for o in verdict.rising] == [3]
+    # the same depth 3 against a depth 2 that did not rise at all: the projection changes the answer
+    blocked = recommend([outcomes[0], _outcome(2, [0.80, 0.81, 0.80]), outcomes[2]], "depth")
+    assert blocked.recommended is None and "depth 3 was still improving at epoch 8" in blocked.sentence
 
 
 def _fake_rounds(monkeypatch: pytest.MonkeyPatch, scores: dict[tuple[str, int, bool], float]) -> list:

@@ -268,7 +268,8 @@ def test_a_time_budget_stops_a_study_of_unbounded_trials(tmp_path: Path, clean_e
     wall, ended, done, pruned, failed, stopped = (float(line[1]), *map(int, line.groups()[1:]))
     assert wall >= budget  # unbounded trials: nothing but the budget ends the study
     study = load(runs)
-    assert done >= 1 and failed == 0 and ended == done + pruned + stopped == len(study.trials)
+    # how many trials finish in the budget depends on the machine's load; the tally must match in any case
+    assert ended >= 1 and failed == 0 and ended == done + pruned + stopped == len(study.trials)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == done
     assert stopped == sum(STOPPED_ATTR in t.user_attrs for t in study.trials)
     assert not study.get_trials(states=(TrialState.RUNNING,))  # nothing left running
@@ -276,7 +277,7 @@ def test_a_time_budget_stops_a_study_of_unbounded_trials(tmp_path: Path, clean_e
     (parent,) = client.search_runs(["1"], "tags.`convscope.kind` = 'study'")
     assert parent.info.status == "FINISHED"
     figures = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "figures")}
-    assert "best_over_time.png" in figures, figures
+    assert ("best_over_time.png" in figures) == (done >= 1), figures  # drawn once a trial finished
     assert parent.data.params["study.timeout"] == "40.0s"
 
 
@@ -285,9 +286,9 @@ def test_a_trial_stopped_by_the_budget_ends_killed_and_the_rerun_goes_on(tmp_pat
     """Trials far longer than the budget: the first is stopped at the end of an epoch, its run
     KILLED; the rerun (a fresh budget) retries it under the next number, same parameters."""
     runs = tmp_path / "runs"
-    long = ["--runs-dir", str(runs), *TINY, "--epochs", "200", "--timeout", "25", "--pruner", "none"]
-    out = run_search(*long)  # the first trial starts ~12 s in; 200 epochs take ~60 s
-    assert re.search(r"trial +0 STOPPED .*\(the time budget \(--timeout\) ran out in epoch \d+ of 200\)", out), out
+    long = ["--runs-dir", str(runs), *TINY, "--epochs", "1000", "--timeout", "45", "--pruner", "none"]
+    out = run_search(*long)  # the first trial starts ~12 s in (~30 s on a loaded machine); 1000 epochs take minutes
+    assert re.search(r"trial +0 STOPPED .*\(the time budget \(--timeout\) ran out in epoch \d+ of 1000\)", out), out
     assert "1 trials ended: 0 done, 0 pruned, 0 failed, 1 stopped by the time budget" in out, out
     (first,) = load(runs).trials
     assert first.state == TrialState.FAIL and first.user_attrs[STOPPED_ATTR].startswith("the time budget")
@@ -295,7 +296,7 @@ def test_a_trial_stopped_by_the_budget_ends_killed_and_the_rerun_goes_on(tmp_pat
     run = client.get_run(first.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and "--timeout" in run.data.tags["convscope.killed"]
     epochs = len(client.get_metric_history(run.info.run_id, "val/accuracy"))
-    assert 1 <= epochs < 200
+    assert 1 <= epochs < 1000
 
     out = run_search(*long)
     assert "trial 0 was stopped by an earlier run's time budget: it runs again first" in out, out
