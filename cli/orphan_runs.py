@@ -11,6 +11,12 @@ def end_orphaned_runs(stores: Any) -> None:
     if stores.embedded and not stores.layout.mlflow_db.is_file():
         return
     from convscope.tracking.orphans import close_orphans
+    from convscope.tracking.stores import first_open_lock
 
-    for run_id, name, reason in close_orphans(stores.mlflow_uri):
+    try:
+        with first_open_lock(stores):  # a store another process is creating right now is read once it is complete
+            ended = close_orphans(stores.mlflow_uri)
+    except OSError:  # a read-only runs folder: nothing can be closed there, and reading it needs no lock
+        return
+    for run_id, name, reason in ended:
         print(f"run {name} ({run_id}) ended killed: {reason}")

@@ -46,7 +46,7 @@ from convscope.tracking.hparams import write_experiment_config
 from convscope.tracking.lifecycle import open_parent_run, tracked_run
 from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.tracking.orphans import close_orphaned_runs
-from convscope.tracking.stores import Stores
+from convscope.tracking.stores import Stores, first_open_lock
 from convscope.tracking.secrets import mask_secrets
 from convscope.search.held_out import score_best
 from convscope.search.registry import CHAMPION, register_study_models
@@ -146,8 +146,9 @@ def _close_orphaned_parents(settings: StudySettings, stores: Stores, echo: Calla
     if not settings.base.tracking.mlflow:
         return
     try:
-        ended = close_orphaned_runs(stores.mlflow_uri, settings.base.tracking.experiment,
-                                    {"convscope.kind": "study", "optuna.study": settings.study_name})
+        with first_open_lock(stores):  # a fresh embedded store is created once, the other workers wait for it
+            ended = close_orphaned_runs(stores.mlflow_uri, settings.base.tracking.experiment,
+                                        {"convscope.kind": "study", "optuna.study": settings.study_name})
     except Exception as error:  # the study's own work matters more than this clean-up
         print(f"could not look for stale parent runs of study {settings.study_name!r}: {describe_error(error)}",
               file=sys.stderr)

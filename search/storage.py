@@ -6,6 +6,7 @@
 - ``--storage postgresql://…`` (or any SQLAlchemy URL): ``RDBStorage`` with a
   heartbeat, so a worker killed mid-trial has its trial marked FAIL by another
   worker and retried with the same parameters (``RetryHeartbeatStaleTrialCallback``);
+  once open, it waits out a short database outage (``search.outages``);
 - ``--storage path/to/file.log``: a journal file somewhere else.
 """
 
@@ -24,6 +25,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 
+from convscope.search.outages import tolerate_outages
 from convscope.tracking.layout import RunsLayout
 from convscope.tracking.stores import connection_problem, database_url, engine_kwargs
 from convscope.tracking.secrets import without_password
@@ -116,13 +118,14 @@ def _open_rdb(
 
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
-            return RDBStorage(
+            rdb = RDBStorage(
                 storage.url,
                 heartbeat_interval=storage.heartbeat_seconds,
                 grace_period=3 * storage.heartbeat_seconds,
                 heartbeat_stale_trial_callback=stale_trial_callback,
                 engine_kwargs={"pool_pre_ping": True, **engine_kwargs(storage.url)},
             )
+            return tolerate_outages(rdb, without_password(storage.given or storage.url))
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on an empty database race to create Optuna's tables
             # (PostgreSQL: duplicate key … "pg_type_typname_nsp_index"); the loser retries

@@ -8,6 +8,7 @@ all workers of a test share.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,6 +126,69 @@ def test_two_workers_share_one_study(fresh_db: str, tmp_path: Path) -> None:
     for parent_id in parents:
         parent = client.get_run(parent_id)
         assert parent.data.tags["optuna.study"] == "shared" and parent.info.status == "FINISHED"
+
+
+def test_three_workers_start_together_on_a_fresh_runs_folder(fresh_db: str, tmp_path: Path) -> None:
+    """No store exists yet, neither the MLflow one under the runs folder nor the study's tables:
+    one worker creates each, the others wait for it, and every worker finishes."""
+    runs = tmp_path / "runs"
+    argv = ["--storage", fresh_db, "--study-name", "together", "--trials", "3", "--runs-dir", str(runs),
+            "--fix", "epochs=1", *FAST]
+    workers = [Worker(tmp_path, f"worker{i}", *argv) for i in range(3)]
+    try:
+        codes = [worker.wait(timeout=240) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    logs = "\n".join(worker.output() for worker in workers)
+    assert codes == [0, 0, 0], logs
+    assert "Traceback" not in logs, logs
+    study, storage = load(fresh_db, "together")
+    try:
+        trials = study.get_trials()
+    finally:
+        close(storage)
+    assert sorted(t.number for t in trials) == [0, 1, 2] and all(t.state == TrialState.COMPLETE for t in trials), logs
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    runs_of_trials = {t.user_attrs["mlflow_run_id"] for t in trials}
+    assert all(client.get_run(run_id).info.status == "FINISHED" for run_id in runs_of_trials)
+
+
+def test_a_study_rides_out_a_twenty_second_database_outage(fresh_db: str, tmp_path: Path) -> None:
+    """The study's PostgreSQL goes away mid-trial for 20 s (every connection dropped, new ones
+    turned away): the worker waits, says so twice, and the study finishes every trial."""
+    from sqlalchemy.engine import make_url
+
+    from tcp_proxy import TcpProxy
+
+    server = make_url(fresh_db)
+    proxy = TcpProxy(server.host or "127.0.0.1", server.port or 5432)
+    through_proxy = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    runs = tmp_path / "runs"
+    worker = Worker(tmp_path, "worker", "--storage", through_proxy, "--study-name", "outage", "--trials", "3",
+                    "--runs-dir", str(runs), "--fix", "epochs=6", *FAST)
+    try:
+        _wait_for_running_trial(fresh_db, "outage", worker, timeout=120)
+        proxy.cut()
+        time.sleep(20)
+        refused = proxy.refused
+        proxy.restore()
+        code = worker.wait(timeout=240)
+    finally:
+        worker.kill()
+        proxy.close()
+    out = worker.output()
+    assert refused > 0, out  # the worker did try to reach the database during the outage
+    assert code == 0, out
+    assert "cannot be reached: waiting up to 2m00s for it to come back" in out, out
+    assert re.search(r"study storage \S+ is back after \d+\.\ds: the study goes on", out), out
+    assert "Traceback" not in out, out
+    study, storage = load(fresh_db, "outage")
+    try:
+        states = [t.state for t in study.get_trials()]
+    finally:
+        close(storage)
+    assert states == [TrialState.COMPLETE] * 3, out
 
 
 def test_killed_worker_trial_is_retried_by_another(fresh_db: str, tmp_path: Path) -> None:
