@@ -348,3 +348,10 @@ def attach_to_run(tracking_uri: str, run_id: str, files: Sequence[Path], artifac
         client.log_artifact(run_id, str(path), artifact_path)
     for key, value in tags.items():
         client.set_tag(run_id, key, str(value), synchronous=True)
+
+
+def logged_steps(tracking_uri: str, run_id: str, key: str) -> set[int]:
+    """The steps at which ``run_id`` holds metric ``key``."""
+    from mlflow import MlflowClient
+
+    return {metric.step for metric in MlflowClient(tracking_uri).get_metric_history(run_id, key)}

@@ -39,6 +39,7 @@ from convscope.train.step import Scorer, Stepper, graphs_wanted, load_optimizer_
 from convscope.train.mlflow_model import log_mlflow_model
 from convscope.train.model import build_model, validate
 from convscope.train.prepared import Prepared
+from convscope.train.resumed_epoch import log_missing_epoch
 from convscope.train.run_record import run_config, run_facts, run_params
 
 EpochCallback = Callable[[int, Mapping[str, float]], None]
@@ -184,6 +185,8 @@ def execute(
         train_batches.generator.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
         result.best_val_loss = best_loss
+        result.history = [dict(epoch) for epoch in state.get("history", ())]  # the whole curve, not just this part
+        result.best_val_accuracy = max((epoch["val/accuracy"] for epoch in result.history), default=0.0)
     say = functools.partial(print, file=sys.stderr)
     compiled = torch.compile(model) if config.optim.compile else None
     stepper = Stepper(model, optimizer, scheduler, device, precision=prepared.precision,
@@ -204,6 +207,8 @@ def execute(
         if prepared.skipped_csv is not None:
             tracker.log_file(prepared.skipped_csv, "data")
     tracker.log_config(run_config(config))  # again on resume: --epochs may have changed
+    if prepared.resume is not None and log_missing_epoch(tracker, prepared.resume.loop_state, prepared.stores.mlflow_uri):
+        echo(f"epoch {start_epoch} was checkpointed but not yet logged when the run stopped: logged it now")
     keep_files = not config.tracking.mlflow
     artifact_dir = checkpoint_dir / "activations"  # files are removed once MLflow has them
     visuals = None
@@ -231,22 +236,25 @@ def execute(
             "images_per_second": fit.images_per_second,
             **({"first_step_seconds": stepper.captured.first_call_seconds} if epoch == start_epoch + 1 else {}),
         }
+        improved = val.loss < best_loss
+        best_loss, stale = (val.loss, 0) if improved else (best_loss, stale + 1)
+        result.history.append({"epoch": epoch, **metrics})
+        if visuals is not None:
+            extra["visual_channels"] = visuals.channels  # a resumed run keeps its overview columns
+        # the checkpoint before the epoch's records: a kill between them never logs an epoch twice (train.resumed_epoch)
+        _checkpoint_in_background(tracker, checkpoint_dir, model, config, dict(extra), {
+            "epoch": epoch, "planned_epochs": config.optim.epochs, "best_val_loss": best_loss, "stale_epochs": stale,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "batch_rng": train_batches.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": [dict(epoch) for epoch in result.history],
+        })
         tracker.log_metrics(metrics, step=epoch)
         if epoch == start_epoch + 1:
             tracker.set_tags({"convscope.step": stepper.mode})
         if visuals is not None:
             visuals.log(model, step=epoch)
-            extra["visual_channels"] = visuals.channels  # a resumed run keeps its overview columns
-        improved = val.loss < best_loss
-        best_loss, stale = (val.loss, 0) if improved else (best_loss, stale + 1)
         result.best_val_loss = best_loss
         result.best_val_accuracy = max(result.best_val_accuracy, val.accuracy)
-        result.history.append({"epoch": epoch, **metrics})
-        _checkpoint_in_background(tracker, checkpoint_dir, model, config, dict(extra), {
-            "epoch": epoch, "planned_epochs": config.optim.epochs, "best_val_loss": best_loss, "stale_epochs": stale,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "batch_rng": train_batches.generator.get_state(), "torch_rng": torch.get_rng_state(),
-        })
         if progress:
             echo(
                 f"epoch {epoch}/{config.optim.epochs}  train loss {fit.loss:.4f} acc {fit.accuracy:.3f}  "
