@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from convscope.analysis.depth_verdict import Outcome, Verdict, drop
+from convscope.analysis.depth_verdict import MIN_DIFFERENCE, Outcome, Verdict, drop, tie_band
 from convscope.pictures import html_report
 from convscope.analysis.verdicts import describe
 
@@ -105,7 +105,7 @@ def table_text(rows: Sequence[dict[str, str]]) -> str:
 
 def accuracy_figure(outcomes: Sequence[Outcome], rec: Outcome | None, best: Outcome | None, mode: str,
                     folds: int) -> Figure:
-    """Mean validation accuracy ± one standard error per variant; the 1-SE threshold dashed."""
+    """Mean validation accuracy ± one standard error per variant; the edge of the tie band dashed."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -118,8 +118,8 @@ def accuracy_figure(outcomes: Sequence[Outcome], rec: Outcome | None, best: Outc
     if mode == "depth" and len(done) > 1:
         ax.plot([x for x, _ in done], [o.mean for _, o in done], color="C0", alpha=0.4)
     if best is not None:
-        ax.axhline(best.mean - best.standard_error, color="C3", linestyle="--", linewidth=1,
-                   label="best − 1 standard error")
+        ax.axhline(best.mean - tie_band(best.standard_error), color="C3", linestyle="--", linewidth=1,
+                   label=f"tied with the best above: 1 standard error, at least {MIN_DIFFERENCE:.2f}")
     if rec is not None:
         x = xs[list(outcomes).index(rec)]
         ax.plot([x], [rec.mean], "o", markersize=16, markerfacecolor="none", markeredgecolor="C2",

@@ -9,8 +9,11 @@ Contract:
   fewer folds and is never recommended.
 - ``one_standard_error`` is the rule: the best is the highest mean; the recommendation is the
   variant with the fewest blocks whose mean is at least the best mean minus the best's
-  standard error (Breiman et al. 1984; Hastie et al., ESL §7.10). Every variant within that
-  band is *tied* with the best, and a recommendation out of a tie says so.
+  standard error (Breiman et al. 1984; Hastie et al., ESL §7.10), the band never narrower than
+  ``MIN_DIFFERENCE``: with thousands of validation images the standard error shrinks to a few
+  tenths of a point, and two depths that differ by less than one point would then win in turn
+  from one seed to the next. Every variant within that band is *tied* with the best, and a
+  recommendation out of a tie says so.
 - ``recommend`` first checks the training behind the verdict (:mod:`analysis.verdicts`): the best
   variant (the full network, in an ablation) must have learned, and the answer must survive more
   training. When some variant is still improving at the end (its rise over the last quarter of its
@@ -38,6 +41,7 @@ from convscope.analysis.verdicts import (
     Training,
     binomial_standard_error,
     MIN_CURVE_EPOCHS,
+    MIN_GAIN,
     late_gain,
     pooled,
     problems,
@@ -49,6 +53,14 @@ from convscope.train.config import RunConfig
 from convscope.train.model import build_model, count_parameters
 
 TOLERANCE = 1e-9  # accuracies are ratios of counts: equal means must compare equal
+#: Accuracy differences below this are ties for a recommendation, however small the standard error
+#: (the same floor below which a learning curve counts as flat).
+MIN_DIFFERENCE = MIN_GAIN
+
+
+def tie_band(standard_error: float) -> float:
+    """How far below the best mean a variant is still tied with it."""
+    return max(standard_error, MIN_DIFFERENCE)
 
 
 @dataclass(frozen=True)
@@ -138,16 +150,22 @@ def one_standard_error(means: Sequence[float], errors: Sequence[float], blocks: 
         raise ValueError("the one-standard-error rule needs at least one result")
     order = range(len(means))
     best = max(order, key=lambda i: (means[i], -blocks[i], -i))
-    threshold = means[best] - errors[best] - TOLERANCE
-    recommended = min((i for i in order if means[i] >= threshold), key=lambda i: (blocks[i], -means[i], i))
+    recommended = min(tied_with(means, errors, blocks, best), key=lambda i: (blocks[i], -means[i], i))
     return recommended, best
+
+
+def tied_with(means: Sequence[float], errors: Sequence[float], blocks: Sequence[int], best: int) -> list[int]:
+    """Indices whose mean is within ``tie_band`` of ``means[best]`` (``best`` among them)."""
+    threshold = means[best] - tie_band(errors[best]) - TOLERANCE
+    return [i for i in range(len(means)) if means[i] >= threshold]
 
 
 def _pick(done: Sequence[Outcome], means: Sequence[float]) -> tuple[Outcome, Outcome, list[Outcome]]:
     """(recommended, best, tied) by the one-standard-error rule on ``means`` (one per outcome)."""
-    best_index = max(range(len(done)), key=lambda i: (means[i], -done[i].variant.blocks))
-    threshold = means[best_index] - done[best_index].standard_error - TOLERANCE
-    tied = sorted((o for o, m in zip(done, means) if m >= threshold), key=lambda o: (o.variant.blocks, o.variant.parameters))
+    blocks = [o.variant.blocks for o in done]
+    best_index = max(range(len(done)), key=lambda i: (means[i], -blocks[i]))
+    inside = tied_with(means, [o.standard_error for o in done], blocks, best_index)
+    tied = sorted((done[i] for i in inside), key=lambda o: (o.variant.blocks, o.variant.parameters))
     return tied[0], done[best_index], tied
 
 
@@ -192,25 +210,29 @@ def _recommended(outcomes: Sequence[Outcome], done: Sequence[Outcome], mode: str
                  tied: list[Outcome]) -> Verdict:
     """The verdict's sentence for a recommendation."""
     score = f"{best.mean:.3f} ± {best.standard_error:.3f}"
+    floored = best.standard_error < MIN_DIFFERENCE
+    band = f"{MIN_DIFFERENCE:.3f}" if floored else "one standard error"
+    floor = f"; a difference under {MIN_DIFFERENCE:.3f} is a tie, however small the standard error" if floored else ""
     if mode == "depth":
         text = f"recommended depth: {rec.variant.blocks} — "
         if len(tied) > 1:
-            text += (f"a tie: depths {_and([str(o.variant.blocks) for o in tied])} are within one standard error of "
-                     f"the best (depth {best.variant.blocks}, {score}); the one-standard-error rule picks the shallowest")
+            text += (f"a tie: depths {_and([str(o.variant.blocks) for o in tied])} are within {band} of "
+                     f"the best (depth {best.variant.blocks}, {score}{floor}); the one-standard-error rule picks "
+                     "the shallowest")
         else:
-            text += f"the best ({score}); no shallower depth is within one standard error"
+            text += f"the best ({score}); no shallower depth is within {band}"
         return Verdict(rec, best, text, tied=tied)
     full = outcomes[0]
     if rec is full:
         drops = ", ".join(f"{o.variant.label} {m:+.3f} ± {se:.3f}" for o in done[1:] for m, se in [drop(full, o)])
-        text = (f"recommended: keep all {full.variant.blocks} blocks — removing any block costs more than one standard "
-                f"error (accuracy lost, paired over folds: {drops})")
+        text = (f"recommended: keep all {full.variant.blocks} blocks — removing any block costs more than {band} "
+                f"(accuracy lost, paired over folds: {drops})")
         return Verdict(rec, best, text, tied=tied)
     text = f"recommended: {rec.variant.label} ({rec.variant.blocks} blocks, {rec.variant.parameters:,} parameters) — "
     if len(tied) > 1:
-        text += (f"a tie: {_and([o.variant.label for o in tied])} are within one standard error of the best "
-                 f"({best.variant.label}, {score}); the one-standard-error rule picks the simplest (fewest blocks, "
-                 "then fewest parameters)")
+        text += (f"a tie: {_and([o.variant.label for o in tied])} are within {band} of the best "
+                 f"({best.variant.label}, {score}{floor}); the one-standard-error rule picks the simplest (fewest "
+                 "blocks, then fewest parameters)")
     else:
         text += f"the best ({score})"
     lost, error = drop(full, rec)

@@ -40,7 +40,8 @@ def run_once(data: str, timeout: str, seed: int, cache_dir: str, extra: list[str
     return {"seed": seed, "exit": done.returncode, "seconds": round(seconds, 1),
             "epochs": int(plan.group(1)) if plan else None, "rounds": int(rounds.group(1)) if rounds else None,
             "stopped": rounds.group(2) if rounds else "", "recommended": int(depth.group(1)) if depth else None,
-            "verdict": verdict, "stderr": done.stderr[-800:] if done.returncode else ""}
+            "verdict": verdict, "stderr": done.stderr[-800:] if done.returncode else "",
+            "output": out}  # the whole report (the table of every depth) to read the verdict against
 
 
 def main() -> int:

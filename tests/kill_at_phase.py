@@ -22,7 +22,7 @@ def main() -> int:
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    import convscope.train.run as run_module
+    import convscope.train.resumed_epoch as run_module
     from convscope.tracking.mlflow_sink import MlflowTracker
 
     real_save = run_module.save_checkpoint

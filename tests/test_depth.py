@@ -125,7 +125,8 @@ def test_scale_task_is_seeded_and_balanced_and_single_squares_carry_no_label() -
 def test_one_standard_error_rule_on_hand_made_numbers() -> None:
     means, errors, blocks = [0.70, 0.90, 0.93, 0.94, 0.935], [0.01, 0.02, 0.015, 0.012, 0.02], [1, 2, 3, 4, 5]
     assert one_standard_error(means, errors, blocks) == (2, 3)  # 0.93 >= 0.94 - 0.012; 0.90 is not
-    assert one_standard_error(means, [0.0] * 5, blocks) == (3, 3)  # no spread: only the best itself
+    assert one_standard_error(means, [0.0] * 5, blocks) == (2, 3)  # no spread: the band is still 0.01 (0.93 ties)
+    assert one_standard_error([0.70, 0.90, 0.925, 0.94], [0.0] * 4, [1, 2, 3, 4]) == (3, 3)  # 0.015 below: no tie
     assert one_standard_error([0.95, 1.0, 1.0], [0.01, 0.0, 0.0], [1, 2, 3]) == (1, 1)  # a tie goes to fewer blocks
     assert one_standard_error([0.9, 0.8], [0.05, 0.0], [1, 2]) == (0, 0)
     assert one_standard_error([0.8, 0.9, 0.89], [0.0, 0.02, 0.0], [5, 4, 4]) == (1, 1)  # equal blocks: higher mean
@@ -155,6 +156,22 @@ def test_one_standard_error_rule_and_ties() -> None:
     assert [o.variant.blocks for o in alone.tied] == [2]
     saturated = recommend([_outcome(d, [1.0, 1.0, 1.0]) for d in (2, 3, 4)], "depth")
     assert saturated.recommended.variant.blocks == 2 and "a tie: depths 2, 3 and 4" in saturated.sentence
+
+
+def test_differences_under_a_point_are_ties_however_many_images() -> None:
+    # 4,000 validation images a fold: the standard error (0.004) is far below one point, so the band is 0.010
+    close = recommend([_outcome(2, [0.760, 0.765, 0.758], images=4000), _outcome(3, [0.789, 0.792, 0.788], images=4000),
+                       _outcome(4, [0.795, 0.797, 0.794], images=4000)], "depth")
+    assert close.recommended.variant.blocks == 3 and close.best.variant.blocks == 4
+    assert close.sentence.startswith(
+        "recommended depth: 3 — a tie: depths 3 and 4 are within 0.010 of the best (depth 4, 0.795 ± 0.004; a "
+        "difference under 0.010 is a tie, however small the standard error); the one-standard-error rule picks "
+        "the shallowest"), close.sentence
+    apart = recommend([_outcome(3, [0.780, 0.783, 0.782], images=4000), _outcome(4, [0.795, 0.797, 0.794], images=4000)],
+                      "depth")
+    assert apart.recommended.variant.blocks == 4
+    assert apart.sentence.startswith("recommended depth: 4 — the best (0.795 ± 0.004); no shallower depth is within "
+                                     "0.010"), apart.sentence
 
 
 def test_a_perfect_score_on_every_fold_is_not_certain_to_zero() -> None:
@@ -190,8 +207,8 @@ def test_ablation_names_the_layer_drops_are_paired_and_ties_are_labelled() -> No
     assert verdict.sentence.startswith("recommended: without conv3 (2 blocks, ") and "a tie: " in verdict.sentence
     assert "without conv1" not in verdict.sentence.split("a tie: ")[1].split(" are within")[0]
     needed = recommend([full, variants[1]], "ablate")
-    assert needed.sentence.startswith("recommended: keep all 3 blocks — removing any block costs more than one "
-                                      "standard error (accuracy lost, paired over folds: without conv1 +0.360 ± 0.010)")
+    assert needed.sentence.startswith("recommended: keep all 3 blocks — removing any block costs more than 0.010 "
+                                      "(accuracy lost, paired over folds: without conv1 +0.360 ± 0.010)")
     at_chance = [_outcome(3, [0.5, 0.51, 0.5]), _outcome(3, [0.5, 0.5, 0.49], bypass=(3,))]
     nothing = recommend(at_chance, "ablate")
     assert nothing.recommended is None and "depth 3 did not learn" in nothing.sentence

@@ -11,9 +11,16 @@ the later of two values written for one step.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from convscope.tracking.background import in_order
 from convscope.tracking.base import Tracker
+from convscope.train.checkpoint import save_checkpoint, snapshot
+from convscope.train.config import RunConfig
+from convscope.train.step import plain_optimizer_state
 
 #: The metric whose steps tell which epochs MLflow holds (every epoch logs it).
 EPOCH_METRIC = "val/accuracy"
@@ -35,3 +42,13 @@ def log_missing_epoch(tracker: Tracker, loop_state: Mapping[str, Any], tracking_
             return False
     tracker.log_metrics(metrics, step=epoch)
     return True
+
+
+def checkpoint_epoch(tracker: Tracker, directory: Path, model: torch.nn.Module, config: RunConfig,
+                     extra: dict[str, Any], loop_state: dict[str, Any]) -> None:
+    """Snapshot the epoch's state on the device now; copy and write it on the tracker's worker, in order
+    with the epoch's other records, which the caller logs after this call (a full disk surfaces at the
+    next tracker call: ``tracking.background``)."""
+    weights, state = snapshot(model.state_dict()), snapshot(loop_state)
+    in_order(tracker, lambda: save_checkpoint(directory, weights, config, extra, {
+        **state, "optimizer": plain_optimizer_state(state["optimizer"])}), "checkpoint")

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from convscope.tracking.background import in_order
 from convscope.tracking.base import Tracker
 from convscope.pictures.epoch_visuals import EpochVisuals, Probes
 from convscope.tracking.faults import check_writable, store_error
@@ -29,17 +28,17 @@ from convscope.tracking.lifecycle import tracked_run
 from convscope.tracking.stores import open_tracker, resolve_stores
 from convscope.train import provenance
 from convscope.train.batches import Batches, LabelTap, Normalizer, make_batches
-from convscope.train.checkpoint import STATE_FILE, Checkpoint, save_checkpoint, save_model, snapshot
+from convscope.train.checkpoint import STATE_FILE, Checkpoint, save_model
 from convscope.train.config import RunConfig
 from convscope.train.data import Splits, load_data
 from convscope.train.images import decode_file
 from convscope.train.errors import ConfigError
 from convscope.train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
-from convscope.train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer, plain_optimizer_state
+from convscope.train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer
 from convscope.train.mlflow_model import log_mlflow_model
 from convscope.train.model import build_model, validate
 from convscope.train.prepared import Prepared
-from convscope.train.resumed_epoch import log_missing_epoch
+from convscope.train.resumed_epoch import checkpoint_epoch, log_missing_epoch
 from convscope.train.run_record import run_config, run_facts, run_params
 
 EpochCallback = Callable[[int, Mapping[str, float]], None]
@@ -185,8 +184,8 @@ def execute(
         train_batches.generator.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
         result.best_val_loss = best_loss
-        result.history = [dict(epoch) for epoch in state.get("history", ())]  # the whole curve, not just this part
-        result.best_val_accuracy = max((epoch["val/accuracy"] for epoch in result.history), default=0.0)
+        result.history = [dict(record) for record in state.get("history", ())]  # the whole curve, not just this part
+        result.best_val_accuracy = max((record["val/accuracy"] for record in result.history), default=0.0)
     say = functools.partial(print, file=sys.stderr)
     compiled = torch.compile(model) if config.optim.compile else None
     stepper = Stepper(model, optimizer, scheduler, device, precision=prepared.precision,
@@ -241,12 +240,11 @@ def execute(
         result.history.append({"epoch": epoch, **metrics})
         if visuals is not None:
             extra["visual_channels"] = visuals.channels  # a resumed run keeps its overview columns
-        # the checkpoint before the epoch's records: a kill between them never logs an epoch twice (train.resumed_epoch)
-        _checkpoint_in_background(tracker, checkpoint_dir, model, config, dict(extra), {
+        checkpoint_epoch(tracker, checkpoint_dir, model, config, dict(extra), {  # before the epoch's records
             "epoch": epoch, "planned_epochs": config.optim.epochs, "best_val_loss": best_loss, "stale_epochs": stale,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "batch_rng": train_batches.generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": [dict(epoch) for epoch in result.history],
+            "history": [dict(record) for record in result.history],
         })
         tracker.log_metrics(metrics, step=epoch)
         if epoch == start_epoch + 1:
@@ -271,15 +269,6 @@ def execute(
 
     _log_final(prepared, tracker, visuals, val_batches, checkpoint_dir, last_epoch)
     return result
-
-
-def _checkpoint_in_background(tracker: Tracker, directory: Path, model: torch.nn.Module, config: RunConfig,
-                              extra: dict, loop_state: dict) -> None:
-    """Snapshot the epoch's state on the device now; copy and write it on the tracker's worker, in order
-    with the epoch's other records (a full disk surfaces at the next tracker call: ``tracking.background``)."""
-    weights, state = snapshot(model.state_dict()), snapshot(loop_state)
-    in_order(tracker, lambda: save_checkpoint(directory, weights, config, extra, {
-        **state, "optimizer": plain_optimizer_state(state["optimizer"])}), "checkpoint")
 
 
 def _log_final(
