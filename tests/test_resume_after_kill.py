@@ -14,6 +14,7 @@ from e2e_helpers import FAST, convscope, only_run
 KILLER = Path(__file__).resolve().parent / "kill_at_phase.py"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["before-checkpoint", "after-checkpoint", "after-metrics", "after-line"])
 def test_a_run_killed_at_any_phase_of_an_epoch_resumes_with_every_epoch_logged_once(tmp_path: Path, phase: str) -> None:
     runs = tmp_path / "runs"
