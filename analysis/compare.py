@@ -38,12 +38,12 @@ from convscope.pictures.activations import load_activations
 from convscope.analysis.cka import cka_matrix, flatten_probe_activations, pooled_activations
 from convscope.analysis.probes import ProbeCurve, probe_curve
 from convscope.pictures.stats import activation_statistics
-from convscope.analysis.verdicts import Training
+from convscope.analysis.verdicts import MIN_DIFFERENCE, Training
 
 #: Adjacent layers with CKA at or above this are "near-identical": the later one adds little.
 NEAR_IDENTICAL_CKA = 0.95
 #: A probe-accuracy change within ± this counts as flat.
-FLAT_GAIN = 0.02
+FLAT_GAIN = MIN_DIFFERENCE
 #: A gain or a drop counts when it is more than this many standard errors from zero.
 SIGNIFICANT_SE = 2.0
 

@@ -10,10 +10,10 @@ Contract:
 - ``one_standard_error`` is the rule: the best is the highest mean; the recommendation is the
   variant with the fewest blocks whose mean is at least the best mean minus the best's
   standard error (Breiman et al. 1984; Hastie et al., ESL §7.10), the band never narrower than
-  ``MIN_DIFFERENCE``: with thousands of validation images the standard error shrinks to a few
-  tenths of a point, and two depths that differ by less than one point would then win in turn
-  from one seed to the next. Every variant within that band is *tied* with the best, and a
-  recommendation out of a tie says so.
+  ``MIN_DIFFERENCE`` (0.02, the gap below which ``explain`` and ``compare`` call a layer's gain a
+  tie): with thousands of validation images the standard error shrinks to a few tenths of a point,
+  and two depths a point apart would then win in turn from one seed to the next. Every variant
+  within that band is *tied* with the best, and a recommendation out of a tie says so.
 - ``recommend`` first checks the training behind the verdict (:mod:`analysis.verdicts`): the best
   variant (the full network, in an ablation) must have learned, and the answer must survive more
   training. When some variant is still improving at the end (its rise over the last quarter of its
@@ -41,7 +41,7 @@ from convscope.analysis.verdicts import (
     Training,
     binomial_standard_error,
     MIN_CURVE_EPOCHS,
-    MIN_GAIN,
+    MIN_DIFFERENCE,
     late_gain,
     pooled,
     problems,
@@ -53,9 +53,6 @@ from convscope.train.config import RunConfig
 from convscope.train.model import build_model, count_parameters
 
 TOLERANCE = 1e-9  # accuracies are ratios of counts: equal means must compare equal
-#: Accuracy differences below this are ties for a recommendation, however small the standard error
-#: (the same floor below which a learning curve counts as flat).
-MIN_DIFFERENCE = MIN_GAIN
 
 
 def tie_band(standard_error: float) -> float:

@@ -36,6 +36,9 @@ SIGNIFICANCE = 0.01
 MIN_GAIN = 0.01
 #: The fewest epochs whose curve can be judged flat or rising.
 MIN_CURVE_EPOCHS = 4
+#: The smallest difference in accuracy any answer acts on, however small its standard error: a layer's
+#: probe gain (``explain``, ``compare``) and the gap between two depths or ablations (``depth``) alike.
+MIN_DIFFERENCE = 0.02
 
 
 @dataclass(frozen=True)

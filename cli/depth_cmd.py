@@ -32,7 +32,7 @@ def add_depth_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train every depth 1 … --max-depth (or, with --ablate, a trained network with conv blocks bypassed) "
             "on the same k stratified folds. Mean ± standard error of the validation accuracy per depth; the "
-            "recommendation is the shallowest depth within one standard error (at least 0.01) of the best, "
+            "recommendation is the shallowest depth within one standard error (at least 0.02) of the best, "
             "labelled a tie when others are within it too. Nothing is recommended while a variant is still improving or the best "
             "(in an ablation, the full network) did not learn: the output says what to rerun. Every fold is an "
             "MLflow child run of one parent run, which holds the table, the accuracy-vs-depth plot and the "

@@ -94,6 +94,10 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--model-name", default="", help="the MLflow Model Registry name of the study's best "
                        "networks: one version per improving trial, alias champion on the best "
                        "(default: the study's name)")
+    study.add_argument("--keep-checkpoints", action="store_true",
+                       help="keep every trial's resumable checkpoint (default: a trial that finished or was "
+                       "pruned keeps only what its MLflow run holds, the network included; a trial stopped by "
+                       "the time budget or failed keeps its checkpoint; without MLflow every checkpoint is kept)")
     study.add_argument("--quiet", action="store_true", help="only the final summary")
     study.add_argument("--check", action="store_true",
                        help="run no trial: exit 0 when the study's storage holds the study and the MLflow "
@@ -193,7 +197,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         base=base, space=space, metric=args.metric, pruner=args.pruner, trials=trials, jobs=jobs,
         seed=base.optim.seed, device=base.optim.device,
         timeout=timeout, deadline=started + timeout if timeout is not None else None, started=started,
-        model_name=args.model_name.strip(),
+        model_name=args.model_name.strip(), keep_checkpoints=args.keep_checkpoints,
     )
 
 

@@ -16,6 +16,11 @@ plugin). Outcomes:
   FAIL with the user attribute ``stopped_by_budget``, the MLflow run KILLED with the reason in
   ``convscope.killed``, and ``TimeBudgetSpent`` goes on to stop the worker (``search.budget``).
 
+A trial that finished or was pruned leaves no checkpoint behind when its MLflow run holds its
+results (the network as an MLflow model among them) unless ``keep_checkpoints``: nothing resumes
+it, and a checkpoint (weights and optimizer state) is most of what a trial would keep on disk.
+A trial that failed or that the budget stopped keeps it.
+
 The run is opened and closed by ``train.run.train_tracked``, the one run lifecycle.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +76,7 @@ class StudySettings:
     deadline: float | None = None  # its end as time.time() seconds, the same in every worker process
     started: float | None = None  # time.time() when the invocation started
     model_name: str = ""  # the Model Registry name of the study's best networks; empty = the study's name
+    keep_checkpoints: bool = False  # keep the checkpoints of trials that finished or were pruned (see Objective)
 
     @property
     def direction(self) -> str:
@@ -126,6 +133,8 @@ class Objective:
             optim=dataclasses.replace(config.optim, device=self.device),
         )
         prepared = prepare(config, echo=lambda line: None, progress=False)
+        checkpoint_dir = prepared.stores.checkpoint_dir(config.tracking.experiment, prepared.run_name)
+        ended = ""  # "finished" or "pruned" once the trial ended so
         trial.set_user_attr(VAL_IMAGES_ATTR, len(prepared.data.val))  # the noise of its accuracy, for the pruner
         tb_dir = settings.study_tensorboard_dir() / f"trial-{trial.number:04d}"
         stopped: list[str] = []  # why the budget stopped the trial, once it has
@@ -165,10 +174,12 @@ class Objective:
                                           progress=False, echo=lambda line: None, compared=config_keys(trial.params))
             except optuna.TrialPruned as pruned:
                 trial.set_user_attr("pruned_reason", str(pruned))
+                ended = "pruned"
                 raise
             except torch.OutOfMemoryError as error:
                 reason = f"CUDA out of memory: {str(error).splitlines()[0]}"
                 trial.set_user_attr("pruned_reason", reason)
+                ended = "pruned"
                 raise optuna.TrialPruned(reason) from None
             except NonFiniteLossError as error:
                 trial.set_user_attr("error", str(error))
@@ -176,7 +187,10 @@ class Objective:
             except Exception as error:
                 trial.set_user_attr("error", f"{type(error).__name__}: {error}")
                 raise
+            ended = "finished"
             return result.final[settings.metric]
         finally:
+            if ended and config.tracking.mlflow and not settings.keep_checkpoints:
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
             del prepared
             release_memory()

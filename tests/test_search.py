@@ -78,6 +78,7 @@ def test_six_trials_two_jobs_nested_runs_and_hparams(tmp_path: Path) -> None:
         events.Reload()
         assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     assert sorted(p.name for p in study_dir.iterdir() if p.is_dir()) == [f"trial-{i:04d}" for i in range(6)]
+    assert not list((runs / "checkpoints").rglob("*trial-*"))  # finished: MLflow holds the network, no checkpoint
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
@@ -95,6 +96,7 @@ def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path: Path) -> None:
         assert run.data.tags["optuna.state"] == "PRUNED" and run.data.tags["convscope.status"] == "pruned"
         assert run.info.run_name.endswith(" (pruned)")
         assert client.get_metric_history(run.info.run_id, "val/accuracy")[0].step == 1  # stopped after epoch 1
+    assert not list((runs / "checkpoints").rglob("*trial-*"))  # pruned: nothing resumes it
 
 
 def test_a_study_can_optimise_the_flip_tta_accuracy(tmp_path: Path) -> None:
@@ -147,9 +149,11 @@ def test_three_identical_failures_stop_the_study(tmp_path: Path, monkeypatch: py
 
 def test_rerunning_continues_numbering_and_honours_the_total(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    run_study(settings_for(runs, "--trials", "2", "--pruner", "none"), echo=lambda line: None)
+    run_study(settings_for(runs, "--trials", "2", "--pruner", "none", "--keep-checkpoints"), echo=lambda line: None)
     study = run_study(settings_for(runs, "--trials", "3", "--pruner", "none"), echo=lambda line: None)
     assert [t.number for t in study.trials] == [0, 1, 2]
+    kept = sorted(p.parent.name for p in (runs / "checkpoints").rglob("state.pt"))
+    assert kept == ["convscope-study-trial-0000", "convscope-study-trial-0001"]  # --keep-checkpoints; trial 2 without
     lines: list[str] = []
     again = run_study(settings_for(runs, "--trials", "3", "--pruner", "none"), echo=lines.append)
     assert len(again.trials) == 3 and any("nothing to run" in line for line in lines)

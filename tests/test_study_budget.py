@@ -297,6 +297,7 @@ def test_a_trial_stopped_by_the_budget_ends_killed_and_the_rerun_goes_on(tmp_pat
     assert run.info.status == "KILLED" and "--timeout" in run.data.tags["convscope.killed"]
     epochs = len(client.get_metric_history(run.info.run_id, "val/accuracy"))
     assert 1 <= epochs < 1000
+    assert (runs / "checkpoints" / "convscope" / "convscope-study-trial-0000" / "state.pt").is_file()  # kept to resume
 
     out = run_search(*long)
     assert "trial 0 was stopped by an earlier run's time budget: it runs again first" in out, out
