@@ -18,6 +18,7 @@ from convscope.train import run as train_run
 from e2e_helpers import convscope
 from convscope.cli.main import build_parser
 from convscope.cli.search_cmd import build_settings
+from convscope.search.dead_workers import WORKER_PID_ATTR
 from convscope.search.session import run_study
 from convscope.search.study import StudyStopped
 from convscope.train.errors import NonFiniteLossError
@@ -222,6 +223,15 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
     assert len(again.trials) == jobs + 1 and again.trials[-1].state == TrialState.COMPLETE  # numbering goes on
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
 def test_sigkill_of_search_leaves_nothing_running_and_closes_its_runs(tmp_path: Path) -> None:
     """``kill -9`` of ``convscope search --jobs 2``: within 15 s no worker is left; each running trial's
     run and the study's parent run end KILLED with the reason — by the workers as they go, else by
@@ -249,12 +259,14 @@ def test_sigkill_of_search_leaves_nothing_running_and_closes_its_runs(tmp_path: 
         proc.kill()
         pytest.fail("the trials did not start")
     time.sleep(1.0)
+    workers = {t.user_attrs[WORKER_PID_ATTR] for t in trials[:2]}  # spawned: their command lines name no folder
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     deadline = time.monotonic() + 15
     left = ["?"]
     while time.monotonic() < deadline:
         left = subprocess.run(["pgrep", "-f", str(runs)], capture_output=True, text=True).stdout.split()
+        left += [str(pid) for pid in workers if _alive(pid)]
         if not left:
             break
         time.sleep(0.5)
