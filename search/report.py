@@ -84,7 +84,8 @@ def study_figures(study: optuna.Study) -> dict[str, Figure]:
 
     _single_objective(study)
     completed = completed_trials(study)
-    reported = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
+    plotted = (TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING)  # what Optuna's curves plot draws
+    reported = any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=plotted))
     wanted: dict[str, Callable[[optuna.Study], Any]] = {}
     if completed:
         wanted["optimization_history"] = optuna_plots.plot_optimization_history

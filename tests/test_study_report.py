@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 
 os.environ["MPLBACKEND"] = "Agg"
@@ -85,6 +87,23 @@ def test_importances_skipped_when_no_param_varies() -> None:
 
 def test_empty_study_has_no_figures() -> None:
     assert study_figures(optuna.create_study()) == {}
+
+
+def test_a_study_of_interrupted_trials_draws_nothing_and_warns_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    study = optuna.create_study()
+
+    def interrupted(trial: optuna.Trial) -> float:
+        trial.report(0.5, 1)  # an epoch reported, then Ctrl-C: the trial ends FAIL
+        raise RuntimeError("stopped")
+
+    study.optimize(interrupted, n_trials=2, catch=(RuntimeError,))
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING, logger="optuna"):
+            assert study_figures(study) == {}
+    finally:
+        optuna.logging.disable_propagation()
+    assert not [r.getMessage() for r in caplog.records if "does not contain trials" in r.getMessage()]
 
 
 def test_best_trials_table_orders_and_excludes_pruned_and_failed(study: optuna.Study) -> None:
