@@ -30,6 +30,8 @@ from convscope.train.durations import format_duration
 STOPPED_ATTR = "stopped_by_budget"
 """User attribute of a trial the time budget stopped: why, in words."""
 RETRY_ATTR = "retry_of"
+INTERRUPTED_ATTR = "interrupted"
+"""User attribute of a trial that Ctrl-C or SIGTERM stopped (FAIL in Optuna, KILLED in MLflow): no failure."""
 """User attribute of a trial enqueued to redo a stopped one: the stopped trial's number."""
 _OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"  # where Optuna logs "Trial N failed …" with a traceback
 
@@ -58,14 +60,22 @@ def is_stopped(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and STOPPED_ATTR in trial.user_attrs
 
 
+def is_interrupted(trial: FrozenTrial) -> bool:
+    """Whether Ctrl-C or SIGTERM stopped ``trial`` (FAIL with ``INTERRUPTED_ATTR``, not by the budget)."""
+    return trial.state == TrialState.FAIL and INTERRUPTED_ATTR in trial.user_attrs and not is_stopped(trial)
+
+
 def counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    """``done`` (COMPLETE), ``pruned``, ``failed`` (FAIL, not by the budget) and ``stopped`` (by it)."""
+    """``done`` (COMPLETE), ``pruned``, ``failed`` (FAIL, neither by the budget nor by an interrupt),
+    ``stopped`` (by the budget) and ``interrupted`` (by Ctrl-C or SIGTERM)."""
     stopped = sum(1 for t in trials if is_stopped(t))
+    interrupted = sum(1 for t in trials if is_interrupted(t))
     return {
         "done": sum(1 for t in trials if t.state == TrialState.COMPLETE),
         "pruned": sum(1 for t in trials if t.state == TrialState.PRUNED),
-        "failed": sum(1 for t in trials if t.state == TrialState.FAIL) - stopped,
+        "failed": sum(1 for t in trials if t.state == TrialState.FAIL) - stopped - interrupted,
         "stopped": stopped,
+        "interrupted": interrupted,
     }
 
 
@@ -74,8 +84,9 @@ def run_line(trials: list[FrozenTrial], seconds: float, timeout: float | None) -
     tally = counts(trials)
     budget = f" of a {format_duration(timeout)} budget" if timeout is not None else ""
     stopped = f", {tally['stopped']} stopped by the time budget" if timeout is not None or tally["stopped"] else ""
+    interrupted = f", {tally['interrupted']} interrupted" if tally["interrupted"] else ""
     return (f"this run: wall time {format_duration(seconds)}{budget}; {len(trials)} trials ended: "
-            f"{tally['done']} done, {tally['pruned']} pruned, {tally['failed']} failed{stopped}")
+            f"{tally['done']} done, {tally['pruned']} pruned, {tally['failed']} failed{stopped}{interrupted}")
 
 
 def retry_stopped(study: optuna.Study) -> list[int]:

@@ -37,7 +37,7 @@ from typing import Any
 import optuna
 import torch
 
-from convscope.search.budget import STOPPED_ATTR, TimeBudgetSpent, spent, stop_requested
+from convscope.search.budget import INTERRUPTED_ATTR, STOPPED_ATTR, TimeBudgetSpent, spent, stop_requested
 from convscope.search.size_limit import over_budget
 from convscope.search.space import SearchSpace, config_keys, suggest
 from convscope.search.storage import StudyStorage
@@ -183,6 +183,10 @@ class Objective:
                 raise optuna.TrialPruned(reason) from None
             except NonFiniteLossError as error:
                 trial.set_user_attr("error", str(error))
+                raise
+            except KeyboardInterrupt as stop:
+                if not isinstance(stop, TimeBudgetSpent):  # Ctrl-C or SIGTERM: stopped, not failed
+                    trial.set_user_attr(INTERRUPTED_ATTR, "Ctrl-C or SIGTERM")
                 raise
             except Exception as error:
                 trial.set_user_attr("error", f"{type(error).__name__}: {error}")

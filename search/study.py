@@ -377,6 +377,7 @@ def summary_line(study: optuna.Study) -> str:
     best = best_trial(study)
     best_text = f"best #{best.number} = {best.value:.4f}" if best is not None and best.value is not None else "no best yet"
     stopped = f" | stopped {tally['stopped']}" if tally["stopped"] else ""
+    stopped += f" | interrupted {tally['interrupted']}" if tally["interrupted"] else ""
     return f"[done {tally['done']} | pruned {tally['pruned']} | failed {tally['failed']}{stopped} | {best_text}]"
 
 

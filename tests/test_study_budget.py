@@ -17,6 +17,7 @@ from convscope.cli.main import build_parser, main
 from convscope.cli.search_cmd import build_settings
 from e2e_helpers import convscope
 from convscope.search.budget import (
+    INTERRUPTED_ATTR,
     RETRY_ATTR,
     STOPPED_ATTR,
     TimeBudgetSpent,
@@ -28,6 +29,7 @@ from convscope.search.budget import (
 from convscope.train.durations import parse_timeout
 from convscope.search.pruning import make_pruner, pruning_start, warmup_epochs
 from convscope.search.report import best_over_time_figure, close_figures
+from convscope.search.study import summary_line
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -182,10 +184,21 @@ def stopped_study() -> optuna.Study:
 
 def test_counts_and_the_run_line_tell_stops_from_failures() -> None:
     trials = stopped_study().trials
-    assert counts(trials) == {"done": 1, "pruned": 1, "failed": 1, "stopped": 1}
+    assert counts(trials) == {"done": 1, "pruned": 1, "failed": 1, "stopped": 1, "interrupted": 0}
     line = run_line(trials, 75.0, 60.0)
     assert line == ("this run: wall time 1m15s of a 1m00s budget; 4 trials ended: 1 done, 1 pruned, 1 failed, "
                     "1 stopped by the time budget")
+
+
+def test_a_trial_stopped_by_ctrl_c_is_interrupted_not_failed() -> None:
+    study = stopped_study()
+    trial = study.ask({"x": FloatDistribution(0.0, 1.0)})
+    trial.set_user_attr(INTERRUPTED_ATTR, "Ctrl-C or SIGTERM")
+    study.tell(trial, None, state=TrialState.FAIL)
+    assert counts(study.trials) == {"done": 1, "pruned": 1, "failed": 1, "stopped": 1, "interrupted": 1}
+    assert run_line(study.trials, 10.0, None).endswith("5 trials ended: 1 done, 1 pruned, 1 failed, "
+                                                       "1 stopped by the time budget, 1 interrupted")
+    assert summary_line(study).startswith("[done 1 | pruned 1 | failed 1 | stopped 1 | interrupted 1 | best #0")
 
 
 def test_a_stopped_trial_is_retried_once_with_its_parameters() -> None:
