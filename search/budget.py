@@ -30,9 +30,9 @@ from convscope.train.durations import format_duration
 STOPPED_ATTR = "stopped_by_budget"
 """User attribute of a trial the time budget stopped: why, in words."""
 RETRY_ATTR = "retry_of"
+"""User attribute of a trial enqueued to redo a stopped one: the stopped trial's number."""
 INTERRUPTED_ATTR = "interrupted"
 """User attribute of a trial that Ctrl-C or SIGTERM stopped (FAIL in Optuna, KILLED in MLflow): no failure."""
-"""User attribute of a trial enqueued to redo a stopped one: the stopped trial's number."""
 _OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"  # where Optuna logs "Trial N failed …" with a traceback
 
 
@@ -61,8 +61,8 @@ def is_stopped(trial: FrozenTrial) -> bool:
 
 
 def is_interrupted(trial: FrozenTrial) -> bool:
-    """Whether Ctrl-C or SIGTERM stopped ``trial`` (FAIL with ``INTERRUPTED_ATTR``, not by the budget)."""
-    return trial.state == TrialState.FAIL and INTERRUPTED_ATTR in trial.user_attrs and not is_stopped(trial)
+    """Whether Ctrl-C or SIGTERM stopped ``trial`` (FAIL with ``INTERRUPTED_ATTR``)."""
+    return trial.state == TrialState.FAIL and INTERRUPTED_ATTR in trial.user_attrs
 
 
 def counts(trials: list[FrozenTrial]) -> dict[str, int]:

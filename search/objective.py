@@ -134,7 +134,7 @@ class Objective:
         )
         prepared = prepare(config, echo=lambda line: None, progress=False)
         checkpoint_dir = prepared.stores.checkpoint_dir(config.tracking.experiment, prepared.run_name)
-        ended = ""  # "finished" or "pruned" once the trial ended so
+        finished_or_pruned = False  # then nothing resumes the trial: its checkpoint can go
         trial.set_user_attr(VAL_IMAGES_ATTR, len(prepared.data.val))  # the noise of its accuracy, for the pruner
         tb_dir = settings.study_tensorboard_dir() / f"trial-{trial.number:04d}"
         stopped: list[str] = []  # why the budget stopped the trial, once it has
@@ -174,12 +174,12 @@ class Objective:
                                           progress=False, echo=lambda line: None, compared=config_keys(trial.params))
             except optuna.TrialPruned as pruned:
                 trial.set_user_attr("pruned_reason", str(pruned))
-                ended = "pruned"
+                finished_or_pruned = True
                 raise
             except torch.OutOfMemoryError as error:
                 reason = f"CUDA out of memory: {str(error).splitlines()[0]}"
                 trial.set_user_attr("pruned_reason", reason)
-                ended = "pruned"
+                finished_or_pruned = True
                 raise optuna.TrialPruned(reason) from None
             except NonFiniteLossError as error:
                 trial.set_user_attr("error", str(error))
@@ -191,10 +191,10 @@ class Objective:
             except Exception as error:
                 trial.set_user_attr("error", f"{type(error).__name__}: {error}")
                 raise
-            ended = "finished"
+            finished_or_pruned = True
             return result.final[settings.metric]
         finally:
-            if ended and config.tracking.mlflow and not settings.keep_checkpoints:
+            if finished_or_pruned and config.tracking.mlflow and not settings.keep_checkpoints:
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
             del prepared
             release_memory()
