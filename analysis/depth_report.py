@@ -119,7 +119,7 @@ def accuracy_figure(outcomes: Sequence[Outcome], rec: Outcome | None, best: Outc
         ax.plot([x for x, _ in done], [o.mean for _, o in done], color="C0", alpha=0.4)
     if best is not None:
         ax.axhline(best.mean - tie_band(best.standard_error), color="C3", linestyle="--", linewidth=1,
-                   label=f"tied with the best above: 1 standard error, at least {MIN_DIFFERENCE:.2f}")
+                   label=f"tied with the best above this line (1 SE, at least {MIN_DIFFERENCE:.2f})")
     if rec is not None:
         x = xs[list(outcomes).index(rec)]
         ax.plot([x], [rec.mean], "o", markersize=16, markerfacecolor="none", markeredgecolor="C2",
