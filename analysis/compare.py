@@ -24,6 +24,7 @@ the module constants below.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convscope.pictures.activations import load_activations
+from convscope.pictures.activations import LATEST_PROBES, load_activations
 from convscope.analysis.cka import cka_matrix, flatten_probe_activations, pooled_activations
 from convscope.analysis.probes import ProbeCurve, probe_curve
 from convscope.pictures.stats import activation_statistics
@@ -59,6 +60,16 @@ MOSTLY_ZERO = 0.9
 #: CKA on fewer samples than this gets a caveat (it is biased towards 1 for wide layers).
 FEW_SAMPLES = 50
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)$")
+
+
+def _step_of(path: Path) -> int:
+    """The epoch recorded in a probe-activation JSON; ValueError naming the file when it has none."""
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} records no epoch ('step'): {error}") from None
+
+
 STAT_ORDER = ("act_zero_fraction", "act_noise", "act_mean")  # a share in [0, 1]; ≥ 0 with 1 = noise-like; a mean
 
 
@@ -101,8 +112,11 @@ def load_run_activations(
     """
     folder = Path(folder)
     epochs = [(int(m.group(1)), p) for p in folder.glob("epoch_*.json") if (m := _EPOCH_FILE.match(p.stem))]
+    latest = folder / f"{LATEST_PROBES}.json"
+    if latest.is_file():  # a run that keeps only its latest epoch's probe activations
+        epochs.append((_step_of(latest), latest))
     if not epochs:
-        raise ValueError(f"{folder} holds no epoch_NNNN.json/.safetensors probe activations; "
+        raise ValueError(f"{folder} holds no epoch_NNNN.json/.safetensors (or {LATEST_PROBES}.*) probe activations; "
                          "pass the folder a run's 'activations' artifacts were downloaded to")
     epoch, path = max(epochs)
     probes, meta = load_activations(path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from convscope.cli.setting_flags import add_config_flags, add_setting_flags, setting_layers
+from convscope.search.defaults import study_defaults
 from convscope.search.space import SPEC_SYNTAX, SearchSpace
 from convscope.train.config import RunConfig, build_config
 from convscope.train.errors import ConfigError
@@ -94,9 +95,11 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--model-name", default="", help="the MLflow Model Registry name of the study's best "
                        "networks: one version per improving trial, alias champion on the best "
                        "(default: the study's name)")
-    study.add_argument("--keep-checkpoints", action="store_true",
-                       help="keep every trial's resumable checkpoint (default: a trial that finished or was "
-                       "pruned keeps only what its MLflow run holds, the network included; a trial stopped by "
+    study.add_argument("--keep-all", action="store_true",
+                       help="keep everything every trial wrote: its pictures and probe activations of every "
+                       "epoch (--visual-epochs all) and its resumable checkpoint (default: pictures of the "
+                       "first and last epoch, the latest probe activations; a trial that finished or was "
+                       "pruned keeps no checkpoint, its network being in its MLflow run; a trial stopped by "
                        "the time budget or failed keeps its checkpoint; without MLflow every checkpoint is kept)")
     study.add_argument("--quiet", action="store_true", help="only the final summary")
     study.add_argument("--check", action="store_true",
@@ -110,32 +113,13 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle_search)
 
 
-FOLDER_TEST_FRACTION = 0.1
-"""A study on a folder of photos sets this share of every class aside as its test split unless
-``--test-fraction`` says otherwise (a folder with its own test/ folder uses that instead)."""
-
-
-def is_photo_folder(data: str) -> bool:
-    """``--data`` names a folder of class sub-folders (not the synthetic or a named data set, and not
-    a folder whose own train/ and val/ (and perhaps test/) folders fix the split)."""
-    from convscope.train.data import SYNTHETIC_DEPTH
-    from convscope.train.torchvision_data import KNOWN
-
-    if data == "synthetic" or SYNTHETIC_DEPTH.fullmatch(data) or data in KNOWN:
-        return False
-    root = Path(data).expanduser()
-    return root.is_dir() and not (root / "train").is_dir()
-
-
 def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
     """(the trials' base config, the search space) from the flags, the environment and the config file."""
     from convscope.search.space import space_from_settings, spec_values
     from convscope.train.geometry import validate
 
     preset, overrides, file_search = setting_layers(args)
-    base = build_config(preset or "seed", overrides)
-    if "test_fraction" not in overrides.get("data", {}) and is_photo_folder(base.data.data):
-        base = dataclasses.replace(base, data=dataclasses.replace(base.data, test_fraction=FOLDER_TEST_FRACTION))
+    base = study_defaults(build_config(preset or "seed", overrides), overrides, keep_all=args.keep_all)
     flags = {dest.removeprefix("space."): value for dest, value in vars(args).items() if dest.startswith("space.")}
     labels = {str(name).replace("-", "_"): f"--config {args.config}: search.{name} {value}"
               for name, value in file_search.items() if str(name).replace("-", "_") not in flags}
@@ -197,7 +181,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         base=base, space=space, metric=args.metric, pruner=args.pruner, trials=trials, jobs=jobs,
         seed=base.optim.seed, device=base.optim.device,
         timeout=timeout, deadline=started + timeout if timeout is not None else None, started=started,
-        model_name=args.model_name.strip(), keep_checkpoints=args.keep_checkpoints,
+        model_name=args.model_name.strip(), keep_all=args.keep_all,
     )
 
 

@@ -5,7 +5,8 @@ safetensors file holding the tensors and a JSON file describing them. The JSON
 is written last, so a pair whose JSON exists is complete. Format tag:
 ``"convscope.activations/1"``.
 
-Probe activations, one pair per epoch (``kind = "probes"``)::
+Probe activations, one pair per epoch (``kind = "probes"``), or a single pair ``latest.*`` rewritten
+every epoch by a run that keeps only its latest epoch's (``--visual-epochs ends``)::
 
     epoch_0003.safetensors   one tensor per layer, key = layer name,
                              (P, C, h, w) float16, contiguous, values
@@ -22,8 +23,9 @@ Probe activations, one pair per epoch (``kind = "probes"``)::
 
 Pooled activations over an analysis set, one pair per run (``kind = "analysis"``)::
 
-    analysis.safetensors     one (N, C) float32 tensor per layer (channel-mean
-                             pooled, see ``capture.capture_pooled``) plus
+    analysis.safetensors     one (N, C) float16 tensor per layer (channel-mean
+                             pooled, see ``capture.capture_pooled``; clamped to
+                             float16's range, read back as float32) plus
                              "labels": (N,) int64
     analysis.json            {"format": "convscope.activations/1",
                               "kind": "analysis",
@@ -52,6 +54,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 FORMAT = "convscope.activations/1"
+LATEST_PROBES = "latest"  # the stem of the one probe pair of a run that keeps only its latest epoch's
 _FLOAT16_MAX = 65504.0
 
 
@@ -63,6 +66,11 @@ def _check_layers(tensors: Mapping[str, Tensor], ndim: int, what: str) -> None:
             raise ValueError("layer names must be non-empty strings")
         if tensor.dim() != ndim:
             raise ValueError(f"layer {name!r}: expected a {ndim}-D {what} tensor, got shape {tuple(tensor.shape)}")
+
+
+def _half(tensor: Tensor) -> Tensor:
+    """``tensor`` as contiguous float16 on the CPU, clamped to float16's finite range."""
+    return tensor.detach().float().clamp(-_FLOAT16_MAX, _FLOAT16_MAX).to("cpu", torch.float16).contiguous()
 
 
 def _write_pair(directory: Path, stem: str, tensors: dict[str, Tensor], meta: dict[str, Any]) -> tuple[Path, Path]:
@@ -84,8 +92,10 @@ def save_probe_activations(
     probe_ids: Sequence[str],
     labels: Sequence[int],
     class_names: Sequence[str],
+    stem: str | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``epoch_{step:04d}.safetensors`` and ``.json`` into ``directory`` (created if needed).
+    """Write ``epoch_{step:04d}.safetensors`` and ``.json`` (or ``{stem}.*``, the step then only in the
+    JSON) into ``directory`` (created if needed).
 
     ``activations`` maps layer → (P, C, h, w); ``probe_ids`` and ``labels`` have
     one entry per probe row. Returns (safetensors path, json path); existing
@@ -98,10 +108,7 @@ def save_probe_activations(
     count = probes.pop()
     if len(probe_ids) != count or len(labels) != count:
         raise ValueError(f"{count} probes but {len(probe_ids)} probe_ids and {len(labels)} labels; pass one of each per probe")
-    tensors = {
-        name: tensor.detach().float().clamp(-_FLOAT16_MAX, _FLOAT16_MAX).to("cpu", torch.float16).contiguous()
-        for name, tensor in activations.items()
-    }
+    tensors = {name: _half(tensor) for name, tensor in activations.items()}
     meta = {
         "format": FORMAT,
         "kind": "probes",
@@ -113,7 +120,7 @@ def save_probe_activations(
         "labels": [int(label) for label in labels],
         "class_names": [str(name) for name in class_names],
     }
-    return _write_pair(directory, f"epoch_{int(step):04d}", tensors, meta)
+    return _write_pair(directory, stem or f"epoch_{int(step):04d}", tensors, meta)
 
 
 def sample_ids_sha256(sample_ids: Sequence[str]) -> str:
@@ -145,13 +152,14 @@ def save_analysis_activations(
         raise ValueError(f"layers and labels disagree on the number of samples: {sorted(counts)}")
     if sample_ids is not None and len(sample_ids) != int(label_tensor.shape[0]):
         raise ValueError(f"{int(label_tensor.shape[0])} samples but {len(sample_ids)} sample_ids; pass one per sample")
-    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in pooled.items()}
+    tensors = {name: _half(tensor) for name, tensor in pooled.items()}
     meta = {
         "format": FORMAT,
         "kind": "analysis",
         "layers": list(tensors),
         "shapes": {name: list(tensor.shape) for name, tensor in tensors.items()},
         "n": int(label_tensor.shape[0]),
+        "dtype": "float16",
         "class_names": [str(name) for name in class_names],
     }
     if sample_ids is not None:
@@ -183,6 +191,8 @@ def load_activations(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if not tensor_path.is_file():
         raise FileNotFoundError(f"{tensor_path} is missing (its JSON {json_path.name} exists)")
     loaded = load_file(str(tensor_path))
+    if meta.get("kind") == "analysis":  # stored in half precision (older artifacts: float32), used as float32
+        loaded = {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in loaded.items()}
     order = [name for name in meta.get("layers", []) if name in loaded]
     order += [name for name in loaded if name not in order]
     return {name: loaded[name] for name in order}, meta

@@ -14,6 +14,11 @@ everything to the sinks. Image keys:
 - ``filters/<first layer>`` — the first conv layer's filters;
 - metrics ``act_mean/<layer>``, ``act_zero_fraction/<layer>``, ``act_noise/<layer>`` (maps of 7×7 and up);
 - artifacts ``activations/epoch_NNNN.safetensors`` + ``.json``.
+
+With ``every_epoch=False`` (``--visual-epochs ends``, what a study's trials keep) the statistics are
+still logged every epoch, but the pictures only at epoch 1 and at the last epoch (drawn by
+``finish``, which the run calls when it ends, finished, pruned or stopped), and the probe activations as one pair, ``activations/latest.*``, rewritten every
+epoch: a trial keeps what a comparison reads (its last epoch) whether it finished or was stopped.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convscope.pictures.activations import save_analysis_activations, save_probe_activations
+from convscope.pictures.activations import LATEST_PROBES, save_analysis_activations, save_probe_activations
 from convscope.tracking.background import in_order
 from convscope.tracking.base import Tracker
 from convscope.pictures.capture import ProbeCapture, capture_pooled, capture_probes
@@ -64,9 +69,11 @@ class EpochVisuals:
         first_conv: nn.Conv2d | None = None,
         keep_files: bool = True,
         channels: Mapping[str, Sequence[int]] | None = None,
+        every_epoch: bool = True,
     ) -> None:
         """``channels``: each layer's overview channels from an earlier part of this run (a resumed
-        run keeps its columns); None chooses them from the first capture (see ``pictures.overview``)."""
+        run keeps its columns); None chooses them from the first capture (see ``pictures.overview``).
+        ``every_epoch``: False keeps pictures of the first and last epoch only (see the module)."""
         self.tracker = tracker
         self.layers = dict(layers)
         self.probes = probes
@@ -79,6 +86,8 @@ class EpochVisuals:
         )
         self.rows = select_rows(probes.labels.tolist())
         self.saliency_rows = select_rows(probes.labels.tolist(), SALIENCY_PROBES)
+        self.every_epoch = every_epoch
+        self._undrawn: tuple[ProbeCapture, torch.Tensor | None, int] | None = None  # the latest capture not drawn
 
     def log(self, model: nn.Module, step: int) -> None:
         """Capture now; render and write on the tracker's worker (or inline if it has none)."""
@@ -91,10 +100,24 @@ class EpochVisuals:
             }
         filters = self.first_conv.weight.detach().float().clone() if self.first_conv is not None else None
 
+        draw = self.every_epoch or step == 1
+        self._undrawn = None if draw else (on_device, filters, step)
+
         def render(sink: Tracker) -> None:  # copies to the CPU here, on the worker: training does not wait
-            self._render(sink, on_device.cpu(), None if filters is None else filters.cpu(), step)
+            capture = on_device.cpu()
+            if draw:
+                self._draw(sink, capture, None if filters is None else filters.cpu(), step)
+            self._record(sink, capture, step)
 
         self._run(render)
+
+    def finish(self) -> None:
+        """Draw the pictures of the latest epoch logged when ``log`` did not (``every_epoch=False``)."""
+        if self._undrawn is None:
+            return
+        on_device, filters, step = self._undrawn
+        self._undrawn = None
+        self._run(lambda sink: self._draw(sink, on_device.cpu(), None if filters is None else filters.cpu(), step))
 
     def log_final(
         self, model: nn.Module, analysis_batches: list[torch.Tensor], analysis_labels: torch.Tensor,
@@ -112,7 +135,7 @@ class EpochVisuals:
         sink = getattr(self.tracker, "inner", self.tracker)  # a BackgroundTracker's jobs talk to its sinks
         in_order(self.tracker, lambda: job(sink), "epoch visuals")
 
-    def _render(self, sink: Tracker, capture: ProbeCapture, filters: torch.Tensor | None, step: int) -> None:
+    def _draw(self, sink: Tracker, capture: ProbeCapture, filters: torch.Tensor | None, step: int) -> None:
         assert self.channels is not None  # chosen in ``log`` before this job was queued
 
         def show(key: str, picture: np.ndarray) -> None:  # every picture wide: whole in MLflow's cards
@@ -130,6 +153,9 @@ class EpochVisuals:
         ))
         if filters is not None:
             show(f"filters/{next(iter(self.layers))}", filter_grid(filters, width_ratio=WIDTH_RATIO))
+
+    def _record(self, sink: Tracker, capture: ProbeCapture, step: int) -> None:
+        """The epoch's activation statistics and probe activations."""
         sink.log_metrics(activation_statistics(capture.activations), step)
         files = save_probe_activations(
             self.artifact_dir,
@@ -138,6 +164,7 @@ class EpochVisuals:
             probe_ids=self.probes.ids,
             labels=self.probes.labels.tolist(),
             class_names=self.class_names,
+            stem=None if self.every_epoch else LATEST_PROBES,
         )
         self._ship(sink, files)
 

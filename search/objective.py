@@ -17,7 +17,7 @@ plugin). Outcomes:
   ``convscope.killed``, and ``TimeBudgetSpent`` goes on to stop the worker (``search.budget``).
 
 A trial that finished or was pruned leaves no checkpoint behind when its MLflow run holds its
-results (the network as an MLflow model among them) unless ``keep_checkpoints``: nothing resumes
+results (the network as an MLflow model among them) unless ``keep_all``: nothing resumes
 it, and a checkpoint (weights and optimizer state) is most of what a trial would keep on disk.
 A trial that failed or that the budget stopped keeps it.
 
@@ -76,7 +76,7 @@ class StudySettings:
     deadline: float | None = None  # its end as time.time() seconds, the same in every worker process
     started: float | None = None  # time.time() when the invocation started
     model_name: str = ""  # the Model Registry name of the study's best networks; empty = the study's name
-    keep_checkpoints: bool = False  # keep the checkpoints of trials that finished or were pruned (see Objective)
+    keep_all: bool = False  # keep the checkpoints of trials that finished or were pruned (see Objective)
 
     @property
     def direction(self) -> str:
@@ -194,7 +194,7 @@ class Objective:
             finished_or_pruned = True
             return result.final[settings.metric]
         finally:
-            if finished_or_pruned and config.tracking.mlflow and not settings.keep_checkpoints:
+            if finished_or_pruned and config.tracking.mlflow and not settings.keep_all:
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
             del prepared
             release_memory()

@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from convscope.pictures.activations import (
@@ -332,7 +333,9 @@ def test_analysis_activations_round_trip(tmp_path) -> None:
     assert (tensor_path.name, json_path.name) == ("analysis.safetensors", "analysis.json")
     tensors, meta = load_activations(json_path)  # either file of the pair works
     assert list(tensors) == ["conv1", "conv2", "labels"]
-    assert torch.equal(tensors["conv1"], pooled["conv1"]) and tensors["conv2"].dtype == torch.float32
+    assert torch.equal(tensors["conv1"], pooled["conv1"].half().float())  # stored in half precision
+    assert tensors["conv2"].dtype == torch.float32 and meta["dtype"] == "float16"
+    assert load_file(str(tensor_path))["conv1"].dtype == torch.float16
     assert tensors["labels"].dtype == torch.int64 and tensors["labels"].tolist() == [0, 1, 0, 1, 1, 0]
     assert meta["format"] == FORMAT and meta["kind"] == "analysis" and meta["n"] == 6
     assert meta["layers"] == ["conv1", "conv2"] and meta["shapes"] == {"conv1": [6, 4], "conv2": [6, 8]}

@@ -102,8 +102,8 @@ def test_cache_writes_leave_no_temporary_files(
     """Workers sharing a cache volume write through unique temp names; a failed write leaves nothing
     behind and does not stop the run."""
     load(pets, tmp_path)
-    written = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
-    assert len(written) == 1 and not written[0].endswith(".tmp")
+    written = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix != ".lock")
+    assert len(written) == 1 and written[0].endswith(".safetensors")  # beside it, its empty lock file
 
     def disk_full(*args: object, **kwargs: object) -> None:
         Path(str(args[1])).write_bytes(b"partial")
@@ -115,7 +115,7 @@ def test_cache_writes_leave_no_temporary_files(
     splits = load(pets, tmp_path)  # training goes on without the cache
     assert len(splits.train) + len(splits.val) == 20 and "not cached" in splits.description
     assert "could not write the decode cache" in capsys.readouterr().err
-    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix != ".lock"] == []
 
 
 def test_class_folder_without_a_readable_image(tmp_path: Path) -> None:
@@ -172,3 +172,34 @@ def test_symlinked_folder_is_reported_not_followed(pets: Path, tmp_path: Path) -
     splits = load(pets, tmp_path)
     assert dict(splits.skipped)[str(pets / "Cat" / "linked")] == "linked folder not followed"
     assert len(splits.train) + len(splits.val) == 20 and splits.total_files == 23
+
+
+def test_processes_that_miss_the_cache_together_decode_the_folder_once(pets: Path, tmp_path: Path) -> None:
+    """A second process that needs the entry another process is decoding waits for it and loads it:
+    while this test holds the entry's lock, the other process says it waits; the entry this test
+    then stores (decoded elsewhere) is what it loads, without decoding a file."""
+    import shutil
+    import subprocess
+    import sys
+
+    from convscope.train.cache import decoding_lock
+
+    elsewhere = load(pets, tmp_path / "elsewhere")  # the same entry, built under another cache folder
+    (built,) = (tmp_path / "elsewhere" / "cache").glob("*.safetensors")
+    entry = tmp_path / "cache" / built.name
+    script = ("import sys; from pathlib import Path; from convscope.train.config import DataConfig; "
+              "from convscope.train.data import load_data; "
+              f"s = load_data(DataConfig(data={str(pets)!r}), 16, seed=0, cache_dir=Path({str(tmp_path / 'cache')!r}), "
+              f"dataset_dir=Path({str(tmp_path / 'datasets')!r}), progress=True); "
+              "print('decoded', s.decoded, s.description.rsplit(' — ', 1)[-1])")
+    with decoding_lock(entry):
+        other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        assert other.stderr is not None
+        line = other.stderr.readline()  # blocks until the other process is waiting on the lock
+        assert "another process is decoding" in line and str(pets) in line
+        shutil.copy(built, entry)
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    assert out.strip() == "decoded 0 from the decode cache"
+    assert elsewhere.decoded == 22

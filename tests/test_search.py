@@ -16,7 +16,7 @@ import convscope.search.objective
 from convscope import search
 from convscope.train import run as train_run
 from e2e_helpers import convscope
-from convscope.cli.main import build_parser
+from convscope.cli.main import build_parser, parse
 from convscope.cli.search_cmd import build_settings
 from convscope.search.dead_workers import WORKER_PID_ATTR
 from convscope.search.session import run_study
@@ -29,7 +29,7 @@ FAST = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=2", "--fix", 
 
 
 def settings_for(runs: Path, *argv: str):  # type: ignore[no-untyped-def]
-    args = build_parser().parse_args(["search", "--runs-dir", str(runs), *FAST, *argv])
+    args = parse(build_parser(), ["search", "--runs-dir", str(runs), *FAST, *argv])
     return build_settings(args)
 
 
@@ -59,7 +59,8 @@ def test_six_trials_two_jobs_nested_runs_and_hparams(tmp_path: Path) -> None:
         assert run.info.status == "FINISHED" and run.data.tags["optuna.trial"] == str(trial.number)
         parents.add(run.data.tags["mlflow.parentRunId"])
         names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "activations")}
-        assert "epoch_0002.safetensors" in names and "analysis.safetensors" in names
+        assert {"latest.safetensors", "latest.json", "analysis.safetensors"} <= names  # a trial keeps the latest
+        assert not any(name.startswith("epoch_") for name in names)
         assert int(run.data.params["depth"]) == trial.params["depth"]
         # every searched setting is a param, even where it equals the preset's value; the list stays short
         assert set(trial.params) <= set(run.data.params)
@@ -150,11 +151,11 @@ def test_three_identical_failures_stop_the_study(tmp_path: Path, monkeypatch: py
 
 def test_rerunning_continues_numbering_and_honours_the_total(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    run_study(settings_for(runs, "--trials", "2", "--pruner", "none", "--keep-checkpoints"), echo=lambda line: None)
+    run_study(settings_for(runs, "--trials", "2", "--pruner", "none", "--keep-all"), echo=lambda line: None)
     study = run_study(settings_for(runs, "--trials", "3", "--pruner", "none"), echo=lambda line: None)
     assert [t.number for t in study.trials] == [0, 1, 2]
     kept = sorted(p.parent.name for p in (runs / "checkpoints").rglob("state.pt"))
-    assert kept == ["convscope-study-trial-0000", "convscope-study-trial-0001"]  # --keep-checkpoints; trial 2 without
+    assert kept == ["convscope-study-trial-0000", "convscope-study-trial-0001"]  # --keep-all; trial 2 without
     lines: list[str] = []
     again = run_study(settings_for(runs, "--trials", "3", "--pruner", "none"), echo=lines.append)
     assert len(again.trials) == 3 and any("nothing to run" in line for line in lines)

@@ -8,16 +8,18 @@ image size and, for every file, its path, size, modification time, label and
 split — so any changed, added or removed file makes a new key and the folder
 is decoded again. Paths are hashed as their file-system bytes (``os.fsencode``), so
 any name the OS allows makes a key; a file that vanished before it could be looked
-at is hashed as missing (the decoder then skips it). Entries are written atomically (temp file + rename): parallel
-trials that miss together simply write the same entry twice.
+at is hashed as missing (the decoder then skips it). Entries are written atomically (temp file + rename).
+Processes that miss the same entry together (a study's workers starting at once) decode it once:
+the first holds ``decoding_lock`` while it decodes and stores, the others wait for it and load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +104,28 @@ def store_entry(path: Path, decoded: DecodedFiles) -> None:
             "total": str(decoded.total),
         },
     ))
+
+
+@contextlib.contextmanager
+def decoding_lock(entry: Path, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold the lock of cache entry ``entry`` (an advisory lock on ``<entry>.lock``, released by the
+    system if its holder dies) while decoding it; ``on_wait`` is called once if another process holds
+    it. Where no lock can be taken (a read-only cache folder, no ``fcntl``) nothing is held."""
+    try:
+        import fcntl
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(entry.with_name(entry.name + ".lock"), "ab")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -105,6 +105,7 @@ class TrackingConfig:
     tensorboard: bool = True  # log to TensorBoard
     mlflow_uri: str = ""  # MLflow tracking URI; empty = $MLFLOW_TRACKING_URI or the embedded sqlite store
     visuals: bool = True  # per-epoch feature maps, saliency, statistics and activation artifacts
+    visual_epochs: str = "all"  # which epochs keep their pictures and probe activations: all | ends (pictures of the first and the last epoch, probe activations of the latest; statistics every epoch): convscope search's trials use ends
 
 
 MACHINE_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -191,6 +192,7 @@ HEADS = ("flatten", "gap")  # as train.model.HEADS
 SCHEDULES = ("onecycle", "cosine", "constant")  # as train.loop.SCHEDULES
 PRECISIONS = ("auto", "bf16", "fp32")  # as train.loop.PRECISIONS
 GRAPH_MODES = ("auto", "off")  # --cuda-graph
+VISUAL_EPOCHS = ("all", "ends")  # --visual-epochs
 
 Limit = tuple[Callable[[Any], bool], str]
 
@@ -210,6 +212,7 @@ def _one_of(choices: tuple[str, ...]) -> Limit:
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "pool"): POOLS, ("model", "head"): HEADS, ("optim", "schedule"): SCHEDULES,
     ("optim", "precision"): PRECISIONS, ("optim", "cuda_graph"): GRAPH_MODES,
+    ("tracking", "visual_epochs"): VISUAL_EPOCHS,
 }
 """(section, field) -> the words a text setting takes."""
 
@@ -260,6 +263,7 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("optim", "cuda_graph"): _one_of(CHOICES[("optim", "cuda_graph")]),
     ("tracking", "runs_dir"): _NOT_EMPTY,
     ("tracking", "experiment"): _NOT_EMPTY,
+    ("tracking", "visual_epochs"): _one_of(CHOICES[("tracking", "visual_epochs")]),
 }
 
 # (section, field) -> why, added to the message

@@ -21,6 +21,7 @@ training on what is left.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import threading
@@ -41,6 +42,7 @@ from convscope.train.cache import (
     DecodedFiles,
     Stamp,
     cache_key,
+    decoding_lock,
     entry_path,
     file_stamp,
     load_entry,
@@ -368,10 +370,15 @@ def _folder(config: DataConfig, image_size: int, seed: int, cache_dir: Path, pro
     entry = None if streaming else load_entry(cache_file)
     kept_stamps: tuple[Stamp, ...] | None = None
     if entry is None:
-        entry, kept_stamps = _decode(files, labels, splits, stamps, image_size, keep=not streaming, progress=progress)
-        decoded_now = entry.total
-        if not streaming:
-            cached = _store_best_effort(cache_file, entry)
+        waiting = f"convscope: another process is decoding {root} into the decode cache: waiting for it"
+        with contextlib.nullcontext() if streaming else decoding_lock(
+                cache_file, lambda: progress and print(waiting, file=sys.stderr)):
+            entry = None if streaming else load_entry(cache_file)  # it may have been stored while we waited
+            if entry is None:
+                entry, kept_stamps = _decode(files, labels, splits, stamps, image_size, keep=not streaming,
+                                             progress=progress)
+                decoded_now = entry.total
+                cached = not streaming and _store_best_effort(cache_file, entry)
     skipped = (*layout.skipped, *entry.skipped)
     total = entry.total + len(layout.skipped)
     _check_usable(root, layout, entry)

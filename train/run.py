@@ -216,6 +216,7 @@ def execute(
             tracker, model.feature_layers(), prepared.probes, data.class_names, artifact_dir,
             first_conv=model.first_conv(), keep_files=keep_files,
             channels=prepared.resume.extra.get("visual_channels") if prepared.resume is not None else None,
+            every_epoch=config.tracking.visual_epochs == "all",
         )
         if start_epoch == 0:
             visuals.log(model, step=0)
@@ -261,7 +262,12 @@ def execute(
                 + f"  {fit.images_per_second:,.0f} img/s"
             )
         if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
+            try:
+                on_epoch_end(epoch, metrics)
+            except BaseException:  # pruned or stopped here: the run keeps its last epoch's pictures
+                if visuals is not None:
+                    visuals.finish()
+                raise
         if config.optim.patience and stale >= config.optim.patience:
             result.stopped_early = True
             echo(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs (--patience)")
@@ -280,6 +286,7 @@ def _log_final(
     tap = LabelTap(val_batches)  # a streamed pass may drop lost files: pair predictions with what was there
     _, predictions = evaluate(model, tap, prepared.device, return_predictions=True, precision=prepared.precision)
     if visuals is not None:
+        visuals.finish()  # the last epoch's pictures, when they are drawn only at the ends
         order = analysis_order(config, len(data.val))
         batches, kept_order = [], []
         for i in range(0, len(order), 256):
