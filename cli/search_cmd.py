@@ -95,6 +95,11 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--model-name", default="", help="the MLflow Model Registry name of the study's best "
                        "networks: one version per improving trial, alias champion on the best "
                        "(default: the study's name)")
+    study.add_argument("--final-share", type=float, default=None, metavar="X",
+                       help="with --timeout: the share of the budget kept at the end to train the best trial's "
+                       "network again on train+validation for as many epochs as fit; that network becomes the "
+                       "champion (default: 0.35 for a study of a folder of photos with --timeout and MLflow, "
+                       "else 0 = none)")
     study.add_argument("--keep-all", action="store_true",
                        help="keep everything every trial wrote: its pictures and probe activations of every "
                        "epoch (--visual-epochs all) and its resumable checkpoint (default: pictures of the "
@@ -143,6 +148,23 @@ def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
     return base, space
 
 
+def final_share_for(given: float | None, timeout: float | None, base: RunConfig) -> float:
+    """``--final-share``: as given (checked), else the default for this study (see its help)."""
+    from convscope.search.defaults import FOLDER_FINAL_SHARE, is_photo_folder
+
+    if given is None:
+        wanted = timeout is not None and base.tracking.mlflow and is_photo_folder(base.data.data)
+        return FOLDER_FINAL_SHARE if wanted else 0.0
+    if not 0 <= given < 0.9:
+        raise ConfigError(f"--final-share must be in [0, 0.9) (got {given})")
+    if given and timeout is None:
+        raise ConfigError("--final-share needs --timeout: it is a share of the time budget")
+    if given and not base.tracking.mlflow:
+        raise ConfigError("--final-share needs MLflow (no --no-mlflow): the final network is read from and "
+                          "registered in it")
+    return given
+
+
 def build_settings(args: argparse.Namespace) -> Any:
     """The study's settings from the flags, the environment and the config file; every value is
     checked (ConfigError naming it) before torch or a study storage is touched."""
@@ -175,12 +197,15 @@ def build_settings(args: argparse.Namespace) -> Any:
     from convscope.search.study import visible_gpus
 
     jobs = args.trials_per_gpu * max(1, visible_gpus()) if args.trials_per_gpu else args.jobs
+    final_share = final_share_for(args.final_share, timeout, base)
+    trials_end = started + timeout * (1 - final_share) if timeout is not None else None
     return StudySettings(
         study_name=args.study_name,
         storage=storage,
         base=base, space=space, metric=args.metric, pruner=args.pruner, trials=trials, jobs=jobs,
         seed=base.optim.seed, device=base.optim.device,
-        timeout=timeout, deadline=started + timeout if timeout is not None else None, started=started,
+        timeout=timeout, deadline=trials_end, started=started, final_share=final_share,
+        budget_end=started + timeout if timeout is not None else None,
         model_name=args.model_name.strip(), keep_all=args.keep_all,
     )
 

@@ -48,11 +48,15 @@ def spent(deadline: float | None, now: float | None = None) -> bool:
     return deadline is not None and (time.time() if now is None else now) >= deadline
 
 
-def budget_line(timeout: float, deadline: float) -> str:
-    """The line a study starts with when it has a budget."""
+def budget_line(timeout: float, deadline: float, final_share: float = 0.0) -> str:
+    """The line a study starts with when it has a budget (``final_share`` of it kept for the final training)."""
     at = datetime.datetime.fromtimestamp(deadline).strftime("%H:%M:%S")
-    return (f"time budget {format_duration(timeout)}: no trial starts after {at}; a running trial stops "
+    line = (f"time budget {format_duration(timeout)}: no trial starts after {at}; a running trial stops "
             "at the end of that epoch (KILLED; the next run of the study retries it)")
+    if final_share:
+        line += (f"; the last {format_duration(timeout * final_share)} (--final-share {final_share:g}) train the "
+                 "best trial's network again on train+validation")
+    return line
 
 
 def is_stopped(trial: FrozenTrial) -> bool:

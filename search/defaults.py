@@ -7,7 +7,9 @@ an explicit setting always wins.
   activations (``--visual-epochs ends``): what a trial's page and a comparison show, a few MB per
   trial instead of every epoch's. ``--keep-all`` keeps every epoch's, and every checkpoint.
 - A study on a folder of photos sets ``FOLDER_TEST_FRACTION`` of every class aside as its test
-  split, scored once at the end (a folder with its own ``test/`` uses that instead).
+  split, scored once at the end (a folder with its own ``test/`` uses that instead); with
+  ``--timeout`` it keeps ``FOLDER_FINAL_SHARE`` of the budget to train its best network again on
+  train+validation (``--final-share``, decided in ``cli.search_cmd``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from convscope.train.config import RunConfig
 
 FOLDER_TEST_FRACTION = 0.1
 """A study on a folder of photos sets this share of every class aside as its test split."""
+FOLDER_FINAL_SHARE = 0.35
+"""A timed study of a folder of photos keeps this share of ``--timeout`` to train its best network
+again on train+validation (``search.final_training``)."""
 TRIAL_VISUAL_EPOCHS = "ends"
 """The ``--visual-epochs`` of a study's trials unless ``--keep-all`` or the user says otherwise."""
 

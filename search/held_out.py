@@ -1,11 +1,11 @@
 """The study's best network scored once on the test split it never saw.
 
 Contract: the test split is the one every trial set aside (``--test-fraction``, or the folder's own
-``test/``): the trials never train on it, prune by it or are picked by it. ``score_best`` loads the
-best trial's MLflow model (``runs:/<id>/model``, the network a user gets), decodes the test split of
-that trial's own data settings (the decode cache makes this quick), and scores it once: accuracy,
-its Wilson 95% interval, per class. None when the study's data has no test split or the best trial
-has no model.
+``test/``): the trials never train on it, prune by it or are picked by it. ``score_run`` loads the
+study's champion's MLflow model (``runs:/<id>/model``, the network a user gets: the best trial's, or
+its final training's), decodes the test split of
+that run's own data settings (the decode cache makes this quick), and scores it once: accuracy,
+its Wilson 95% interval, per class. None when the study's data has no test split.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import optuna
 import torch
 
 from convscope.analysis.evaluate import BATCH, Evaluation
-from convscope.search.study import best_trial
 from convscope.search.sources import run_config
 from convscope.train.config import RunConfig
 from convscope.train.data import load_data
@@ -36,14 +34,10 @@ def test_split(config: RunConfig):  # type: ignore[no-untyped-def]
     return data.test, data.class_names
 
 
-def score_best(study: optuna.Study, base: RunConfig, tracking_uri: str) -> tuple[optuna.trial.FrozenTrial, Evaluation] | None:
-    """(best trial, its evaluation on the test split); see the module docstring."""
+def score_run(run_id: str, base: RunConfig, tracking_uri: str) -> Evaluation | None:
+    """Run ``run_id``'s network on its data's test split; see the module docstring."""
     import mlflow.pyfunc
 
-    best = best_trial(study)
-    if best is None or "mlflow_run_id" not in best.user_attrs:
-        return None
-    run_id = best.user_attrs["mlflow_run_id"]
     trained = run_config(base, run_id)
     config = replace(trained, tracking=base.tracking)
     test, class_names = test_split(config)
@@ -56,4 +50,4 @@ def score_best(study: optuna.Study, base: RunConfig, tracking_uri: str) -> tuple
     labels = test.labels[kept].numpy()
     ids = [test.ids[int(i)] for i in kept]
     to_model = np.array([network.class_names.index(name) for name in class_names])
-    return best, Evaluation(list(network.class_names), ids, to_model[labels], probabilities.numpy())
+    return Evaluation(list(network.class_names), ids, to_model[labels], probabilities.numpy())

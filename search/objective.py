@@ -73,10 +73,12 @@ class StudySettings:
     device: str = "auto"
     parent_run_id: str | None = None
     timeout: float | None = None  # this invocation's time budget in seconds (--timeout); None: none
-    deadline: float | None = None  # its end as time.time() seconds, the same in every worker process
+    deadline: float | None = None  # when trials stop, as time.time() seconds, the same in every worker process
+    budget_end: float | None = None  # the whole budget's end: after the final training, if there is one
     started: float | None = None  # time.time() when the invocation started
     model_name: str = ""  # the Model Registry name of the study's best networks; empty = the study's name
     keep_all: bool = False  # keep the checkpoints of trials that finished or were pruned (see Objective)
+    final_share: float = 0.0  # of --timeout, kept at the end to train the best network again (search.final_training)
 
     @property
     def direction(self) -> str:

@@ -48,7 +48,8 @@ from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.tracking.orphans import close_orphaned_runs
 from convscope.tracking.stores import Stores, first_open_lock
 from convscope.tracking.secrets import mask_secrets
-from convscope.search.held_out import score_best
+from convscope.search.final_training import FinalPlan, best_completed, epoch_times, plan_final, register_final, train_final
+from convscope.search.held_out import score_run
 from convscope.search.registry import CHAMPION, register_study_models
 
 
@@ -78,7 +79,7 @@ def run_study(
     optim = settings.base.optim
     say(pruning_start(optim.epochs, optim.schedule).describe(settings.pruner))
     if settings.timeout is not None and settings.deadline is not None:
-        say(budget_line(settings.timeout, settings.deadline))
+        say(budget_line(settings.timeout, settings.deadline, settings.final_share))
     if settings.base.data.test_fraction:
         say(f"test split: {settings.base.data.test_fraction:.0%} of every class set aside (--test-fraction), never "
             "trained on or used to pick; the best network is scored on it once, at the end")
@@ -128,6 +129,7 @@ def _run(study: optuna.Study, settings: StudySettings, echo: Callable[[str], Non
     remaining = None if settings.trials is None else max(0, settings.trials - finished_count(study))
     if remaining == 0:
         say(f"the study already holds {settings.trials} finished trials (--trials is a total): nothing to run")
+    final: list[tuple[FinalPlan, str]] = []  # the final training's plan and run, once it ran
     try:
         with ProgressMonitor(study, echo, quiet, settings.trials):
             if remaining is None or remaining > 0:
@@ -135,9 +137,32 @@ def _run(study: optuna.Study, settings: StudySettings, echo: Callable[[str], Non
         streak = failure_streak(study)
         if streak is not None:
             raise StudyStopped(f"stopped: the last trials all failed with the same error: {streak}")
+        if settings.final_share and parent is not None:
+            final.extend(_final_training(study, settings, parent, echo))
     finally:
         if parent is not None:
-            _report(study, parent, settings, before, echo)
+            _report(study, parent, settings, before, echo, final[0] if final else None)
+
+
+def _final_training(study: optuna.Study, settings: StudySettings, parent: MlflowTracker,
+                    echo: Callable[[str], None]) -> list[tuple[FinalPlan, str]]:
+    """The best trial's network trained again in the time left (``search.final_training``), or one
+    line saying why not."""
+    best = best_completed(study)
+    if best is None:
+        echo("no final training: no trial completed")
+        return []
+    run_id = best.user_attrs["mlflow_run_id"]
+    config = best.user_attrs.get("config", {})
+    left = (settings.budget_end or time.time()) - time.time()
+    plan, why_not = plan_final(best.number, run_id, int(config.get("optim", {}).get("epochs", settings.base.optim.epochs)),
+                               epoch_times(parent.tracking_uri, run_id),
+                               float(config.get("data", {}).get("val_fraction", settings.base.data.val_fraction)), left)
+    if plan is None:
+        echo(why_not)
+        return []
+    echo(plan.line(left))
+    return [(plan, train_final(plan, settings.base, settings.study_name, parent.run_id, parent.tracking_uri, echo))]
 
 
 def _close_orphaned_parents(settings: StudySettings, stores: Stores, echo: Callable[[str], None]) -> None:
@@ -214,7 +239,7 @@ def _hparam_domains(settings: StudySettings) -> dict[str, list | None]:
 
 
 def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings, before: set[int],
-            echo: Callable[[str], None] = print) -> None:
+            echo: Callable[[str], None] = print, final: tuple[FinalPlan, str] | None = None) -> None:
     """Plots (``best_over_time`` among them), this run's wall time and budget stops, the
     best-trials table and the best trial's model, into the parent run."""
     try:
@@ -226,8 +251,12 @@ def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings,
             parent.log_figure(key, figure)
         close_figures(figures)
         ended = _ended_since(study, before)
-        parent.log_metrics({"study/wall_seconds": time.time() - (settings.started or time.time()),
-                            "study/stopped_by_budget": float(sum(1 for t in ended if is_stopped(t)))}, step=0)
+        wall = time.time() - (settings.started or time.time())
+        trial_hours = min(wall, (settings.deadline or time.time()) - (settings.started or time.time())) / 3600
+        done = sum(1 for t in ended if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+        parent.log_metrics({"study/wall_seconds": wall,
+                            "study/stopped_by_budget": float(sum(1 for t in ended if is_stopped(t))),
+                            "study/trials_per_hour": done / trial_hours if trial_hours > 0 else 0.0}, step=0)
         csv_text, markdown = best_trials_table(study)
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in (("best_trials.csv", csv_text), ("best_trials.md", markdown)):
@@ -238,32 +267,40 @@ def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings,
             if best is not None and "mlflow_run_id" in best.user_attrs:
                 name = settings.model_name or settings.study_name
                 version = register_study_models(parent.client, name, study, settings.metric, settings.direction)
+                champion_run = best.user_attrs["mlflow_run_id"]
+                what = f"best trial #{best.number}"
+                if final is not None:
+                    plan, champion_run = final
+                    version = register_final(parent.client, name, champion_run, plan, settings.study_name)
+                    what = f"best trial #{best.number} trained again on train+validation for {plan.epochs} epochs"
+                    parent.set_tags({"final_run_id": champion_run})
                 parent.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs["mlflow_run_id"],
-                                 "registered_model": f"models:/{name}@{CHAMPION} (version {version})"})
+                                 "registered_model": f"models:/{name}@{CHAMPION} (version {version})",
+                                 "champion": what})
                 parent.log_metrics({f"best/{settings.metric}": float(best.value or 0.0)}, step=0)
-                echo(f"best network: models:/{name}@{CHAMPION} (registered model {name!r}, version {version})")
-                _score_on_test(study, settings, parent, name, version, echo)
+                echo(f"best network: models:/{name}@{CHAMPION} (registered model {name!r}, version {version}: {what})")
+                _score_on_test(best, champion_run, what, settings, parent, name, version, echo)
     except Exception as error:  # the study's results stay in Optuna and the child runs
         print(f"could not write the study report: {error}", file=sys.stderr)
 
 
-def _score_on_test(study: optuna.Study, settings: StudySettings, parent: MlflowTracker, model_name: str,
-                   version: str | None, echo: Callable[[str], None]) -> None:
-    """The best trial's network scored once on the held-out test split, beside its validation score."""
-    scored = score_best(study, settings.base, parent.tracking_uri)
-    if scored is None:
+def _score_on_test(best: optuna.trial.FrozenTrial, run_id: str, what: str, settings: StudySettings,
+                   parent: MlflowTracker, model_name: str, version: str | None, echo: Callable[[str], None]) -> None:
+    """The champion (run ``run_id``, described by ``what``) scored once on the held-out test split,
+    beside the validation score that picked the best trial."""
+    evaluation = score_run(run_id, settings.base, parent.tracking_uri)
+    if evaluation is None:
         echo("no held-out test split (--test-fraction, or a test/ folder): the best figure above is the "
              "validation split's, the one that picked it")
         return
-    best, evaluation = scored
     low, high = evaluation.interval()
     parent.log_metrics({"test/accuracy": evaluation.accuracy, "test/accuracy_low": low, "test/accuracy_high": high,
                         "test/images": float(len(evaluation.labels))}, step=0)
     if version is not None:
         parent.client.set_model_version_tag(model_name, version, "test/accuracy", f"{evaluation.accuracy:.6g}")
-    echo(f"held-out test: best trial #{best.number} scores {evaluation.accuracy:.4f} (95% interval {low:.4f}–"
-         f"{high:.4f}) on {len(evaluation.labels):,} photos no trial saw; {settings.metric} {best.value:.4f} on the "
-         "validation split that picked it")
+    echo(f"held-out test: the champion ({what}) scores {evaluation.accuracy:.4f} (95% interval {low:.4f}–"
+         f"{high:.4f}) on {len(evaluation.labels):,} photos no trial saw; {settings.metric} {best.value:.4f} of "
+         f"trial #{best.number} on the validation split that picked it")
 
 
 def _time_marks(settings: StudySettings, resumed: bool) -> dict[str, datetime.datetime]:

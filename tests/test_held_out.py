@@ -75,8 +75,9 @@ def test_a_study_scores_its_best_network_on_the_test_split_once(tmp_path: Path) 
                      "--test-fraction", "0.2", "--runs-dir", str(runs))
     assert done.returncode == 0, done.stderr
     assert "test split: 20% of every class set aside" in done.stdout
-    match = re.search(r"held-out test: best trial #(\d+) scores (0\.\d{4}) \(95% interval (0\.\d{4})–(\d\.\d{4})\) on "
-                      r"80 photos no trial saw; val/accuracy (0\.\d{4}) on the validation split", done.stdout)
+    match = re.search(r"held-out test: the champion \(best trial #(\d+)\) scores (0\.\d{4}) \(95% interval "
+                      r"(0\.\d{4})–(\d\.\d{4})\) on 80 photos no trial saw; val/accuracy (0\.\d{4}) of trial #\1 on "
+                      r"the validation split", done.stdout)
     assert match, done.stdout
     client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("convscope")
