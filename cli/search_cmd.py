@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from convscope.cli.setting_flags import add_config_flags, add_setting_flags, setting_layers
-from convscope.search.defaults import study_defaults
+from convscope.search.defaults import photo_jobs, photo_space, study_defaults
 from convscope.search.space import SPEC_SYNTAX, SearchSpace
 from convscope.train.config import RunConfig, build_config
 from convscope.train.errors import ConfigError
@@ -82,7 +82,8 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
                        "Optuna trial FAIL marked stopped_by_budget; the next run retries them first), so the "
                        "command returns about then. Every run of the study gets a fresh budget; --trials "
                        "stays a total")
-    study.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default: 1)")
+    study.add_argument("--jobs", type=int, default=None, help="worker processes on this machine (default: one "
+                       "per core, up to 8, for a folder of photos on a CPU; else 1)")
     study.add_argument("--trials-per-gpu", type=int, default=0, metavar="K",
                        help="on GPUs: K workers share each visible GPU (sets --jobs to K × GPUs; "
                        "workers go round-robin over the GPUs); default: --jobs")
@@ -130,7 +131,7 @@ def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
               for name, value in file_search.items() if str(name).replace("-", "_") not in flags}
     labels.update({dest.removeprefix("space."): label for dest, label in getattr(args, "fix_labels", {}).items()
                    if dest.startswith("space.")})
-    space = space_from_settings({**file_search, **flags}, base, labels=labels)  # the depth range fits the input
+    space = space_from_settings(photo_space(base, {**file_search, **flags}), base, labels=labels)  # fits the input
     if space.image_size is not None:  # every setting must suit the smallest input searched
         from convscope.train.config import check_values
 
@@ -176,7 +177,7 @@ def build_settings(args: argparse.Namespace) -> Any:
     if args.trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
     trials = None if timeout is not None and isinstance(args.trials, _DefaultTrials) else int(args.trials)
-    if args.jobs < 1 or args.trials_per_gpu < 0:
+    if (args.jobs is not None and args.jobs < 1) or args.trials_per_gpu < 0:
         raise ConfigError(f"--jobs must be at least 1 and --trials-per-gpu at least 0 "
                           f"(got {args.jobs} and {args.trials_per_gpu})")
     if args.heartbeat < 1:
@@ -196,7 +197,7 @@ def build_settings(args: argparse.Namespace) -> Any:
     from convscope.search.objective import StudySettings
     from convscope.search.study import visible_gpus
 
-    jobs = args.trials_per_gpu * max(1, visible_gpus()) if args.trials_per_gpu else args.jobs
+    jobs = args.trials_per_gpu * max(1, visible_gpus()) if args.trials_per_gpu else args.jobs or photo_jobs(base)
     final_share = final_share_for(args.final_share, timeout, base)
     trials_end = started + timeout * (1 - final_share) if timeout is not None else None
     return StudySettings(

@@ -9,7 +9,11 @@ an explicit setting always wins.
 - A study on a folder of photos sets ``FOLDER_TEST_FRACTION`` of every class aside as its test
   split, scored once at the end (a folder with its own ``test/`` uses that instead); with
   ``--timeout`` it keeps ``FOLDER_FINAL_SHARE`` of the budget to train its best network again on
-  train+validation (``--final-share``, decided in ``cli.search_cmd``).
+  train+validation (``--final-share``, decided in ``cli.search_cmd``). Its trials are members of
+  the seed's family that learn real photos well (``PHOTO_RUN``: padded convs, a global-average-pool
+  head with its ReLU, label smoothing, flip test-time augmentation, ``PHOTO_EPOCHS`` epochs) and it
+  searches ``PHOTO_SPACE`` (depth, widths, dropout, learning rate, weight decay); on a CPU it runs
+  one single-threaded worker per core (``photo_jobs``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,17 @@ FOLDER_TEST_FRACTION = 0.1
 FOLDER_FINAL_SHARE = 0.35
 """A timed study of a folder of photos keeps this share of ``--timeout`` to train its best network
 again on train+validation (``search.final_training``)."""
+PHOTO_EPOCHS = 8
+PHOTO_RUN: dict[str, dict[str, Any]] = {
+    "model": {"padding": 1, "head": "gap", "head_activation": True},
+    "optim": {"label_smoothing": 0.1, "tta": True, "epochs": PHOTO_EPOCHS},
+}
+"""Run settings of a photo folder's trials, each unless the user set it."""
+PHOTO_SPACE: dict[str, str] = {
+    "depth": "3..", "base_width": "16..48:log", "growth": "1.25..2.0", "dropout": "0.0..0.3",
+    "lr": "0.002..0.02:log", "weight_decay": "1e-4..0.05:log",
+}
+"""The search space of a photo folder's study, each range unless the user gave one."""
 TRIAL_VISUAL_EPOCHS = "ends"
 """The ``--visual-epochs`` of a study's trials unless ``--keep-all`` or the user says otherwise."""
 
@@ -55,4 +70,28 @@ def study_defaults(base: RunConfig, overrides: Mapping[str, Mapping[str, Any]], 
     config = _unless_set(base, overrides, "tracking", "visual_epochs", "all" if keep_all else TRIAL_VISUAL_EPOCHS)
     if is_photo_folder(config.data.data):
         config = _unless_set(config, overrides, "data", "test_fraction", FOLDER_TEST_FRACTION)
+        for section, values in PHOTO_RUN.items():
+            for name, value in values.items():
+                config = _unless_set(config, overrides, section, name, value)
     return config
+
+
+def photo_space(base: RunConfig, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The search settings of a study: ``PHOTO_SPACE`` under ``given`` (the user's) for a photo
+    folder, else ``given`` alone."""
+    return {**PHOTO_SPACE, **given} if is_photo_folder(base.data.data) else dict(given)
+
+
+def photo_jobs(base: RunConfig) -> int:
+    """``--jobs`` when the user gave none: a photo folder's study on a CPU runs one worker per core
+    (each on one thread: the cores are used, and no thread team waits on a busy core); else 1."""
+    import os
+
+    if not is_photo_folder(base.data.data) or base.optim.device not in ("auto", "cpu"):
+        return 1
+    if base.optim.device == "auto":
+        import torch
+
+        if torch.cuda.is_available() or torch.backends.mps.is_available():
+            return 1
+    return max(1, min(8, os.cpu_count() or 1))

@@ -48,7 +48,8 @@ from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.tracking.orphans import close_orphaned_runs
 from convscope.tracking.stores import Stores, first_open_lock
 from convscope.tracking.secrets import mask_secrets
-from convscope.search.final_training import FinalPlan, best_completed, epoch_times, plan_final, register_final, train_final
+from convscope.search.final_training import (
+    FinalPlan, best_completed, epoch_times, plan_final, register_final, speedup_over_trials, train_final)
 from convscope.search.held_out import score_run
 from convscope.search.registry import CHAMPION, register_study_models
 
@@ -157,7 +158,8 @@ def _final_training(study: optuna.Study, settings: StudySettings, parent: Mlflow
     left = (settings.budget_end or time.time()) - time.time()
     plan, why_not = plan_final(best.number, run_id, int(config.get("optim", {}).get("epochs", settings.base.optim.epochs)),
                                epoch_times(parent.tracking_uri, run_id),
-                               float(config.get("data", {}).get("val_fraction", settings.base.data.val_fraction)), left)
+                               float(config.get("data", {}).get("val_fraction", settings.base.data.val_fraction)), left,
+                               speedup_over_trials(settings.jobs, settings.device))
     if plan is None:
         echo(why_not)
         return []

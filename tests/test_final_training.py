@@ -32,6 +32,8 @@ def test_the_plan_is_capped_and_refuses_when_one_trainings_worth_is_not_left() -
     none, why = plan_final(2, "r", 10, [30.0], 0.2, seconds_left=200)
     assert none is None and why.startswith("no final training: 10 epochs of trial #2's network") and \
         "the best trial stays the champion" in why
+    faster, _ = plan_final(0, "r", 8, [10.0], 0.2, seconds_left=300, speedup=1.25)
+    assert faster is not None and faster.epochs == int(0.9 * 300 / (10.0 * 0.95 / 0.8 / 1.25)) == 28
     nothing, why = plan_final(2, "r", 10, [], 0.2, seconds_left=2000)
     assert nothing is None and "recorded no epoch times" in why
 

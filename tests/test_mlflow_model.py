@@ -86,3 +86,21 @@ def test_the_model_says_what_it_returns(saved: tuple[Path, Path]) -> None:
     info = mlflow.models.get_model_info(str(folder))
     assert [column["name"] for column in info.signature.outputs.to_dict()] == CLASSES
     assert (folder / "input_example.json").is_file() and (folder / "requirements.txt").is_file()
+
+
+def test_a_run_trained_with_tta_predicts_the_mean_of_each_photo_and_its_mirror(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = build_config("tiny", {"model": {"image_size": 16}, "optim": {"tta": True}})
+    model = build_model(config.model).eval()
+    normalizer = Normalizer(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.25, 0.25, 0.25]))
+    save_model(tmp_path, model, config, {"class_names": ["cat", "dog"], "normalizer": normalizer.state()}, epoch=-1)
+    network = load_network(tmp_path / "model.safetensors", tmp_path / "config.json")
+    assert network.tta
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    with torch.no_grad():
+        plain = model(normalizer(images)).softmax(dim=1)
+        mirrored = model(normalizer(images.flip(3))).softmax(dim=1)
+    assert torch.allclose(network.probabilities(images), (plain + mirrored) / 2, atol=1e-6)
+    assert not torch.allclose(plain, mirrored, atol=1e-4)  # the mirror does change the answer
+    network.tta = False
+    assert torch.allclose(network.probabilities(images), plain, atol=1e-6)

@@ -17,7 +17,7 @@ from convscope.cli.main import build_parser, parse
 from convscope.cli.search_cmd import build_settings
 from convscope.pictures.activations import save_probe_activations
 from convscope.pictures.epoch_visuals import EpochVisuals, Probes
-from convscope.search.defaults import FOLDER_TEST_FRACTION, study_defaults
+from convscope.search.defaults import FOLDER_TEST_FRACTION, PHOTO_EPOCHS, PHOTO_SPACE, photo_space, study_defaults
 from convscope.search.session import run_study
 from convscope.train.batches import Normalizer
 from convscope.train.config import build_config
@@ -124,6 +124,15 @@ def test_study_defaults_give_way_to_what_the_user_set(tmp_path: Path) -> None:
     assert (chosen.tracking.visual_epochs, chosen.data.test_fraction) == ("all", 0.0)
     synthetic = study_defaults(build_config("tiny", {}), {}, keep_all=False)
     assert synthetic.data.test_fraction == 0.0  # no test split is carved from generated data
+    assert (synthetic.model, synthetic.optim) == (build_config("tiny", {}).model, build_config("tiny", {}).optim)
+    assert (plain.model.padding, plain.model.head, plain.model.head_activation) == (1, "gap", True)  # real photos
+    assert (plain.optim.label_smoothing, plain.optim.tta, plain.optim.epochs) == (0.1, True, PHOTO_EPOCHS)
+    mine = study_defaults(build_config("tiny", {"data": {"data": str(photos)}, "optim": {"epochs": 3},
+                                                "model": {"head": "flatten"}}),
+                          {"optim": {"epochs": 3}, "model": {"head": "flatten"}}, keep_all=False)
+    assert (mine.optim.epochs, mine.model.head, mine.model.padding) == (3, "flatten", 1)
+    assert photo_space(base, {"depth": "2..4"}) == {**PHOTO_SPACE, "depth": "2..4"}
+    assert photo_space(build_config("tiny", {}), {"depth": "2..4"}) == {"depth": "2..4"}
 
 
 def test_visual_epochs_takes_all_or_ends() -> None:

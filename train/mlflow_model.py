@@ -46,11 +46,17 @@ class Network:
     normalizer: Normalizer
     class_names: list[str]
     image_size: int
+    tta: bool = False  # the run's --tta: each photo's probabilities are averaged with its mirror image's
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax class probabilities (N, classes) of uint8 N×3×S×S images."""
+        """Softmax class probabilities (N, classes) of uint8 N×3×S×S images (with ``tta``, the mean of
+        each image's and its horizontal mirror's, as the run's val/accuracy_tta was measured)."""
         with torch.no_grad():
-            return self.model(self.normalizer(images)).float().softmax(dim=1)
+            inputs = self.normalizer(images)
+            probabilities = self.model(inputs).float().softmax(dim=1)
+            if self.tta:
+                probabilities = (probabilities + self.model(inputs.flip(3)).float().softmax(dim=1)) / 2
+            return probabilities
 
 
 def load_network(weights: str | Path, config_file: str | Path) -> Network:
@@ -60,7 +66,7 @@ def load_network(weights: str | Path, config_file: str | Path) -> Network:
     model = build_model(config.model)
     model.load_state_dict(load_file(str(weights)))
     normalizer = Normalizer(torch.tensor(payload["normalizer"]["mean"]), torch.tensor(payload["normalizer"]["std"]))
-    return Network(model.eval(), normalizer, list(payload["class_names"]), config.model.image_size)
+    return Network(model.eval(), normalizer, list(payload["class_names"]), config.model.image_size, config.optim.tta)
 
 
 def prepare_photos(photos: Any, image_size: int) -> torch.Tensor:
