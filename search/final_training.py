@@ -11,7 +11,8 @@ again as one more child run of the study's parent run, named ``<study>-final``:
   divided by ``CPU_SPEEDUP`` (the final run has them all), into 90% of what is left; at least the trial's
   own epochs (else there is no final training and the best trial stays the champion), at most
   ``MAX_EPOCH_FACTOR`` times them;
-- on every core of the machine (the workers have ended).
+- on a CPU with as many threads as cores are idle when it starts (``train.threads.idle_cores``: the
+  workers have ended; another program's busy cores are left to it, so no thread team waits on them).
 
 The final run is registered as a new version of the study's model with the alias ``champion``: the
 network the study hands over, and the one scored on the test split.
@@ -111,13 +112,14 @@ def train_final(plan: FinalPlan, base: RunConfig, study_name: str, parent_run_id
 
     from convscope.search.sources import run_config
     from convscope.train.run import RunTracking, prepare, train_tracked
+    from convscope.train.threads import idle_cores, threads_for_idle
 
     config = final_config(run_config(base, plan.run_id), base, study_name, plan.epochs)
     threads = torch.get_num_threads()
     try:
         prepared = prepare(config, echo=lambda line: None, progress=False)
-        if prepared.device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)  # alone on the machine now: every core
+        if prepared.device.type == "cpu":  # the workers have ended: every core that is idle now
+            torch.set_num_threads(threads_for_idle(os.cpu_count() or 1, idle_cores()))
         tracking = RunTracking(name=f"{study_name}-final", parent_run_id=parent_run_id,
                                tags={"convscope.kind": FINAL_KIND, "optuna.study": study_name,
                                      "final_of_trial": str(plan.trial)})

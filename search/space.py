@@ -255,7 +255,7 @@ def describe(space: SearchSpace) -> str:
     budget = (f"  networks of more than {space.max_params:,} parameters are pruned before training (--max-params)"
               if space.max_params is not None else "  no parameter budget (--max-params off)")
     return "\n".join(["search space (Optuna parameter: values):",
-                      *(f"  {n:<14}{text(spec)}" for n, spec in rows), budget])
+                      *(f"  {n:<{2 + max(len(name) for name, _ in rows)}}{text(spec)}" for n, spec in rows), budget])
 
 
 # ---------------------------------------------------------------- helpers

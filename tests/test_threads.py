@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from convscope.train import threads
@@ -62,3 +64,12 @@ def test_apply_sets_and_echoes_on_cpu(monkeypatch):
         assert lines == [choice.line()]
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_run_alone_takes_the_cores_that_are_idle() -> None:
+    from convscope.train.threads import idle_cores, threads_for_idle
+
+    assert [threads_for_idle(4, idle) for idle in (4.0, 3.4, 2.6, 0.2, None)] == [4, 3, 3, 1, 4]
+    assert threads_for_idle(2, 7.0) == 2  # never more than the cores
+    measured = idle_cores(0.05)
+    assert measured is None or 0.0 <= measured <= (os.cpu_count() or 1) + 1e-9

@@ -74,3 +74,34 @@ def apply_cpu_threads(device: torch.device, echo: Callable[[str], None] = print)
     _applied = choice.threads
     echo(choice.line())
     return choice
+
+
+def idle_cores(seconds: float = 0.5) -> float | None:
+    """How many cores sat idle over the next ``seconds`` (Linux ``/proc/stat``: idle and iowait time
+    over all time), or None where that cannot be read. A measurement of now, not a load average,
+    which trails the last minute."""
+    import time
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)
+
+    first = sample()
+    time.sleep(seconds)
+    second = sample()
+    if first is None or second is None or second[0] <= first[0]:
+        return None
+    share = (second[1] - first[1]) / (second[0] - first[0])
+    return share * (os.cpu_count() or 1)
+
+
+def threads_for_idle(cores: int, idle: float | None) -> int:
+    """Intra-op threads for a run that may take every core that is idle: the idle cores (rounded,
+    at least 1); every core when the idle time cannot be read."""
+    if idle is None:
+        return max(1, cores)
+    return max(1, min(cores, round(idle)))
