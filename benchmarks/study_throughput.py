@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_description  # noqa: E402
 
-from convscope.cli.main import build_parser  # noqa: E402
+from convscope.cli.main import build_parser, parse  # noqa: E402
 from convscope.cli.search_cmd import build_settings  # noqa: E402
 from convscope.search.session import run_study  # noqa: E402
 
@@ -31,7 +31,7 @@ FIXED = ["--depth", "5", "--base-width", "16", "--growth", "2", "--dropout", "0.
 
 def trials_per_hour(jobs_flag: str, jobs: int, trials: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        args = build_parser().parse_args(
+        args = parse(build_parser(),
             ["search", "--runs-dir", tmp, "--trials", str(trials), jobs_flag, str(jobs), *FIXED]
         )
         settings = build_settings(args)

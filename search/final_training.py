@@ -7,7 +7,7 @@ again as one more child run of the study's parent run, named ``<study>-final``:
 - on the training and validation photos together, all but ``FINAL_VAL_FRACTION`` of them (kept only
   to draw the run's curve; the held-out test split stays aside, as for every trial);
 - for as many epochs as fit in the time left (``plan_final``): the best trial's median epoch time,
-  scaled by the final run's larger training split and, on a CPU where the trials shared the cores,
+  scaled by the final run's larger training split (``final_train_images``) and, on a CPU where the trials shared the cores,
   divided by ``CPU_SPEEDUP`` (the final run has them all), into 90% of what is left; at least the trial's
   own epochs (else there is no final training and the best trial stays the champion), at most
   ``MAX_EPOCH_FACTOR`` times them;
@@ -61,12 +61,13 @@ class FinalPlan:
                 "left); it becomes the champion")
 
 
-def plan_final(trial: int, run_id: str, trial_epochs: int, epoch_seconds: list[float], trial_val_fraction: float,
+def plan_final(trial: int, run_id: str, trial_epochs: int, epoch_seconds: list[float], images: tuple[int, int],
                seconds_left: float, speedup: float = 1.0) -> tuple[FinalPlan | None, str]:
-    """The final training that fits in ``seconds_left`` (see the module), or None and why not."""
-    if not epoch_seconds:
-        return None, f"no final training: trial #{trial} recorded no epoch times"
-    scale = (1 - FINAL_VAL_FRACTION) / (1 - trial_val_fraction) / speedup
+    """The final training that fits in ``seconds_left`` (see the module), or None and why not.
+    ``images``: the training photos of the trial and of the final run (``final_train_images``)."""
+    if not epoch_seconds or min(images) < 1:
+        return None, f"no final training: trial #{trial} recorded no epoch times or photo counts"
+    scale = images[1] / images[0] / speedup
     per_epoch = statistics.median(epoch_seconds) * scale
     fits = math.floor(FILL * seconds_left / per_epoch)
     if fits < trial_epochs:
@@ -74,6 +75,14 @@ def plan_final(trial: int, run_id: str, trial_epochs: int, epoch_seconds: list[f
                       f"need about {trial_epochs * per_epoch / 60:.1f} min, {max(0.0, seconds_left) / 60:.1f} min "
                       "are left: the best trial stays the champion")
     return FinalPlan(trial, run_id, min(fits, MAX_EPOCH_FACTOR * trial_epochs), per_epoch), ""
+
+
+def final_train_images(trial_train: int, trial_val: int, trial_val_fraction: float, limited: bool) -> int:
+    """About how many photos the final run trains on: ``1 - FINAL_VAL_FRACTION`` of the photos the
+    trial's splits were drawn from (its training and validation photos; when ``--train-limit``
+    ``limited`` its training split, its validation photos over its validation share)."""
+    whole = round(trial_val / trial_val_fraction) if limited else trial_train + trial_val
+    return round((1 - FINAL_VAL_FRACTION) * whole)
 
 
 def speedup_over_trials(jobs: int, device: str) -> float:

@@ -49,7 +49,8 @@ from convscope.tracking.orphans import close_orphaned_runs
 from convscope.tracking.stores import Stores, first_open_lock
 from convscope.tracking.secrets import mask_secrets
 from convscope.search.final_training import (
-    FinalPlan, best_completed, epoch_times, plan_final, register_final, speedup_over_trials, train_final)
+    FinalPlan, best_completed, epoch_times, final_train_images, plan_final, register_final, speedup_over_trials,
+    train_final)
 from convscope.search.held_out import score_run
 from convscope.search.registry import CHAMPION, register_study_models
 
@@ -154,12 +155,15 @@ def _final_training(study: optuna.Study, settings: StudySettings, parent: Mlflow
         echo("no final training: no trial completed")
         return []
     run_id = best.user_attrs["mlflow_run_id"]
-    config = best.user_attrs.get("config", {})
+    data = best.user_attrs.get("config", {}).get("data", {})
+    epochs = int(best.user_attrs.get("config", {}).get("optim", {}).get("epochs", settings.base.optim.epochs))
+    tags = parent.client.get_run(run_id).data.tags
+    train, val = (int(tags.get(f"data.{part}_images", "0") or 0) for part in ("train", "val"))
+    final_images = final_train_images(train, val, float(data.get("val_fraction", settings.base.data.val_fraction)),
+                                      bool(data.get("train_limit", 0)))
     left = (settings.budget_end or time.time()) - time.time()
-    plan, why_not = plan_final(best.number, run_id, int(config.get("optim", {}).get("epochs", settings.base.optim.epochs)),
-                               epoch_times(parent.tracking_uri, run_id),
-                               float(config.get("data", {}).get("val_fraction", settings.base.data.val_fraction)), left,
-                               speedup_over_trials(settings.jobs, settings.device))
+    plan, why_not = plan_final(best.number, run_id, epochs, epoch_times(parent.tracking_uri, run_id),
+                               (train, final_images), left, speedup_over_trials(settings.jobs, settings.device))
     if plan is None:
         echo(why_not)
         return []

@@ -12,14 +12,16 @@ from mlflow import MlflowClient
 from convscope.cli.main import build_parser, parse
 from convscope.cli.search_cmd import build_settings
 from convscope.search.defaults import FOLDER_FINAL_SHARE
-from convscope.search.final_training import FINAL_VAL_FRACTION, MAX_EPOCH_FACTOR, final_config, plan_final
+from convscope.search.final_training import (
+    FINAL_VAL_FRACTION, MAX_EPOCH_FACTOR, final_config, final_train_images, plan_final)
 from convscope.train.config import build_config
 from convscope.train.errors import ConfigError
 from e2e_helpers import convscope
 
 
 def test_the_plan_fills_the_time_left_with_epochs_of_the_larger_split() -> None:
-    plan, why = plan_final(3, "r", 8, [10.0, 12.0, 11.0], 0.2, seconds_left=400)
+    plan, why = plan_final(3, "r", 8, [10.0, 12.0, 11.0], (800, final_train_images(800, 200, 0.2, False)),
+                           seconds_left=400)
     assert why == "" and plan is not None
     per_epoch = 11.0 * (1 - FINAL_VAL_FRACTION) / 0.8  # the median epoch, on 95% instead of 80% of the photos
     assert plan.epoch_seconds == pytest.approx(per_epoch) and plan.epochs == 27  # 90% of 400 s
@@ -27,15 +29,22 @@ def test_the_plan_fills_the_time_left_with_epochs_of_the_larger_split() -> None:
 
 
 def test_the_plan_is_capped_and_refuses_when_one_trainings_worth_is_not_left() -> None:
-    capped, _ = plan_final(0, "r", 5, [1.0], 0.2, seconds_left=3600)
+    capped, _ = plan_final(0, "r", 5, [1.0], (800, 950), seconds_left=3600)
     assert capped is not None and capped.epochs == MAX_EPOCH_FACTOR * 5
-    none, why = plan_final(2, "r", 10, [30.0], 0.2, seconds_left=200)
+    none, why = plan_final(2, "r", 10, [30.0], (800, 950), seconds_left=200)
     assert none is None and why.startswith("no final training: 10 epochs of trial #2's network") and \
         "the best trial stays the champion" in why
-    faster, _ = plan_final(0, "r", 8, [10.0], 0.2, seconds_left=300, speedup=1.25)
+    faster, _ = plan_final(0, "r", 8, [10.0], (800, 950), seconds_left=300, speedup=1.25)
     assert faster is not None and faster.epochs == int(0.9 * 300 / (10.0 * 0.95 / 0.8 / 1.25)) == 28
-    nothing, why = plan_final(2, "r", 10, [], 0.2, seconds_left=2000)
+    nothing, why = plan_final(2, "r", 10, [], (800, 950), seconds_left=2000)
     assert nothing is None and "recorded no epoch times" in why
+
+
+def test_the_final_run_trains_on_the_photos_the_trial_split_was_drawn_from() -> None:
+    assert final_train_images(800, 200, 0.2, limited=False) == 950  # 95% of train + validation
+    assert final_train_images(300, 200, 0.2, limited=True) == 950  # --train-limit 300 of 800: all 1,000 again
+    plan, _ = plan_final(0, "r", 2, [3.0], (300, 950), seconds_left=60)
+    assert plan is not None and plan.epoch_seconds == pytest.approx(3.0 * 950 / 300)
 
 
 def test_the_final_config_keeps_the_network_and_the_test_split() -> None:
