@@ -285,28 +285,47 @@ def _report(study: optuna.Study, parent: MlflowTracker, settings: StudySettings,
                                  "champion": what})
                 parent.log_metrics({f"best/{settings.metric}": float(best.value or 0.0)}, step=0)
                 echo(f"best network: models:/{name}@{CHAMPION} (registered model {name!r}, version {version}: {what})")
-                _score_on_test(best, champion_run, what, settings, parent, name, version, echo)
+                tested = _score_on_test(best, champion_run, what, settings, parent, name, version, echo)
+                path = Path(tmp) / "champion.md"
+                path.write_text(mask_secrets(_champion_page(best, f"models:/{name}@{CHAMPION}", what, tested,
+                                                            done / trial_hours if trial_hours > 0 else 0.0)))
+                parent.log_file(path, "study")
     except Exception as error:  # the study's results stay in Optuna and the child runs
         print(f"could not write the study report: {error}", file=sys.stderr)
 
 
+def _champion_page(best: optuna.trial.FrozenTrial, uri: str, what: str, tested: str, per_hour: float) -> str:
+    """``study/champion.md``: the network the study hands over, its test and validation figures, the
+    trials per hour, and every setting it trained with."""
+    import yaml
+
+    settings = yaml.safe_dump(best.user_attrs.get("config", {}), sort_keys=False).strip()
+    parts = [f"# The study's champion: {uri}", what, tested,
+             f"Trials finished or pruned per hour of the trials' time: {per_hour:.1f}",
+             f"Settings of trial #{best.number}:", f"```yaml\n{settings}\n```"]
+    return "\n\n".join(parts) + "\n"
+
+
 def _score_on_test(best: optuna.trial.FrozenTrial, run_id: str, what: str, settings: StudySettings,
-                   parent: MlflowTracker, model_name: str, version: str | None, echo: Callable[[str], None]) -> None:
+                   parent: MlflowTracker, model_name: str, version: str | None, echo: Callable[[str], None]) -> str:
     """The champion (run ``run_id``, described by ``what``) scored once on the held-out test split,
-    beside the validation score that picked the best trial."""
+    beside the validation score that picked the best trial; the line printed."""
     evaluation = score_run(run_id, settings.base, parent.tracking_uri)
     if evaluation is None:
-        echo("no held-out test split (--test-fraction, or a test/ folder): the best figure above is the "
-             "validation split's, the one that picked it")
-        return
+        line = ("no held-out test split (--test-fraction, or a test/ folder): the best figure above is the "
+                "validation split's, the one that picked it")
+        echo(line)
+        return line
     low, high = evaluation.interval()
     parent.log_metrics({"test/accuracy": evaluation.accuracy, "test/accuracy_low": low, "test/accuracy_high": high,
                         "test/images": float(len(evaluation.labels))}, step=0)
     if version is not None:
         parent.client.set_model_version_tag(model_name, version, "test/accuracy", f"{evaluation.accuracy:.6g}")
-    echo(f"held-out test: the champion ({what}) scores {evaluation.accuracy:.4f} (95% interval {low:.4f}–"
-         f"{high:.4f}) on {len(evaluation.labels):,} photos no trial saw; {settings.metric} {best.value:.4f} of "
-         f"trial #{best.number} on the validation split that picked it")
+    line = (f"held-out test: the champion ({what}) scores {evaluation.accuracy:.4f} (95% interval {low:.4f}–"
+            f"{high:.4f}) on {len(evaluation.labels):,} photos no trial saw; {settings.metric} {best.value:.4f} of "
+            f"trial #{best.number} on the validation split that picked it")
+    echo(line)
+    return line
 
 
 def _time_marks(settings: StudySettings, resumed: bool) -> dict[str, datetime.datetime]:

@@ -107,3 +107,7 @@ def test_a_timed_study_trains_its_best_network_again_and_hands_that_over(tmp_pat
     assert champion.run_id == final.info.run_id == parent.data.tags["final_run_id"]
     assert champion.tags["test/accuracy"] == f"{parent.data.metrics['test/accuracy']:.6g}"
     assert parent.data.metrics["study/trials_per_hour"] > 0  # 2 trials over the time the trials took
+    page = Path(client.download_artifacts(parent.info.run_id, "study/champion.md", str(tmp_path)))
+    text = page.read_text()
+    assert text.startswith("# The study's champion: models:/pets@champion") and "held-out test: the champion" in text
+    assert "Trials finished or pruned per hour" in text and "depth:" in text  # the settings it trained with
