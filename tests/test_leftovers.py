@@ -78,6 +78,14 @@ def _sighup(ui: subprocess.Popen[str]) -> None:
     ui.send_signal(signal.SIGHUP)
 
 
+def _kill_all(token: str) -> None:
+    for process in processes_with(TOKEN, token):
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _sigkill(ui: subprocess.Popen[str]) -> None:
     ui.send_signal(signal.SIGKILL)
 
@@ -87,14 +95,17 @@ def test_convscope_ui_leaves_no_process_when_stopped(tmp_path: Path, stop: Calla
     token = uuid.uuid4().hex
     ui = subprocess.Popen(_ui_argv(_runs_with_a_study(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, start_new_session=True, cwd=REPO, env={**os.environ, TOKEN: token})
-    _read_until_ready(ui.stdout)
-    started = processes_with(TOKEN, token)
-    commands = " ".join(p.command for p in started)
-    assert "mlflow" in commands and "tensorboard" in commands and "optuna-dashboard" in commands, commands
-    assert "huey" not in commands and "_job_runner" not in commands  # MLflow's job execution is off
-    stop(ui)
-    ui.wait(timeout=60)
-    assert _wait_gone(token, GONE_WITHIN + (GUARD_GRACE_SECONDS if stop is _sigkill else 0)) == []
+    try:
+        _read_until_ready(ui.stdout)
+        started = processes_with(TOKEN, token)
+        commands = " ".join(p.command for p in started)
+        assert "mlflow" in commands and "tensorboard" in commands and "optuna-dashboard" in commands, commands
+        assert "huey" not in commands and "_job_runner" not in commands  # MLflow's job execution is off
+        stop(ui)
+        ui.wait(timeout=60)
+        assert _wait_gone(token, GONE_WITHIN + (GUARD_GRACE_SECONDS if stop is _sigkill else 0)) == []
+    finally:  # a failed test leaves no servers behind either
+        _kill_all(token)
 
 
 def test_convscope_ui_ends_when_its_parent_dies(tmp_path: Path) -> None:
