@@ -48,7 +48,7 @@ TRIAL_VISUAL_EPOCHS = "ends"
 def is_photo_folder(data: str) -> bool:
     """``--data`` names a folder of class sub-folders (not the synthetic or a named data set, and not
     a folder whose own train/ and val/ (and perhaps test/) folders fix the split)."""
-    from convscope.train.data import SYNTHETIC_DEPTH
+    from convscope.train.config import SYNTHETIC_DEPTH
     from convscope.train.torchvision_data import KNOWN
 
     if data == "synthetic" or SYNTHETIC_DEPTH.fullmatch(data) or data in KNOWN:

@@ -21,7 +21,8 @@ from convscope import train
 from convscope.train.batches import LabelTap, Normalizer, StreamingBatches
 from convscope.train.cache import cache_key
 from convscope.train.config import DataConfig
-from convscope.train.data import CHANGED, Splits, VanishedFilesError, load_data, printable_path
+from convscope.train.data import load_data
+from convscope.train.image_sets import CHANGED, Splits, VanishedFilesError, printable_path
 from convscope.train.folders import BAD_NAME, BROKEN_LINK, LINK_LOOP, NOT_A_FILE, find_layout
 from convscope.train.images import VANISHED, decode_file
 

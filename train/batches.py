@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from convscope.train.data import MAX_LOST_FRACTION, MIN_CHECKED_BATCH, ImageSet, VanishedFilesError, printable_path
+from convscope.train.image_sets import MAX_LOST_FRACTION, MIN_CHECKED_BATCH, ImageSet, VanishedFilesError, printable_path
 
 
 class Normalizer:

@@ -12,7 +12,7 @@ from convscope.tracking.stores import Stores
 from convscope.train.batches import Normalizer
 from convscope.train.checkpoint import Checkpoint
 from convscope.train.config import RunConfig
-from convscope.train.data import Splits
+from convscope.train.image_sets import Splits
 from convscope.train.model import ConvNet
 
 

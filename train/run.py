@@ -30,7 +30,8 @@ from convscope.train import provenance
 from convscope.train.batches import Batches, LabelTap, Normalizer, make_batches
 from convscope.train.checkpoint import STATE_FILE, Checkpoint, save_model
 from convscope.train.config import RunConfig
-from convscope.train.data import Splits, load_data
+from convscope.train.data import load_data
+from convscope.train.image_sets import Splits
 from convscope.train.images import decode_file
 from convscope.train.errors import ConfigError
 from convscope.train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
