@@ -115,8 +115,11 @@ def epoch_times(tracking_uri: str, run_id: str) -> list[float]:
 
 
 def train_final(plan: FinalPlan, base: RunConfig, study_name: str, parent_run_id: str, tracking_uri: str,
-                echo: Callable[[str], None]) -> str:
-    """Train the final run (see the module); its MLflow run id."""
+                echo: Callable[[str], None], keep_checkpoint: bool = False) -> str:
+    """Train the final run (see the module); its MLflow run id. Once it finished its checkpoint is
+    deleted (its network is in MLflow) unless ``keep_checkpoint`` (``--keep-all``)."""
+    import shutil
+
     import torch
 
     from convscope.search.sources import run_config
@@ -133,6 +136,9 @@ def train_final(plan: FinalPlan, base: RunConfig, study_name: str, parent_run_id
                                tags={"convscope.kind": FINAL_KIND, "optuna.study": study_name,
                                      "final_of_trial": str(plan.trial)})
         result, tracker = train_tracked(prepared, tracking, progress=False, echo=echo)
+        if not keep_checkpoint:
+            shutil.rmtree(prepared.stores.checkpoint_dir(config.tracking.experiment, prepared.run_name),
+                          ignore_errors=True)
     finally:
         torch.set_num_threads(threads)
     last = result.history[-1] if result.history else {}

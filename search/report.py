@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MAX_LEGEND_ENTRIES = 12
+"""A study figure whose legend (Optuna's curves plot: one entry per trial) would list more loses it."""
 FIGURE_NAMES = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 """Every figure ``study_figures`` may return, in this order."""
 
@@ -111,6 +113,9 @@ def study_figures(study: optuna.Study) -> dict[str, Figure]:
                 for number in set(plt.get_fignums()) - before:
                     plt.close(number)
                 continue
+            legend = axes.get_legend()
+            if legend is not None and len(legend.get_texts()) > MAX_LEGEND_ENTRIES:
+                legend.remove()  # one entry per trial: taller than the figure, and read by nobody
             figures[name] = axes.figure  # every plot above returns one Axes
     return figures
 

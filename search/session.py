@@ -168,7 +168,8 @@ def _final_training(study: optuna.Study, settings: StudySettings, parent: Mlflow
         echo(why_not)
         return []
     echo(plan.line(left))
-    return [(plan, train_final(plan, settings.base, settings.study_name, parent.run_id, parent.tracking_uri, echo))]
+    return [(plan, train_final(plan, settings.base, settings.study_name, parent.run_id, parent.tracking_uri, echo,
+                               keep_checkpoint=settings.keep_all))]
 
 
 def _close_orphaned_parents(settings: StudySettings, stores: Stores, echo: Callable[[str], None]) -> None:
@@ -335,5 +336,6 @@ def _time_marks(settings: StudySettings, resumed: bool) -> dict[str, datetime.da
     if resumed and settings.started is not None:
         marks["this run started"] = datetime.datetime.fromtimestamp(settings.started)
     if settings.deadline is not None and time.time() >= settings.deadline:
-        marks["time budget spent"] = datetime.datetime.fromtimestamp(settings.deadline)
+        label = "trials' time spent (then the final training)" if settings.final_share else "time budget spent"
+        marks[label] = datetime.datetime.fromtimestamp(settings.deadline)
     return marks

@@ -111,3 +111,4 @@ def test_a_timed_study_trains_its_best_network_again_and_hands_that_over(tmp_pat
     text = page.read_text()
     assert text.startswith("# The study's champion: models:/pets@champion") and "held-out test: the champion" in text
     assert "Trials finished or pruned per hour" in text and "depth:" in text  # the settings it trained with
+    assert not (runs / "checkpoints" / "convscope" / "pets-final").exists()  # its network is in MLflow

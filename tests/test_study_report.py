@@ -137,3 +137,22 @@ def test_best_trials_table_minimize_and_bad_top() -> None:
     assert "mlflow_run_id" not in csv_text.splitlines()[0]
     with pytest.raises(ValueError, match="top"):
         best_trials_table(study, top=0)
+
+
+@pytest.mark.parametrize("trials,legend", [(3, True), (20, False)])
+def test_the_curves_plot_drops_a_legend_of_more_trials_than_can_be_read(trials: int, legend: bool) -> None:
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for number in range(trials):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        for step in range(1, 4):
+            trial.report(0.1 * step + 0.01 * number, step)
+        study.tell(trial, 0.3 + 0.01 * number)
+    figures = study_figures(study)
+    try:
+        axes = figures["intermediate_values"].axes[0]
+        assert (axes.get_legend() is not None) is legend
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "Tight layout not applied" from a legend taller than the figure
+            figures["intermediate_values"].savefig(io.BytesIO(), format="png")
+    finally:
+        close_figures(figures)
