@@ -42,7 +42,7 @@ def run_study(data: str, trials: int, epochs: int, cache: str, extra: list[str])
             raise SystemExit(f"convscope search failed ({done.returncode}):\n{done.stderr[-3000:]}")
         root = Path(runs)
         sizes = {part: size_mb(root / folder) for part, folder in FOLDERS.items()}
-        sizes["mlflow models"] = sum(size_mb(model) for model in (root / "mlartifacts").glob("*/*/artifacts/model"))
+        sizes["mlflow models"] = sum(size_mb(model) for model in (root / "mlartifacts").rglob("artifacts/model"))
         sizes["other mlflow artifacts"] = size_mb(root / "mlartifacts") - sizes["mlflow models"]
         return {part: sizes[part] / trials for part in PARTS}
 
