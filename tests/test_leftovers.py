@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "CONVSCOPE_LEFTOVER_TOKEN"
 REPO = Path(__file__).resolve().parents[1]
-GONE_WITHIN = 30.0
+GONE_WITHIN = 60.0  # generous: a loaded machine (the suite in two workers) starts and stops servers slowly
 
 
 def _wait_gone(token: str, within: float = GONE_WITHIN) -> list[str]:
@@ -102,7 +102,7 @@ def test_convscope_ui_leaves_no_process_when_stopped(tmp_path: Path, stop: Calla
         assert "mlflow" in commands and "tensorboard" in commands and "optuna-dashboard" in commands, commands
         assert "huey" not in commands and "_job_runner" not in commands  # MLflow's job execution is off
         stop(ui)
-        ui.wait(timeout=60)
+        ui.wait(timeout=120)
         assert _wait_gone(token, GONE_WITHIN + (GUARD_GRACE_SECONDS if stop is _sigkill else 0)) == []
     finally:  # a failed test leaves no servers behind either
         _kill_all(token)
@@ -120,11 +120,14 @@ def test_convscope_ui_ends_when_its_parent_dies(tmp_path: Path) -> None:
         """)
     parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True, cwd=REPO,
                               env={**os.environ, TOKEN: token}, start_new_session=True)
-    _read_until_ready(parent.stdout, "ready")
-    assert len(processes_with(TOKEN, token)) >= 4  # the parent, convscope ui and its three servers
-    parent.kill()
-    parent.wait(timeout=10)
-    assert _wait_gone(token) == []
+    try:
+        _read_until_ready(parent.stdout, "ready")
+        assert len(processes_with(TOKEN, token)) >= 4  # the parent, convscope ui and its three servers
+        parent.kill()
+        parent.wait(timeout=10)
+        assert _wait_gone(token) == []
+    finally:  # a failed test leaves no servers behind either
+        _kill_all(token)
 
 
 def test_servers_start_without_mlflows_job_execution_unless_asked() -> None:

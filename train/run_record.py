@@ -16,7 +16,7 @@ from convscope.train.prepared import Prepared
 #: Settings every run shows as MLflow params, beside those that differ from its preset.
 KEY_SETTINGS = ("preset", "depth", "epochs")
 #: Settings that say where a run is stored or what it shows rather than what it trained: never params.
-_NOT_COMPARED = {"runs_dir", "experiment", "run_name", "mlflow", "tensorboard", "mlflow_uri", "visuals",
+_NOT_COMPARED = {"runs_dir", "experiment", "run_name", "mlflow", "tensorboard", "mlflow_uri", "visuals", "visual_epochs",
                  "cache_dir", "dataset_dir", "download", "memory_fraction", "probes_per_class", "probe",
                  "analysis_size", "in_channels", "num_classes"}
 
