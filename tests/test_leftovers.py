@@ -78,6 +78,12 @@ def _sighup(ui: subprocess.Popen[str]) -> None:
     ui.send_signal(signal.SIGHUP)
 
 
+def _attached() -> None:
+    """SIGHUP at its default in the child: a suite run under ``nohup`` (SIGHUP ignored, inherited)
+    would otherwise start ``convscope ui`` detached, as ``nohup convscope ui &`` is meant to be."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _kill_all(token: str) -> None:
     for process in processes_with(TOKEN, token):
         try:
@@ -94,7 +100,8 @@ def _sigkill(ui: subprocess.Popen[str]) -> None:
 def test_convscope_ui_leaves_no_process_when_stopped(tmp_path: Path, stop: Callable[[subprocess.Popen[str]], None]) -> None:
     token = uuid.uuid4().hex
     ui = subprocess.Popen(_ui_argv(_runs_with_a_study(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, start_new_session=True, cwd=REPO, env={**os.environ, TOKEN: token})
+                          text=True, start_new_session=True, cwd=REPO, env={**os.environ, TOKEN: token},
+                          preexec_fn=_attached)
     try:
         _read_until_ready(ui.stdout)
         started = processes_with(TOKEN, token)
@@ -119,7 +126,7 @@ def test_convscope_ui_ends_when_its_parent_dies(tmp_path: Path) -> None:
                 print("ready", flush=True)
         """)
     parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                              env={**os.environ, TOKEN: token}, start_new_session=True)
+                              env={**os.environ, TOKEN: token}, start_new_session=True, preexec_fn=_attached)
     try:
         _read_until_ready(parent.stdout, "ready")
         assert len(processes_with(TOKEN, token)) >= 4  # the parent, convscope ui and its three servers
