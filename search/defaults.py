@@ -82,16 +82,22 @@ def photo_space(base: RunConfig, given: Mapping[str, Any]) -> dict[str, Any]:
     return {**PHOTO_SPACE, **given} if is_photo_folder(base.data.data) else dict(given)
 
 
+def on_cpu(device: str) -> bool:
+    """Whether ``--device`` trains on the CPU (``auto`` without CUDA or MPS)."""
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+
+
 def photo_jobs(base: RunConfig) -> int:
     """``--jobs`` when the user gave none: a photo folder's study on a CPU runs one worker per core
     (each on one thread: the cores are used, and no thread team waits on a busy core); else 1."""
     import os
 
-    if not is_photo_folder(base.data.data) or base.optim.device not in ("auto", "cpu"):
+    if not is_photo_folder(base.data.data) or not on_cpu(base.optim.device):
         return 1
-    if base.optim.device == "auto":
-        import torch
-
-        if torch.cuda.is_available() or torch.backends.mps.is_available():
-            return 1
     return max(1, min(8, os.cpu_count() or 1))

@@ -87,11 +87,9 @@ def final_train_images(trial_train: int, trial_val: int, trial_val_fraction: flo
 
 def speedup_over_trials(jobs: int, device: str) -> float:
     """``CPU_SPEEDUP`` when the trials were several CPU workers sharing the cores, else 1."""
-    import torch
+    from convscope.search.defaults import on_cpu
 
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available()
-                                 and not torch.backends.mps.is_available())
-    return CPU_SPEEDUP if on_cpu and jobs > 1 else 1.0
+    return CPU_SPEEDUP if jobs > 1 and on_cpu(device) else 1.0
 
 
 def final_config(trained: RunConfig, base: RunConfig, study_name: str, epochs: int) -> RunConfig:
