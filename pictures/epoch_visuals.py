@@ -15,14 +15,26 @@ everything to the sinks. Image keys:
 - metrics ``act_mean/<layer>``, ``act_zero_fraction/<layer>``, ``act_noise/<layer>`` (maps of 7×7 and up);
 - artifacts ``activations/epoch_NNNN.safetensors`` + ``.json``.
 
-With ``every_epoch=False`` (``--visual-epochs ends``, what a study's trials keep) the statistics are
-still logged every epoch, but the pictures only at epoch 1 and at the last epoch (drawn by
-``finish``, which the run calls when it ends, finished, pruned or stopped), and the probe activations as one pair, ``activations/latest.*``, rewritten every
-epoch: a trial keeps what a comparison reads (its last epoch) whether it finished or was stopped.
+``pictures`` says which epochs get pictures:
+
+- ``all``: every epoch's, drawn in order on the tracker's worker (a device that trains faster than
+  they are drawn waits for them, through the worker's bounded queue);
+- ``latest``: those of the epoch before training and the first epoch, then of the latest epoch each
+  time the tracker's side thread is free (``BackgroundTracker.offer``): a training epoch never waits
+  for pictures, and an epoch whose pictures a newer epoch's replaced before they were begun has none
+  (``undrawn_epochs``). The last epoch's are always drawn. What ``--visual-epochs auto`` picks on CUDA;
+- ``ends`` (what a study's trials keep): epoch 1 and the last epoch only (drawn by ``finish``,
+  which the run calls when it ends, finished, pruned or stopped), and the probe activations as one
+  pair, ``activations/latest.*``, rewritten every epoch: a trial keeps what a comparison reads (its
+  last epoch) whether it finished or was stopped.
+
+The statistics are logged for every epoch in every mode, and with ``all`` and ``latest`` the probe
+activations too.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +44,7 @@ import torch
 from torch import nn
 
 from convscope.pictures.activations import LATEST_PROBES, save_analysis_activations, save_probe_activations
-from convscope.tracking.background import in_order
+from convscope.tracking.background import in_order, latest_only
 from convscope.tracking.base import Tracker
 from convscope.pictures.capture import ProbeCapture, capture_pooled, capture_probes
 from convscope.pictures.overview import WIDTH_RATIO, channel_budget, layer_overview, select_channels, select_rows
@@ -45,6 +57,30 @@ ACTIVATIONS_ARTIFACT_PATH = "activations"
 ALL_CHANNELS_TILE_PX = 16
 SALIENCY_TILE_PX = 48
 SALIENCY_PROBES = 2  # one per class: a wide picture, whole in MLflow's fixed-height card
+PICTURE_MODES = ("all", "latest", "ends")
+
+
+def picture_mode(visual_epochs: str, device: torch.device) -> str:
+    """What ``--visual-epochs`` means on ``device``: ``auto`` is ``latest`` on CUDA, where an epoch can
+    take less time than drawing its pictures and training must not wait for them, and ``all`` elsewhere."""
+    if visual_epochs == "auto":
+        return "latest" if device.type == "cuda" else "all"
+    return visual_epochs
+
+
+def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.cpu()
+
+
+def _ranges(steps: Sequence[int]) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` as ``1-3, 7, 9-10``."""
+    runs: list[list[int]] = []
+    for step in sorted(steps):
+        if runs and step == runs[-1][1] + 1:
+            runs[-1][1] = step
+        else:
+            runs.append([step, step])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 @dataclass(frozen=True)
@@ -69,11 +105,13 @@ class EpochVisuals:
         first_conv: nn.Conv2d | None = None,
         keep_files: bool = True,
         channels: Mapping[str, Sequence[int]] | None = None,
-        every_epoch: bool = True,
+        pictures: str = "all",
     ) -> None:
         """``channels``: each layer's overview channels from an earlier part of this run (a resumed
         run keeps its columns); None chooses them from the first capture (see ``pictures.overview``).
-        ``every_epoch``: False keeps pictures of the first and last epoch only (see the module)."""
+        ``pictures``: all, latest or ends: which epochs get pictures (see the module)."""
+        if pictures not in PICTURE_MODES:
+            raise ValueError(f"pictures must be one of {', '.join(PICTURE_MODES)} (got {pictures!r})")
         self.tracker = tracker
         self.layers = dict(layers)
         self.probes = probes
@@ -86,7 +124,10 @@ class EpochVisuals:
         )
         self.rows = select_rows(probes.labels.tolist())
         self.saliency_rows = select_rows(probes.labels.tolist(), SALIENCY_PROBES)
-        self.every_epoch = every_epoch
+        self.pictures = pictures
+        self.every_epoch = pictures != "ends"  # probe activations of every epoch, not one rewritten pair
+        self.logged_steps: list[int] = []
+        self.drawn_steps: list[int] = []  # appended by the jobs that draw, on the tracker's threads
         self._undrawn: tuple[ProbeCapture, torch.Tensor | None, int] | None = None  # the latest capture not drawn
 
     def log(self, model: nn.Module, step: int) -> None:
@@ -100,24 +141,55 @@ class EpochVisuals:
             }
         filters = self.first_conv.weight.detach().float().clone() if self.first_conv is not None else None
 
-        draw = self.every_epoch or step == 1
+        self.logged_steps.append(step)
+        if self.pictures == "latest":
+            self._run(lambda sink: self._record(sink, on_device.cpu(), step))
+            sink = getattr(self.tracker, "inner", self.tracker)
+            latest_only(self.tracker, lambda: self._draw(sink, on_device.cpu(), _cpu(filters), step),
+                        f"epoch {step} pictures", keep=step <= 1)
+            return
+        draw = self.pictures == "all" or step == 1
         self._undrawn = None if draw else (on_device, filters, step)
 
         def render(sink: Tracker) -> None:  # copies to the CPU here, on the worker: training does not wait
             capture = on_device.cpu()
             if draw:
-                self._draw(sink, capture, None if filters is None else filters.cpu(), step)
+                self._draw(sink, capture, _cpu(filters), step)
             self._record(sink, capture, step)
 
         self._run(render)
 
-    def finish(self) -> None:
-        """Draw the pictures of the latest epoch logged when ``log`` did not (``every_epoch=False``)."""
+    def undrawn_epochs(self) -> list[int]:
+        """The epochs logged whose pictures were not drawn (``latest``: replaced by a newer epoch's
+        before they were begun). Complete once the tracker is flushed."""
+        drawn = set(self.drawn_steps)
+        return [step for step in self.logged_steps if step not in drawn and step > 0]
+
+    def finish(self, say: Callable[[str], None] | None = None) -> None:
+        """The end of the run's epochs. ``ends``: draw the pictures of the latest epoch logged, unless
+        ``log`` did. ``latest``: wait for the pictures being drawn; when some epochs have none, tag the
+        run ``convscope.picture_epochs`` with those that have and tell ``say`` (default: stderr)."""
+        if self.pictures == "latest":
+            self._report_undrawn(say or (lambda line: print(line, file=sys.stderr)))
         if self._undrawn is None:
             return
         on_device, filters, step = self._undrawn
         self._undrawn = None
-        self._run(lambda sink: self._draw(sink, on_device.cpu(), None if filters is None else filters.cpu(), step))
+        self._run(lambda sink: self._draw(sink, on_device.cpu(), _cpu(filters), step))
+
+    def _report_undrawn(self, say: Callable[[str], None]) -> None:
+        flush = getattr(self.tracker, "flush", None)
+        if flush is not None:
+            flush()
+        undrawn = set(self.undrawn_epochs())
+        if not undrawn:
+            return
+        epochs = [step for step in self.logged_steps if step > 0]
+        drawn = [step for step in epochs if step not in undrawn]
+        self.tracker.set_tags({"convscope.picture_epochs": _ranges(drawn)})
+        say(f"convscope: pictures drawn for {len(drawn)} of {len(epochs)} epochs ({_ranges(drawn)}): training ran "
+            "faster than they could be drawn; statistics and probe activations cover every epoch "
+            "(--visual-epochs all draws every epoch, with training waiting for it)")
 
     def log_final(
         self, model: nn.Module, analysis_batches: list[torch.Tensor], analysis_labels: torch.Tensor,
@@ -153,6 +225,7 @@ class EpochVisuals:
         ))
         if filters is not None:
             show(f"filters/{next(iter(self.layers))}", filter_grid(filters, width_ratio=WIDTH_RATIO))
+        self.drawn_steps.append(step)
 
     def _record(self, sink: Tracker, capture: ProbeCapture, step: int) -> None:
         """The epoch's activation statistics and probe activations."""

@@ -147,3 +147,53 @@ class TestBackgroundTracker:
         assert bg.links() == {"tensorboard_dir": str(tmp_path)}
         bg.close()
 
+
+
+class TestOffer:
+    """``BackgroundTracker.offer``: a side thread that never makes the caller wait (``tracking.latest_lane``)."""
+
+    def test_a_job_not_begun_is_replaced_by_a_newer_one_unless_kept(self) -> None:
+        gate = threading.Event()
+        inner = Recorder(gate=gate)
+        bg = BackgroundTracker(inner)
+        bg.offer(lambda: inner.log_image("maps", None, 0), "epoch 0")
+        assert inner.started.wait(10)  # epoch 0 is being drawn and waits for the gate
+        bg.offer(lambda: inner.log_image("maps", None, 1), "epoch 1", keep=True)
+        for step in (2, 3, 4):  # each returns at once
+            bg.offer(lambda s=step: inner.log_image("maps", None, s), f"epoch {step}")
+        gate.set()
+        bg.flush()
+        assert [call[2] for call in inner.calls] == [0, 1, 4]
+        assert bg.dropped == ["epoch 2", "epoch 3"]
+        bg.close()
+
+    def test_close_waits_for_the_side_thread_before_closing_the_sinks(self) -> None:
+        inner = Recorder(delay=0.05)
+        bg = BackgroundTracker(inner)
+        bg.offer(lambda: inner.log_image("maps", None, 7), "epoch 7")
+        bg.close(RunStatus.FINISHED)
+        assert inner.calls == [("log_image", "maps", 7), ("close", RunStatus.FINISHED)]
+        with pytest.raises(RuntimeError, match="offered to a closed"):
+            bg.offer(lambda: None, "late")
+
+    def test_a_failing_job_is_counted_and_the_side_thread_goes_on(self, caplog: pytest.LogCaptureFixture) -> None:
+        inner = Recorder(fail_on="log_image")
+        bg = BackgroundTracker(inner)
+        with caplog.at_level(logging.WARNING):
+            bg.offer(lambda: inner.log_image("maps", None, 1), "epoch 1 pictures")
+            bg.flush()
+            bg.offer(lambda: inner.log_metrics({"a": 1.0}, 2), "epoch 2 statistics")
+            bg.flush()
+        assert bg.errors == 1 and "epoch 1 pictures failed: RuntimeError: log_image exploded" in caplog.text
+        assert inner.calls == [("log_metrics", {"a": 1.0}, 2)]
+        bg.close()
+
+    def test_a_close_that_times_out_on_the_side_thread_says_so(self) -> None:
+        gate = threading.Event()
+        inner = Recorder(gate=gate)
+        bg = BackgroundTracker(inner, close_timeout=0.2)
+        bg.offer(lambda: inner.log_image("maps", None, 1), "stuck")
+        assert inner.started.wait(10)
+        bg.close()
+        assert isinstance(bg.close_error, TimeoutError)
+        gate.set()

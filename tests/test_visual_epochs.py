@@ -1,10 +1,12 @@
 """What a run keeps of its epochs' pictures and probe activations (``--visual-epochs``), and what a
 study's trials keep by default: pictures of the first and last epoch, the latest probe activations,
-statistics every epoch; ``--keep-all`` and an explicit ``--visual-epochs all`` keep every epoch's."""
+statistics every epoch; ``--keep-all`` and an explicit ``--visual-epochs all`` keep every epoch's; and
+``latest`` (``auto`` on CUDA), where training never waits for a picture."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import optuna
@@ -16,9 +18,10 @@ from convscope.analysis.compare import load_run_activations
 from convscope.cli.main import build_parser, parse
 from convscope.cli.search_cmd import build_settings
 from convscope.pictures.activations import save_probe_activations
-from convscope.pictures.epoch_visuals import EpochVisuals, Probes
+from convscope.pictures.epoch_visuals import EpochVisuals, Probes, picture_mode
 from convscope.search.defaults import FOLDER_TEST_FRACTION, PHOTO_EPOCHS, PHOTO_SPACE, photo_space, study_defaults
 from convscope.search.session import run_study
+from convscope.tracking.background import BackgroundTracker
 from convscope.train.batches import Normalizer
 from convscope.train.config import build_config
 from convscope.train.errors import ConfigError
@@ -53,19 +56,19 @@ class _Recorder:
     def close(self, status: object = None) -> None: ...
 
 
-def _visuals(tmp_path: Path, every_epoch: bool) -> tuple[EpochVisuals, _Recorder, torch.nn.Module]:
+def _visuals(tmp_path: Path, pictures: str, tracker: object = None) -> tuple[EpochVisuals, _Recorder, torch.nn.Module]:
     torch.manual_seed(0)
     model = build_model(build_config("tiny", {"model": {"image_size": 16}}).model)
     images, labels = make_synthetic(4, 16, seed=0)
     probes = Probes(Normalizer.fit(images)(images), images, labels, tuple(f"p{i}" for i in range(4)))
     sink = _Recorder()
-    visuals = EpochVisuals(sink, model.feature_layers(), probes, ["a", "b"], tmp_path,  # type: ignore[arg-type]
-                           first_conv=model.first_conv(), every_epoch=every_epoch)
+    visuals = EpochVisuals(tracker or sink, model.feature_layers(), probes, ["a", "b"], tmp_path,  # type: ignore[arg-type]
+                           first_conv=model.first_conv(), pictures=pictures)
     return visuals, sink, model
 
 
 def test_ends_draws_the_first_and_last_epoch_and_rewrites_the_latest_activations(tmp_path: Path) -> None:
-    visuals, sink, model = _visuals(tmp_path, every_epoch=False)
+    visuals, sink, model = _visuals(tmp_path, "ends")
     for step in range(5):  # step 0 is the untrained network
         visuals.log(model, step)
     visuals.finish()
@@ -78,7 +81,7 @@ def test_ends_draws_the_first_and_last_epoch_and_rewrites_the_latest_activations
 
 
 def test_ends_after_the_first_epoch_needs_no_second_picture(tmp_path: Path) -> None:
-    visuals, sink, model = _visuals(tmp_path, every_epoch=False)
+    visuals, sink, model = _visuals(tmp_path, "ends")
     visuals.log(model, 0)
     visuals.log(model, 1)
     visuals.finish()  # the last epoch was the first: already drawn
@@ -86,7 +89,7 @@ def test_ends_after_the_first_epoch_needs_no_second_picture(tmp_path: Path) -> N
 
 
 def test_all_draws_every_epoch(tmp_path: Path) -> None:
-    visuals, sink, model = _visuals(tmp_path, every_epoch=True)
+    visuals, sink, model = _visuals(tmp_path, "all")
     for step in range(3):
         visuals.log(model, step)
     visuals.finish()
@@ -115,12 +118,12 @@ def test_study_defaults_give_way_to_what_the_user_set(tmp_path: Path) -> None:
     for name in ("cat", "dog"):
         (photos / name).mkdir(parents=True)
     base = build_config("tiny", {"data": {"data": str(photos)}})
-    assert (base.tracking.visual_epochs, base.data.test_fraction) == ("all", 0.0)  # a train run keeps everything
+    assert (base.tracking.visual_epochs, base.data.test_fraction) == ("auto", 0.0)  # a train run: every epoch off CUDA
     plain = study_defaults(base, {}, keep_all=False)
     assert (plain.tracking.visual_epochs, plain.data.test_fraction) == ("ends", FOLDER_TEST_FRACTION)
     assert study_defaults(base, {}, keep_all=True).tracking.visual_epochs == "all"
-    chosen = study_defaults(base, {"tracking": {"visual_epochs": "all"}, "data": {"test_fraction": 0.0}},
-                            keep_all=False)
+    chosen = study_defaults(build_config("tiny", {"data": {"data": str(photos)}, "tracking": {"visual_epochs": "all"}}),
+                            {"tracking": {"visual_epochs": "all"}, "data": {"test_fraction": 0.0}}, keep_all=False)
     assert (chosen.tracking.visual_epochs, chosen.data.test_fraction) == ("all", 0.0)
     synthetic = study_defaults(build_config("tiny", {}), {}, keep_all=False)
     assert synthetic.data.test_fraction == 0.0  # no test split is carved from generated data
@@ -135,9 +138,74 @@ def test_study_defaults_give_way_to_what_the_user_set(tmp_path: Path) -> None:
     assert photo_space(build_config("tiny", {}), {"depth": "2..4"}) == {"depth": "2..4"}
 
 
-def test_visual_epochs_takes_all_or_ends() -> None:
-    with pytest.raises(ConfigError, match="visual-epochs.*one of all, ends"):
+def test_visual_epochs_takes_auto_all_latest_or_ends() -> None:
+    with pytest.raises(ConfigError, match="visual-epochs.*one of auto, all, latest, ends"):
         build_config("tiny", {"tracking": {"visual_epochs": "some"}})
+    assert build_config("tiny", {}).tracking.visual_epochs == "auto"
+
+
+def test_auto_keeps_every_epoch_off_cuda_and_never_waits_on_cuda() -> None:
+    assert picture_mode("auto", torch.device("cpu")) == "all"
+    assert picture_mode("auto", torch.device("cuda")) == "latest"
+    assert picture_mode("all", torch.device("cuda")) == "all" and picture_mode("ends", torch.device("cpu")) == "ends"
+
+
+class _HeldSink(_Recorder):
+    """A recorder whose pictures wait for ``release`` once ``hold`` is set: a drawing slower than training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold, self.release, self.drawing = threading.Event(), threading.Event(), threading.Event()
+        self.tags: dict[str, str] = {}
+
+    def log_image(self, key: str, image: object, step: int) -> None:
+        if self.hold.is_set():
+            self.drawing.set()
+            assert self.release.wait(30)
+        super().log_image(key, image, step)
+
+    def set_tags(self, tags: dict) -> None:
+        self.tags.update(tags)
+
+
+def test_latest_never_waits_for_pictures_and_draws_the_first_and_the_last_epoch(tmp_path: Path) -> None:
+    sink = _HeldSink()
+    tracker = BackgroundTracker(sink)  # type: ignore[arg-type]
+    visuals, _, model = _visuals(tmp_path, "latest", tracker)
+    visuals.log(model, 0)
+    visuals.log(model, 1)
+    tracker.flush()
+    sink.hold.set()  # from now on drawing takes until release
+    visuals.log(model, 2)
+    assert sink.drawing.wait(30)  # epoch 2's pictures are being drawn, and wait
+    for step in (3, 4, 5):  # training goes on meanwhile: these return although nothing can be drawn
+        visuals.log(model, step)
+    sink.release.set()
+    said: list[str] = []
+    visuals.finish(said.append)
+    tracker.close()
+    assert sink.image_steps and all(steps == [0, 1, 2, 5] for steps in sink.image_steps.values())
+    assert sorted(sink.metric_steps) == [0, 1, 2, 3, 4, 5]  # statistics of every epoch
+    assert sorted(name for name, _ in sink.files) == [f"epoch_000{i}.json" for i in range(6)]  # and activations
+    assert visuals.undrawn_epochs() == [3, 4] and tracker.dropped == ["epoch 3 pictures", "epoch 4 pictures"]
+    assert sink.tags == {"convscope.picture_epochs": "1-2, 5"}
+    assert said == ["convscope: pictures drawn for 3 of 5 epochs (1-2, 5): training ran faster than they could be "
+                    "drawn; statistics and probe activations cover every epoch (--visual-epochs all draws every "
+                    "epoch, with training waiting for it)"]
+
+
+def test_latest_says_nothing_when_every_epoch_was_drawn(tmp_path: Path) -> None:
+    sink = _HeldSink()
+    tracker = BackgroundTracker(sink)  # type: ignore[arg-type]
+    visuals, _, model = _visuals(tmp_path, "latest", tracker)
+    said: list[str] = []
+    for step in range(4):
+        visuals.log(model, step)
+        tracker.flush()  # the drawing keeps up
+    visuals.finish(said.append)
+    tracker.close()
+    assert all(steps == [0, 1, 2, 3] for steps in sink.image_steps.values())
+    assert said == [] and sink.tags == {} and visuals.undrawn_epochs() == []
 
 
 def _study(runs: Path, *argv: str) -> tuple[optuna.Study, MlflowClient]:
@@ -173,3 +241,23 @@ def test_a_pruned_trial_keeps_the_pictures_of_the_epoch_it_was_stopped_at(tmp_pa
     assert pruned.state == optuna.trial.TrialState.PRUNED
     steps, files = _kept(client, pruned.user_attrs["mlflow_run_id"])
     assert steps == {1, 2} and "latest.json" in files
+
+
+def test_a_run_with_latest_has_the_ends_drawn_and_every_epochs_statistics(tmp_path: Path) -> None:
+    from convscope.train.run import run
+
+    config = build_config("tiny", {"model": {"image_size": 32}, "optim": {"epochs": 4},
+                                   "data": {"synthetic_size": 300, "probes_per_class": 2, "analysis_size": 32},
+                                   "tracking": {"runs_dir": str(tmp_path), "visual_epochs": "latest",
+                                                "tensorboard": False}})
+    result = run(config, progress=False, echo=lambda line: None)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = result.links["mlflow_run_id"]
+    steps, files = _kept(client, run_id)
+    assert {0, 1, 4} <= steps  # which epochs between got pictures depends on how fast they were drawn
+    assert {f"epoch_000{i}.json" for i in range(5)} <= files
+    assert [m.step for m in client.get_metric_history(run_id, "act_mean/conv1")] == [0, 1, 2, 3, 4]
+    tags = client.get_run(run_id).data.tags
+    assert tags["convscope.pictures"] == "latest"
+    drawn = tags.get("convscope.picture_epochs")  # set only when some epoch has no pictures
+    assert drawn is None or (drawn.startswith("1") and drawn.endswith(", 4"))

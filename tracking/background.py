@@ -22,6 +22,9 @@ Contract:
   the inner tracker and never waits longer than ``close_timeout`` seconds: what went
   wrong (the inner close's error or its ``close_error``, or a ``TimeoutError``) is
   kept in ``close_error``. Calls after ``close`` raise ``RuntimeError``.
+- ``offer(job)`` runs a job on a second worker thread that never makes the caller wait
+  (``tracking.latest_lane``: a job not yet begun is dropped when a newer one is offered, unless
+  kept); errors are handled as above. ``flush`` and ``close`` wait for that thread too, first.
 - ``links`` is answered directly by the inner tracker.
 """
 
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from convscope.tracking.base import RunStatus, Tracker
 from convscope.tracking.faults import describe_error, store_fault
+from convscope.tracking.latest_lane import LatestLane
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,6 +63,17 @@ def in_order(tracker: Tracker, job: Callable[[], None], name: str) -> None:
         job()
     else:
         submit(job, name)
+
+
+def latest_only(tracker: Tracker, job: Callable[[], None], name: str, *, keep: bool = False) -> bool:
+    """``job()`` on ``tracker``'s side thread when it has one (a ``BackgroundTracker``: dropped if a newer
+    job comes before it begins, unless ``keep``), else now. True when it went to a side thread."""
+    offer = getattr(tracker, "offer", None)
+    if offer is None:
+        job()
+        return False
+    offer(job, name, keep=keep)
+    return True
 
 
 class BackgroundTracker:
@@ -87,6 +102,7 @@ class BackgroundTracker:
             target=self._work, name=f"BackgroundTracker({type(inner).__name__})", daemon=True
         )
         self._thread.start()
+        self._lane: LatestLane | None = None  # started by the first ``offer``
 
     # -- worker -------------------------------------------------------------------------
 
@@ -143,10 +159,29 @@ class BackgroundTracker:
         """
         self._enqueue(name or getattr(job, "__qualname__", repr(job)), job)
 
+    def offer(self, job: Callable[[], None], name: str, *, keep: bool = False) -> None:
+        """Run ``job()`` on the side thread as soon as it is free; a job not begun when a newer one is
+        offered is dropped unless ``keep`` (``tracking.latest_lane``). The caller never waits."""
+        if self._closed:
+            raise RuntimeError(f"{name} offered to a closed BackgroundTracker")
+        if self.store_error is not None:
+            raise self.store_error
+        if self._lane is None:
+            self._lane = LatestLane(self._run, name=f"BackgroundTracker({type(self.inner).__name__}).latest",
+                                    on_start=_yield_to_training)
+        self._lane.offer(job, name, keep=keep)
+
+    @property
+    def dropped(self) -> list[str]:
+        """The names of the offered jobs that a newer one replaced before they began."""
+        return list(self._lane.dropped) if self._lane is not None else []
+
     def flush(self) -> None:
-        """Block until every call and job submitted so far has run."""
+        """Block until every call and job submitted or offered so far has run (or was dropped)."""
         if threading.current_thread() is self._thread:
             return  # the worker waiting for itself would never return
+        if self._lane is not None and not self._lane.runs_here():
+            self._lane.drain()
         self._queue.join()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -192,6 +227,10 @@ class BackgroundTracker:
                 return
             if threading.current_thread() is self._thread:
                 raise RuntimeError("BackgroundTracker.close cannot be called from one of its jobs")
+            if self._lane is not None and not self._lane.stop(max(0.0, deadline - time.monotonic())):
+                self._closed = True
+                self.close_error = self._timed_out()
+                return
             try:  # pending jobs may still log to this tracker: it is marked closed once they are queued
                 for item in ((f"close({RunStatus(status).value})", lambda: self._close_inner(status)), _STOP):
                     self._queue.put(item, timeout=max(0.0, deadline - time.monotonic()))

@@ -105,7 +105,7 @@ class TrackingConfig:
     tensorboard: bool = True  # log to TensorBoard
     mlflow_uri: str = ""  # MLflow tracking URI; empty = $MLFLOW_TRACKING_URI or the embedded sqlite store
     visuals: bool = True  # per-epoch feature maps, saliency, statistics and activation artifacts
-    visual_epochs: str = "all"  # which epochs keep their pictures and probe activations: all | ends (pictures of the first and the last epoch, probe activations of the latest; statistics every epoch): convscope search's trials use ends
+    visual_epochs: str = "auto"  # which epochs get pictures: auto (latest on CUDA, all elsewhere) | all (every epoch; training waits for drawing when it outpaces it) | latest (epoch 1, the last, and between them the latest epoch whenever drawing is free; training never waits) | ends (epoch 1 and the last; probe activations of the latest only): statistics every epoch; convscope search's trials use ends
 
 
 MACHINE_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -192,7 +192,7 @@ HEADS = ("flatten", "gap")  # as train.model.HEADS
 SCHEDULES = ("onecycle", "cosine", "constant")  # as train.loop.SCHEDULES
 PRECISIONS = ("auto", "bf16", "fp32")  # as train.loop.PRECISIONS
 GRAPH_MODES = ("auto", "off")  # --cuda-graph
-VISUAL_EPOCHS = ("all", "ends")  # --visual-epochs
+VISUAL_EPOCHS = ("auto", "all", "latest", "ends")  # --visual-epochs, as pictures.epoch_visuals
 
 Limit = tuple[Callable[[Any], bool], str]
 

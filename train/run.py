@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from convscope.tracking.base import Tracker
-from convscope.pictures.epoch_visuals import EpochVisuals, Probes
+from convscope.pictures.epoch_visuals import EpochVisuals, Probes, picture_mode
 from convscope.tracking.faults import check_writable, store_error
 from convscope.tracking.lifecycle import tracked_run
 from convscope.tracking.stores import open_tracker, resolve_stores
@@ -217,7 +217,7 @@ def execute(
             tracker, model.feature_layers(), prepared.probes, data.class_names, artifact_dir,
             first_conv=model.first_conv(), keep_files=keep_files,
             channels=prepared.resume.extra.get("visual_channels") if prepared.resume is not None else None,
-            every_epoch=config.tracking.visual_epochs == "all",
+            pictures=picture_mode(config.tracking.visual_epochs, device),
         )
         if start_epoch == 0:
             visuals.log(model, step=0)
@@ -250,7 +250,8 @@ def execute(
         })
         tracker.log_metrics(metrics, step=epoch)
         if epoch == start_epoch + 1:
-            tracker.set_tags({"convscope.step": stepper.mode})
+            tracker.set_tags({"convscope.step": stepper.mode,
+                              **({"convscope.pictures": visuals.pictures} if visuals is not None else {})})
         if visuals is not None:
             visuals.log(model, step=epoch)
         result.best_val_loss = best_loss
