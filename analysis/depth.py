@@ -1,7 +1,7 @@
 """``convscope depth``: how many conv blocks are enough, answered by k-fold cross-validation.
 
 For every variant (depth 1 … N, or the trained network with blocks bypassed — one at a
-time, or the last 1 … n together) every fold is one ordinary training run (``train.run.prepare``/``train_tracked``)
+time, or the last 1 … n together) every fold is one ordinary training run (``train.prepared.prepare``/``train.run.train_tracked``)
 on the same seeded stratified folds, tracked as an MLflow child run of one parent
 run. The parent gets the table, the accuracy-vs-depth figure with error bars and the
 one-standard-error recommendation (or why there is none), together in ``depth/report.html``

@@ -13,7 +13,8 @@ from convscope.analysis.verdicts import Training, learned
 from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.train.memory import release_memory
 from convscope.train.prepared import Prepared
-from convscope.train.run import RunTracking, prepare, train_tracked
+from convscope.train.prepared import prepare
+from convscope.train.run import RunTracking, train_tracked
 
 #: Added to ``--seed`` when a fold that did not learn is trained again.
 RETRY_SEED_OFFSET = 1000

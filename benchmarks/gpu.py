@@ -2,12 +2,16 @@
 
 Prints the device's name, then training images per second for
 - the naive loop: a DataLoader over CPU tensors, fp32, ``loss.item()`` every step, batch 128;
-- convscope's eager step and its graphed step (``train.step``; the ceiling: data already on the
-  device, no per-epoch work), at ``--batch-size``, and with ``--compile`` on top when asked;
-- ``convscope train`` with visuals on and off: steady-state epochs, all per-epoch work included
-  (validation, visuals, MLflow, TensorBoard, checkpoints), as a share of the graphed ceiling;
+- convscope's eager step, its graphed step and (on CUDA, unless ``--no-compile``) its graphed step
+  on ``torch.compile`` (``train.step``; data already on the device, no per-epoch work): the
+  fastest of them is the ceiling;
+- ``convscope train`` with visuals off, on (``--visual-epochs auto``: ``latest`` on CUDA) and on for
+  every epoch (``all``): steady-state epochs, all per-epoch work included (validation, visuals,
+  MLflow, TensorBoard, checkpoints), as a share of the ceiling, with the epochs that got pictures;
 - a small study (``convscope search``) with ``--trials-per-gpu 1`` and ``K``: wall time, trials per
-  minute and aggregate training images per second.
+  minute and aggregate training images per second;
+- on CUDA, a verdict on each target: visuals-on training at ≥ 50% of the ceiling and ≥ 300,000
+  img/s, and K trials per device faster than one.
 
 Before any figure it runs ``convscope train`` and a 2-trial ``convscope search`` with their default
 settings on the device and stops with exit code 1 when either fails or falls back from CUDA graphs.
@@ -21,6 +25,7 @@ itself can be checked in a minute. Budget on an H100: about five minutes with th
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
 import subprocess
@@ -100,19 +105,28 @@ def convscope_step(device: torch.device, images: torch.Tensor, labels: torch.Ten
 
 
 def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train_images: int, epochs: int,
-                    visuals: bool) -> float:
-    """Steady-state img/s of ``convscope train``'s whole epoch (the first two epochs dropped)."""
+                    visual_epochs: str) -> tuple[float, str]:
+    """Steady-state img/s of ``convscope train``'s whole epoch (the first two epochs dropped), and which
+    epochs got pictures. ``visual_epochs``: off, or a ``--visual-epochs`` value."""
     from convscope.train.run import run
 
     config = build_config("seed", {
         "data": {"synthetic_size": int(train_images / 0.8)},
         "optim": {"epochs": epochs, "batch_size": batch_size, "device": str(device)},
-        "tracking": {"runs_dir": str(runs_dir), "visuals": visuals},
+        "tracking": {"runs_dir": str(runs_dir), "visuals": visual_epochs != "off",
+                     "visual_epochs": "auto" if visual_epochs == "off" else visual_epochs},
     })
     clock = EpochClock()
-    run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
+    said: list[str] = []
+    stderr, sys.stderr = sys.stderr, io.StringIO()  # the line that says which epochs have pictures
+    try:
+        run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
+    finally:
+        said, sys.stderr = sys.stderr.getvalue().splitlines(), stderr
     steady = clock.epoch_seconds[2:] or clock.epoch_seconds[-1:]
-    return train_images / statistics.median(steady)
+    drawn = next((line.split("pictures drawn for ", 1)[1].split(":", 1)[0] for line in said
+                  if "pictures drawn for" in line), "every epoch")
+    return train_images / statistics.median(steady), "-" if visual_epochs == "off" else drawn
 
 
 def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epochs: int, train_images: int,
@@ -160,7 +174,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per step row")
     parser.add_argument("--epochs", type=int, default=8, help="epochs of each convscope train row")
-    parser.add_argument("--compile", action="store_true", help="also time the graphed step on torch.compile")
+    parser.add_argument("--no-compile", action="store_true", help="skip the graphed step on torch.compile (CUDA)")
     parser.add_argument("--trials", type=int, default=16, help="trials of each study row")
     parser.add_argument("--study-epochs", type=int, default=5)
     parser.add_argument("--trials-per-gpu", type=int, default=4, help="K of the second study row")
@@ -186,27 +200,45 @@ def main() -> None:
         graphed, mode, _ = convscope_step(device, images, labels, args.batch_size, args.seconds, graphed=True)
         print(f"{f'convscope graphed step ({mode})':<66} {graphed:>11,.0f} img/s  {graphed / naive:5.2f}x naive")
         ceiling = max(ceiling, graphed)
-        if args.compile:
+        if not args.no_compile:
             compiled, mode, first = convscope_step(device, images, labels, args.batch_size, args.seconds,
                                                    graphed=True, compiled=True)
             print(f"{f'convscope graphed step on torch.compile ({mode})':<66} {compiled:>11,.0f} img/s  "
                   f"first step {first:.1f} s (compile included)")
+            ceiling = max(ceiling, compiled)
     else:
         print(f"{'convscope graphed step':<66} {'n/a':>11}  (CUDA graphs need a CUDA device)")
 
+    rates: dict[str, float] = {}
+    walls: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for visuals in (False, True):
-            rate = convscope_train(device, Path(tmp) / f"train-{visuals}", args.batch_size, args.train_images,
-                                   args.epochs, visuals)
-            label = f"convscope train, visuals {'on' if visuals else 'off'} (whole epochs)"
-            print(f"{label:<66} {rate:>11,.0f} img/s  {100 * rate / ceiling:5.1f}% of the step ceiling")
+        for visual_epochs, shown in (("off", "visuals off"), ("auto", "visuals on (auto)"), ("all", "visuals on, all")):
+            rate, drawn = convscope_train(device, Path(tmp) / f"train-{visual_epochs}", args.batch_size,
+                                          args.train_images, args.epochs, visual_epochs)
+            rates[visual_epochs] = rate
+            label = f"convscope train, {shown} (whole epochs)"
+            print(f"{label:<66} {rate:>11,.0f} img/s  {100 * rate / ceiling:5.1f}% of the ceiling  pictures: {drawn}")
         for per_gpu in (1, args.trials_per_gpu):
             wall, trials = study(Path(tmp) / f"study-{per_gpu}", device, args.trials, per_gpu, args.study_epochs,
                                  args.train_images, args.batch_size)
+            walls[per_gpu] = wall
             images_per_s = trials * args.study_epochs * args.train_images / wall
             label = f"study, {trials} trials x {args.study_epochs} epochs, {per_gpu} per device"
             print(f"{label:<66} {wall:>9.1f} s  {60 * trials / wall:5.1f} trials/min  "
                   f"{images_per_s:,.0f} training img/s in all")
+    if device.type == "cuda":
+        verdicts(rates["auto"], ceiling, walls[1], walls[args.trials_per_gpu], args.trials_per_gpu)
+
+
+def verdicts(visuals_on: float, ceiling: float, one_per_device: float, k_per_device: float, k: int) -> None:
+    """One line per GPU target, met or missed."""
+    targets = (
+        (f"visuals-on training >= 50% of the ceiling ({100 * visuals_on / ceiling:.0f}%)", visuals_on >= 0.5 * ceiling),
+        (f"visuals-on training >= 300,000 img/s ({visuals_on:,.0f})", visuals_on >= 300_000),
+        (f"{k} trials per device faster than 1 ({one_per_device / k_per_device:.2f}x)", k_per_device < one_per_device),
+    )
+    for text, met in targets:
+        print(f"{'met' if met else 'MISSED':>6}  {text}")
 
 
 if __name__ == "__main__":

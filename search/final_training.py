@@ -121,7 +121,8 @@ def train_final(plan: FinalPlan, base: RunConfig, study_name: str, parent_run_id
     import torch
 
     from convscope.search.sources import run_config
-    from convscope.train.run import RunTracking, prepare, train_tracked
+    from convscope.train.prepared import prepare
+    from convscope.train.run import RunTracking, train_tracked
     from convscope.train.threads import idle_cores, threads_for_idle
 
     config = final_config(run_config(base, plan.run_id), base, study_name, plan.epochs)

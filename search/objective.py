@@ -48,7 +48,8 @@ from convscope.tracking.secrets import without_password
 from convscope.train.config import MACHINE_SETTINGS, RunConfig, to_dict
 from convscope.train.errors import NonFiniteLossError
 from convscope.train.memory import release_memory
-from convscope.train.run import RunTracking, prepare, train_tracked
+from convscope.train.prepared import prepare
+from convscope.train.run import RunTracking, train_tracked
 
 METRICS = {"val/accuracy": "maximize", "val/loss": "minimize", "val/accuracy_tta": "maximize", "val/loss_tta": "minimize"}
 """What a study may optimise, and which way; the ``_tta`` ones need ``--tta`` (flip test-time augmentation)."""

@@ -1,7 +1,9 @@
 """What a CUDA graph capture refuses, checked on the CPU: a step that converts a device tensor to a
 Python number (``Tensor.item`` and every implicit tensor-to-scalar conversion end in
-``aten._local_scalar_dense``) is a host sync, and a capture fails on it. The training and evaluation
-steps of a graphed run, optimizer included, must make none.
+``aten._local_scalar_dense``) is a host sync, and a capture fails on it; so does a tensor made from
+Python data inside the step (``torch.tensor(...)``: ``aten.lift_fresh``), which on CUDA is a copy
+from pageable host memory. The training and evaluation steps of a graphed run, optimizer included,
+must make neither.
 
 Torch refuses ``capturable`` optimizers on a CPU, so the tests let it through for the CPU; the
 update code that runs is the one a CUDA capture records."""
@@ -24,11 +26,11 @@ from convscope.train.step import Scorer, Stepper, load_optimizer_state, make_opt
 from convscope.train.synthetic import make_synthetic
 
 CPU = torch.device("cpu")
-HOST_SYNCS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default)
+HOST_SYNCS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default, torch.ops.aten.lift_fresh.default)
 
 
 class HostSyncs(TorchDispatchMode):
-    """Records every operation that would copy a device value to the host."""
+    """Records every operation that would copy a value between the host and the device."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,6 +72,12 @@ def test_the_graph_ready_training_step_never_syncs_with_the_host(capturable_on_c
         stepper.step(inputs, labels)  # what a capture records
     assert syncs.seen == []
     assert any(not torch.equal(a, b) for a, b in zip(before, stepper.model.parameters()))  # it did update
+
+
+def test_the_detector_sees_a_tensor_made_from_host_data() -> None:
+    with HostSyncs() as syncs:
+        torch.zeros(2) + torch.tensor(1.0)
+    assert syncs.seen == ["aten.lift_fresh.default"]
 
 
 def test_the_detector_sees_the_sync_of_torchs_multi_tensor_adamw(capturable_on_cpu: None) -> None:

@@ -74,6 +74,7 @@ def test_convscope_train_runs_on_cuda_with_default_settings(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr[-3000:]
     run = only_run(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     assert run.info.data.tags["convscope.step"] == "graphed"
+    assert run.info.data.tags["convscope.pictures"] == "latest"  # --visual-epochs auto on CUDA
     assert "capture" not in done.stderr, done.stderr
 
 

@@ -24,7 +24,8 @@ from convscope.train.data import load_data
 from convscope.train.errors import ConfigError
 from convscope.train.model import build_model
 from convscope.train.prepared import Prepared
-from convscope.train.run import analysis_order, prepare, run
+from convscope.train.prepared import prepare
+from convscope.train.run import analysis_order, run
 
 
 def quiet(line: str) -> None:

@@ -1,6 +1,6 @@
 """One training run, end to end: config → data → model → epochs → tracked results.
 
-``prepare`` does everything that can fail on bad input (data, model, probes, a
+``train.prepared.prepare`` does everything that can fail on bad input (data, model, probes, a
 runs folder that cannot be written) before any tracker is opened. ``execute`` trains and logs into a tracker the
 caller owns. ``run`` is both plus opening and closing the trackers, with the
 right status (FINISHED, FAILED, or KILLED on Ctrl-C/SIGTERM).
@@ -8,11 +8,8 @@ right status (FINISHED, FAILED, or KILLED on Ctrl-C/SIGTERM).
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import functools
 import math
-import secrets
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,23 +19,18 @@ from typing import Any
 import torch
 
 from convscope.tracking.base import Tracker
-from convscope.pictures.epoch_visuals import EpochVisuals, Probes, picture_mode
-from convscope.tracking.faults import check_writable, store_error
+from convscope.pictures.epoch_visuals import EpochVisuals, picture_mode
+from convscope.tracking.faults import store_error
 from convscope.tracking.lifecycle import tracked_run
-from convscope.tracking.stores import open_tracker, resolve_stores
+from convscope.tracking.stores import open_tracker
 from convscope.train import provenance
-from convscope.train.batches import Batches, LabelTap, Normalizer, make_batches
+from convscope.train.batches import Batches, LabelTap, make_batches
 from convscope.train.checkpoint import STATE_FILE, Checkpoint, save_model
 from convscope.train.config import RunConfig
-from convscope.train.data import load_data
-from convscope.train.image_sets import Splits
-from convscope.train.images import decode_file
-from convscope.train.errors import ConfigError
-from convscope.train.loop import apply_cpu_threads, evaluate, make_scheduler, resolve_precision, select_device, train_one_epoch
+from convscope.train.loop import evaluate, make_scheduler, train_one_epoch
 from convscope.train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer
 from convscope.train.mlflow_model import log_mlflow_model
-from convscope.train.model import build_model, validate
-from convscope.train.prepared import Prepared
+from convscope.train.prepared import Prepared, prepare
 from convscope.train.resumed_epoch import checkpoint_epoch, log_missing_epoch
 from convscope.train.run_record import run_config, run_facts, run_params
 
@@ -61,90 +53,6 @@ class RunResult:
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
-
-
-def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callable[[str], None] = print,
-            progress: bool = True) -> Prepared:
-    """Load data, build the model, pick probes. Raises ConfigError for bad input, a runs folder
-    that cannot be written (``tracking.faults.check_writable``) included.
-
-    The data, split, normaliser sample and probes follow the data seed; the weights ``--seed``."""
-    data_seed = config.data.effective_seed(config.optim.seed)
-    torch.manual_seed(config.optim.seed)
-    device = select_device(config.optim.device)
-    apply_cpu_threads(device, echo)  # CPU only: one core spare unless OMP_NUM_THREADS says otherwise
-    resolve_precision(config.optim.precision, device)  # a bad --precision fails before any decoding
-    validate(config.model)  # fail fast on a bad architecture, before decoding any image
-    stores = resolve_stores(config.tracking.runs_dir, config.tracking.mlflow_uri)
-    check_writable(config.tracking.runs_dir, "--runs-dir", files=(stores.layout.mlflow_db.name,) if stores.embedded else ())
-    run_name = config.tracking.run_name or (resume.extra.get("run_name") if resume else None) or default_run_name(config)
-    data = load_data(
-        config.data, config.model.image_size, data_seed,
-        cache_dir=Path(config.data.cache_dir) if config.data.cache_dir else stores.layout.cache,
-        dataset_dir=Path(config.data.dataset_dir) if config.data.dataset_dir else stores.layout.datasets,
-        progress=progress,
-    )
-    echo(data.description)
-    skipped_csv = None
-    if data.skipped:
-        skipped_csv = data.write_skipped_csv(stores.checkpoint_dir(config.tracking.experiment, run_name) / "skipped_files.csv")
-        print(data.skipped_summary(skipped_csv), file=sys.stderr)
-    model_config = dataclasses.replace(config.model, num_classes=len(data.class_names), in_channels=3)
-    config = dataclasses.replace(config, model=model_config)
-    model = build_model(model_config)
-    normalizer = Normalizer.fit(data.train.take_available(_sample(len(data.train), 2048, data_seed))[0])
-    if resume is not None:
-        model.load_state_dict(resume.model_state)
-        normalizer = Normalizer(torch.tensor(resume.extra["normalizer"]["mean"]), torch.tensor(resume.extra["normalizer"]["std"]))
-    model = model.to(device, memory_format=torch.channels_last)
-    probes = select_probes(config, data, normalizer, device)
-    precision = resolve_precision(config.optim.precision, device)
-    return Prepared(config, run_name, device, data, model, normalizer, probes, stores, precision, resume, skipped_csv)
-
-
-def _sample(count: int, limit: int, seed: int) -> torch.Tensor:
-    if count <= limit:
-        return torch.arange(count)
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-
-
-def default_run_name(config: RunConfig) -> str:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{config.preset}-d{config.model.depth}-{stamp}-{secrets.token_hex(2)}"
-
-
-def select_probes(config: RunConfig, data: Splits, normalizer: Normalizer, device: torch.device) -> Probes:
-    """``probes_per_class`` validation images per class chosen by the data seed, then the user's files."""
-    gen = torch.Generator().manual_seed(config.data.effective_seed(config.optim.seed) + 1)
-    labels = data.val.labels
-    chosen: list[int] = []
-    for cls in range(len(data.class_names)):
-        members = torch.nonzero(labels == cls).flatten()
-        members = members[torch.randperm(len(members), generator=gen)]
-        chosen += members[: config.data.probes_per_class].tolist()
-    images: list[torch.Tensor] = []
-    if chosen:  # a probe whose file was lost since validation is dropped, with its label
-        taken, kept = data.val.take_available(torch.tensor(chosen, dtype=torch.long))
-        images, chosen = list(taken), [chosen[i] for i in kept.tolist()]
-    probe_labels = [int(labels[i]) for i in chosen]
-    ids = [data.val.ids[i] for i in chosen]
-    for path in config.data.probe:
-        if not Path(path).is_file():
-            raise ConfigError(f"--probe {path}: no such file; give an image file")
-        decoded = decode_file(path, config.model.image_size)
-        if decoded.array is None:
-            raise ConfigError(f"--probe {path}: cannot use it as an image ({decoded.reason})")
-        images.append(torch.from_numpy(decoded.array))
-        probe_labels.append(-1)
-        ids.append(str(path))
-    if not images:
-        if config.data.probes_per_class > 0:  # probes come from the validation split, and it had none
-            raise ConfigError(f"--data {config.data.data}: its validation split holds no images (each class needs "
-                              "at least 2 images, one to train on and one to validate); add images")
-        raise ConfigError("no probe images: set --probes-per-class above 0 or give --probe files")
-    stacked = torch.stack(images)
-    inputs = normalizer(stacked.to(device)).contiguous(memory_format=torch.channels_last)
-    return Probes(inputs, stacked.cpu(), torch.tensor(probe_labels, dtype=torch.long), tuple(ids))
 
 
 def execute(
@@ -225,9 +133,10 @@ def execute(
     last_epoch = start_epoch
     for epoch in range(start_epoch + 1, config.optim.epochs + 1):
         last_epoch = epoch
-        lr = float(optimizer.param_groups[0]["lr"])
+        lr_at_start = _copy(optimizer.param_groups[0]["lr"])  # a device tensor in a graphed run: read after the epoch
         fit = train_one_epoch(stepper, train_batches, description=f"epoch {epoch}/{config.optim.epochs}",
                               progress=progress)
+        lr = float(lr_at_start)  # the epoch's one wait for the device is over: no second wait here
         val, _ = evaluate(model, val_batches, device, scorer=scorer)
         metrics = {
             "train/loss": fit.loss, "train/accuracy": fit.accuracy,
@@ -309,6 +218,10 @@ def _log_final(
         data.vanished.flush()
         print(f"convscope: {data.vanished.summary()}", file=sys.stderr)
         tracker.log_file(csv_path, "data")
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def analysis_order(config: RunConfig, val_count: int) -> torch.Tensor:
