@@ -15,6 +15,7 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Sequence
@@ -118,19 +119,21 @@ def save_mlflow_model(final_dir: Path, example: np.ndarray, destination: Path) -
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    network = load_network(final_dir / MODEL_FILE, final_dir / CONFIG_FILE)
+    class_names = json.loads((final_dir / CONFIG_FILE).read_text())["class_names"]
     # No input schema: predict takes two forms (arrays of any size, a DataFrame of encoded images) and
     # checks them itself; MLflow's schema would have to choose one.
-    signature = ModelSignature(inputs=None, outputs=Schema([ColSpec("double", name) for name in network.class_names]))
+    signature = ModelSignature(inputs=None, outputs=Schema([ColSpec("double", name) for name in class_names]))
     mlflow.pyfunc.save_model(
         path=str(destination), python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
         artifacts={"weights": str(final_dir / MODEL_FILE), "config": str(final_dir / CONFIG_FILE)},
-        signature=signature, input_example=example, pip_requirements=_requirements(),
+        signature=signature, input_example=example, pip_requirements=list(_requirements()),
     )
     return destination
 
 
-def _requirements() -> list[str]:
+@functools.cache
+def _requirements() -> tuple[str, ...]:
+    """The model's pinned requirements: the installed versions, looked up once per process."""
     from importlib.metadata import PackageNotFoundError, version
 
     pinned = []
@@ -139,7 +142,7 @@ def _requirements() -> list[str]:
             pinned.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
             pinned.append(name)
-    return pinned
+    return tuple(pinned)
 
 
 def log_mlflow_model(tracker: Any, final_dir: Path, example: np.ndarray) -> Path:
