@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from convscope.cli.setting_flags import add_config_flags, add_setting_flags, setting_layers
-from convscope.search.defaults import photo_jobs, photo_space, study_defaults
+from convscope.search.defaults import default_jobs, photo_space, study_defaults
 from convscope.search.space import SPEC_SYNTAX, SearchSpace
 from convscope.train.config import RunConfig, build_config
 from convscope.train.errors import ConfigError
@@ -83,7 +83,8 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
                        "command returns about then. Every run of the study gets a fresh budget; --trials "
                        "stays a total")
     study.add_argument("--jobs", type=int, default=None, help="worker processes on this machine (default: one "
-                       "per core, up to 8, for a folder of photos on a CPU; else 1)")
+                       "per visible GPU with --device auto or cuda; one per core, up to 8, for a folder of photos "
+                       "on a CPU; else 1)")
     study.add_argument("--trials-per-gpu", type=int, default=0, metavar="K",
                        help="on GPUs: K workers share each visible GPU (sets --jobs to K × GPUs; "
                        "workers go round-robin over the GPUs); default: --jobs")
@@ -197,7 +198,8 @@ def build_settings(args: argparse.Namespace) -> Any:
     from convscope.search.objective import StudySettings
     from convscope.search.study import visible_gpus
 
-    jobs = args.trials_per_gpu * max(1, visible_gpus()) if args.trials_per_gpu else args.jobs or photo_jobs(base)
+    gpus = visible_gpus()
+    jobs = args.trials_per_gpu * max(1, gpus) if args.trials_per_gpu else args.jobs or default_jobs(base, gpus)
     final_share = final_share_for(args.final_share, timeout, base)
     trials_end = started + timeout * (1 - final_share) if timeout is not None else None
     return StudySettings(

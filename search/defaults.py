@@ -13,7 +13,9 @@ an explicit setting always wins.
   the seed's family that learn real photos well (``PHOTO_RUN``: padded convs, a global-average-pool
   head with its ReLU, label smoothing, flip test-time augmentation, ``PHOTO_EPOCHS`` epochs) and it
   searches ``PHOTO_SPACE`` (depth, widths, dropout, learning rate, weight decay); on a CPU it runs
-  one single-threaded worker per core (``photo_jobs``).
+  one single-threaded worker per core (``default_jobs``).
+- Any study on CUDA runs one worker per visible GPU unless ``--jobs`` or ``--trials-per-gpu`` say
+  otherwise (``default_jobs``).
 """
 
 from __future__ import annotations
@@ -93,11 +95,15 @@ def on_cpu(device: str) -> bool:
     return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
-def photo_jobs(base: RunConfig) -> int:
-    """``--jobs`` when the user gave none: a photo folder's study on a CPU runs one worker per core
+def default_jobs(base: RunConfig, gpus: int) -> int:
+    """``--jobs`` when the user gave none: one worker per visible GPU (``gpus``) when ``--device`` is
+    auto or cuda and there are GPUs (the workers go round-robin over them: ``study.worker_devices``),
+    so no GPU of the machine sits idle; a photo folder's study on a CPU runs one worker per core
     (each on one thread: the cores are used, and no thread team waits on a busy core); else 1."""
     import os
 
+    if gpus > 0 and base.optim.device in ("auto", "cuda"):
+        return gpus
     if not is_photo_folder(base.data.data) or not on_cpu(base.optim.device):
         return 1
     return max(1, min(8, os.cpu_count() or 1))

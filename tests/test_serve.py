@@ -22,6 +22,8 @@ from convscope import cli
 from convscope.cli.serve_cmd import HEALTH_PATHS, health_url
 from convscope.cli.env_flags import PREFIX
 from convscope.search.storage import display_url, resolve_storage
+from convscope.search.defaults import default_jobs
+from convscope.train.config import build_config
 from convscope.search.study import worker_devices
 from convscope.servers.servers import TENSORBOARD_IMAGE_SAMPLES, free_port
 
@@ -285,6 +287,12 @@ def test_check_with_nothing_listening(exec_calls: list[ExecCall], capsys: pytest
 )
 def test_worker_devices(device: str, jobs: int, gpus: int, expected: list[str | None]) -> None:
     assert worker_devices(device, jobs, gpus) == expected
+
+
+@pytest.mark.parametrize(("device", "gpus", "expected"),
+                         [("auto", 8, 8), ("cuda", 2, 2), ("auto", 1, 1), ("cuda:1", 4, 1), ("cpu", 4, 1)])
+def test_a_study_uses_every_visible_gpu_unless_told_otherwise(device: str, gpus: int, expected: int) -> None:
+    assert default_jobs(build_config("tiny", {"optim": {"device": device}}), gpus) == expected
 
 
 def test_storage_urls_are_displayed_without_password(tmp_path: Path) -> None:
