@@ -128,6 +128,7 @@ class EpochVisuals:
         self.every_epoch = pictures != "ends"  # probe activations of every epoch, not one rewritten pair
         self.logged_steps: list[int] = []
         self.drawn_steps: list[int] = []  # appended by the jobs that draw, on the tracker's threads
+        self._reported = False  # ``finish`` has said which epochs have pictures
         self._undrawn: tuple[ProbeCapture, torch.Tensor | None, int] | None = None  # the latest capture not drawn
 
     def log(self, model: nn.Module, step: int) -> None:
@@ -169,7 +170,8 @@ class EpochVisuals:
         """The end of the run's epochs. ``ends``: draw the pictures of the latest epoch logged, unless
         ``log`` did. ``latest``: wait for the pictures being drawn; when some epochs have none, tag the
         run ``convscope.picture_epochs`` with those that have and tell ``say`` (default: stderr)."""
-        if self.pictures == "latest":
+        if self.pictures == "latest" and not self._reported:
+            self._reported = True
             self._report_undrawn(say or (lambda line: print(line, file=sys.stderr)))
         if self._undrawn is None:
             return

@@ -183,6 +183,7 @@ def test_latest_never_waits_for_pictures_and_draws_the_first_and_the_last_epoch(
     sink.release.set()
     said: list[str] = []
     visuals.finish(said.append)
+    visuals.finish(said.append)  # said once
     tracker.close()
     assert sink.image_steps and all(steps == [0, 1, 2, 5] for steps in sink.image_steps.values())
     assert sorted(sink.metric_steps) == [0, 1, 2, 3, 4, 5]  # statistics of every epoch
