@@ -32,7 +32,8 @@ from convscope.pictures.html_report import figure_png
 from convscope.tracking.lifecycle import open_parent_run, tracked_run
 from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.tracking.stores import Stores
-from convscope.train.config import RunConfig, flatten
+from convscope.train.config import flatten
+from convscope.train.config_sections import RunConfig
 from convscope.train.durations import format_duration
 from convscope.train.errors import ConfigError
 from convscope.train.model import max_depth as largest_depth

@@ -49,7 +49,7 @@ from convscope.analysis.verdicts import (
     standard_error,
     still_improving,
 )
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 from convscope.train.model import build_model, count_parameters
 
 TOLERANCE = 1e-9  # accuracies are ratios of counts: equal means must compare equal

@@ -34,7 +34,7 @@ LOAD = """
 import json, sys, time
 from pathlib import Path
 started = time.perf_counter()
-from convscope.train.config import DataConfig
+from convscope.train.config_sections import DataConfig
 from convscope.train.data import load_data
 imported = time.perf_counter()
 s = load_data(DataConfig(data=sys.argv[1]), int(sys.argv[2]), seed=0, cache_dir=Path(sys.argv[3]),

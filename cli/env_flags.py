@@ -105,7 +105,7 @@ def _check_setting(action: argparse.Action, name: str, value: str, items: list[s
     """EnvFlagError naming the variable when it sets a run setting (a ``train`` flag) out of its
     range, e.g. ``CONVSCOPE_EPOCHS=0``; a value argparse cannot convert is left to argparse."""
     from convscope.cli.setting_flags import SEPARATOR
-    from convscope.train.config import value_problem
+    from convscope.train.setting_values import value_problem
 
     if SEPARATOR not in action.dest:
         return

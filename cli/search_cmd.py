@@ -12,7 +12,8 @@ from typing import Any
 from convscope.cli.setting_flags import add_config_flags, add_setting_flags, setting_layers
 from convscope.search.defaults import default_jobs, photo_space, study_defaults
 from convscope.search.space import SPEC_SYNTAX, SearchSpace
-from convscope.train.config import RunConfig, build_config
+from convscope.train.config import build_config
+from convscope.train.config_sections import RunConfig
 from convscope.train.errors import ConfigError
 from convscope.cli.setting_flags import field_comments
 from convscope.search.space import OPTIONAL_RANGES, SETTINGS, WORDS
@@ -134,7 +135,7 @@ def study_space(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
                    if dest.startswith("space.")})
     space = space_from_settings(photo_space(base, {**file_search, **flags}), base, labels=labels)  # fits the input
     if space.image_size is not None:  # every setting must suit the smallest input searched
-        from convscope.train.config import check_values
+        from convscope.train.setting_values import check_values
 
         smallest = min(spec_values(space.image_size))
         check_values(dataclasses.replace(base, model=dataclasses.replace(base.model, image_size=smallest)))

@@ -1,7 +1,7 @@
 """Run settings as command-line flags: generated from the config dataclasses, the same in
 ``train``, ``search`` and ``depth``.
 
-Every field of every section becomes ``--field-name``; its comment in ``train/config.py``
+Every field of every section becomes ``--field-name``; its comment in ``train/config_sections.py``
 becomes the help text. Flags are parsed with ``argparse.SUPPRESS`` defaults so only what
 the user typed overrides the preset and the ``--config`` file. ``--fix NAME=VALUE`` is the
 same flag written another way: ``expand_fixes`` rewrites it into ``--name value`` before
@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from convscope.train.config import SECTIONS, check_value
+from convscope.train.config_sections import SECTIONS
+from convscope.train.setting_values import check_value
 
 SEPARATOR = "::"  # dest = "section::field"
 FIX_LABELS = "fix_labels"  # namespace attribute: dest -> "--fix name=value" for the flags --fix set

@@ -1,7 +1,7 @@
 """The settings reference (``docs/settings.md``), generated from the settings' declaration.
 
-Every run setting is a field of a config dataclass (``train.config``): its comment is the help, its
-limit comes from ``train.config.LIMITS``; a setting a study can vary has a field in
+Every run setting is a field of a config dataclass (``train.config_sections``): its comment is the help, its
+limit comes from ``train.setting_values.LIMITS``; a setting a study can vary has a field in
 ``search.space.SearchSpace`` whose default is its default search range. This module reads them and
 writes one table per section, so the page never disagrees with the flags.
 
@@ -16,7 +16,9 @@ import typing
 from convscope.cli.setting_flags import field_comments
 from convscope.search.space import NOT_SAMPLED, OPTIONAL_RANGES, SETTINGS, WORDS, SearchSpace
 from convscope.search.spec import format_spec
-from convscope.train.config import LIMIT_NOTES, LIMITS, MACHINE_SETTINGS, PRESETS, SECTIONS
+from convscope.train.config import PRESETS
+from convscope.train.config_sections import MACHINE_SETTINGS, SECTIONS
+from convscope.train.setting_values import LIMIT_NOTES, LIMITS
 
 _SEARCH_ONLY = {"layer_width": "each block's width when `--widths per-layer`",
                 "max_params": "networks above this many parameters are pruned before training"}

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 
 FOLDER_TEST_FRACTION = 0.1
 """A study on a folder of photos sets this share of every class aside as its test split."""
@@ -50,7 +50,7 @@ TRIAL_VISUAL_EPOCHS = "ends"
 def is_photo_folder(data: str) -> bool:
     """``--data`` names a folder of class sub-folders (not the synthetic or a named data set, and not
     a folder whose own train/ and val/ (and perhaps test/) folders fix the split)."""
-    from convscope.train.config import SYNTHETIC_DEPTH
+    from convscope.train.config_sections import SYNTHETIC_DEPTH
     from convscope.train.torchvision_data import KNOWN
 
     if data == "synthetic" or SYNTHETIC_DEPTH.fullmatch(data) or data in KNOWN:

@@ -30,7 +30,7 @@ from typing import Any
 
 import optuna
 
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 
 FINAL_VAL_FRACTION = 0.05
 """The share of the non-test photos the final run keeps out of training, to draw its curve."""
@@ -95,7 +95,7 @@ def speedup_over_trials(jobs: int, device: str) -> float:
 def final_config(trained: RunConfig, base: RunConfig, study_name: str, epochs: int) -> RunConfig:
     """The best trial's ``trained`` config for the final run: ``base``'s machine and tracking
     settings, the validation split shrunk to ``FINAL_VAL_FRACTION``, ``epochs`` epochs."""
-    from convscope.train.config import MACHINE_SETTINGS
+    from convscope.train.config_sections import MACHINE_SETTINGS
 
     data = dataclasses.replace(trained.data, val_fraction=FINAL_VAL_FRACTION, train_limit=0,
                                **{key: getattr(base.data, key) for key in MACHINE_SETTINGS["data"]})

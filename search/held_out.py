@@ -18,7 +18,7 @@ import torch
 
 from convscope.analysis.evaluate import BATCH, Evaluation
 from convscope.search.sources import run_config
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 from convscope.train.data import load_data
 
 

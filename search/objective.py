@@ -45,7 +45,8 @@ from convscope.tracking.base import RunStatus, Tracker
 from convscope.tracking.orphans import KILLED_TAG
 from convscope.tracking.stores import Stores, resolve_stores
 from convscope.tracking.secrets import without_password
-from convscope.train.config import MACHINE_SETTINGS, RunConfig, to_dict
+from convscope.train.config import to_dict
+from convscope.train.config_sections import MACHINE_SETTINGS, RunConfig
 from convscope.train.errors import NonFiniteLossError
 from convscope.train.memory import release_memory
 from convscope.train.prepared import prepare

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 from convscope.train.model import build_model, count_parameters
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from convscope.train.config import SECTIONS, RunConfig, from_dict, to_dict
+from convscope.train.config import from_dict, to_dict
+from convscope.train.config_sections import SECTIONS, RunConfig
 from convscope.train.config_file import merge
 from convscope.train.errors import ConfigError
 

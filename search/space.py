@@ -25,8 +25,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from convscope.search.spec import Choice, FloatRange, IntRange, Spec, format_spec, number, parse_spec, spec_values
-from convscope.train.config import CHOICES, LIMIT_NOTES, SECTIONS, RunConfig, setting_section
-from convscope.train.config import LIMITS as CONFIG_LIMITS
+from convscope.train.config_sections import SECTIONS, RunConfig
+from convscope.train.setting_values import CHOICES, LIMIT_NOTES, setting_section
+from convscope.train.setting_values import LIMITS as CONFIG_LIMITS
 from convscope.train.errors import ConfigError
 
 if TYPE_CHECKING:  # optuna is imported when a study runs, not when the command line starts
@@ -97,7 +98,7 @@ LIMITS: dict[str, tuple[typing.Callable[[float], bool], str]] = {
        for name in SETTINGS if name not in WORDS and (found := _declared(name)) is not None
        for section in [found[0]] if (section, name) in CONFIG_LIMITS},
 }
-"""What a searched value must be: the run config's own limit of the setting (``train.config.LIMITS``)."""
+"""What a searched value must be: the run config's own limit of the setting (``train.setting_values.LIMITS``)."""
 
 
 SPEC_SYNTAX = """\

@@ -15,7 +15,9 @@ import convscope.cli.main
 from convscope import cli
 from e2e_helpers import convscope
 from convscope.train.config_file import load_config_file
-from convscope.train.config import RunConfig, build_config, check_values, from_dict, to_dict
+from convscope.train.config import build_config, from_dict, to_dict
+from convscope.train.config_sections import RunConfig
+from convscope.train.setting_values import check_values
 from convscope.train.errors import ConfigError
 
 TRAIN = ["train", "--preset", "tiny", "--image-size", "32", "--synthetic-size", "200", "--no-mlflow",
@@ -260,7 +262,10 @@ def test_check_values_catches_what_replace_lets_through() -> None:
 
 
 def test_choices_match_their_users() -> None:
-    from convscope.train import config, loop, model
+    from convscope.pictures import epoch_visuals
+    from convscope.train import loop, model
+    from convscope.train import setting_values as values
 
-    assert config.POOLS == model.POOLS
-    assert config.SCHEDULES == loop.SCHEDULES and config.PRECISIONS == loop.PRECISIONS
+    assert values.POOLS == model.POOLS
+    assert values.SCHEDULES == loop.SCHEDULES and values.PRECISIONS == loop.PRECISIONS
+    assert values.VISUAL_EPOCHS == ("auto", *epoch_visuals.PICTURE_MODES)

@@ -11,7 +11,8 @@ import pytest
 from convscope.cli.main import build_parser, main
 from convscope.cli.setting_flags import resolve_config
 from convscope.cli.setting_flags import field_comments
-from convscope.train.config import ModelConfig, build_config, flatten, from_dict, to_dict
+from convscope.train.config import build_config, flatten, from_dict, to_dict
+from convscope.train.config_sections import ModelConfig
 
 
 def parse(*argv: str):  # type: ignore[no-untyped-def]

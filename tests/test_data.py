@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from convscope.train.batches import DeviceBatches, Normalizer
-from convscope.train.config import DataConfig
+from convscope.train.config_sections import DataConfig
 from convscope.train.data import load_data, stratified_split
 from convscope.train.errors import ConfigError
 from convscope.train.synthetic import make_synthetic

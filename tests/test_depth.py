@@ -29,7 +29,8 @@ from convscope.analysis.depth_verdict import Outcome, Variant, drop, one_standar
 from convscope.search.storage import open_storage, resolve_storage
 from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.tracking.stores import resolve_stores
-from convscope.train.config import DataConfig, build_config, to_dict
+from convscope.train.config import build_config, to_dict
+from convscope.train.config_sections import DataConfig
 from convscope.train.data import load_data, stratified_folds
 from convscope.train.errors import ConfigError
 from convscope.train.synthetic import make_scale_task, pair_layout

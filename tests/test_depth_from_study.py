@@ -14,7 +14,8 @@ from convscope.cli.depth_cmd import build_depth_settings
 from convscope.cli.main import build_parser
 from convscope.search.objective import TRIAL_CONFIG_ATTR, trained_settings
 from convscope.search.space import SETTINGS, NOT_SAMPLED
-from convscope.train.config import MACHINE_SETTINGS, SECTIONS, build_config, flatten
+from convscope.train.config import build_config, flatten
+from convscope.train.config_sections import MACHINE_SETTINGS, SECTIONS
 from e2e_helpers import convscope
 
 FIXED = ["--head", "gap", "--label-smoothing", "0.15", "--image-size", "48"]

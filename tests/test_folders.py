@@ -16,7 +16,7 @@ import convscope.train.cache
 from convscope import train
 import convscope.train.data
 from convscope.train.batches import DeviceBatches, Normalizer, StreamingBatches, augment, make_batches
-from convscope.train.config import DataConfig
+from convscope.train.config_sections import DataConfig
 from convscope.train.data import load_data
 from convscope.train.errors import ConfigError
 
@@ -187,7 +187,7 @@ def test_processes_that_miss_the_cache_together_decode_the_folder_once(pets: Pat
     elsewhere = load(pets, tmp_path / "elsewhere")  # the same entry, built under another cache folder
     (built,) = (tmp_path / "elsewhere" / "cache").glob("*.safetensors")
     entry = tmp_path / "cache" / built.name
-    script = ("import sys; from pathlib import Path; from convscope.train.config import DataConfig; "
+    script = ("import sys; from pathlib import Path; from convscope.train.config_sections import DataConfig; "
               "from convscope.train.data import load_data; "
               f"s = load_data(DataConfig(data={str(pets)!r}), 16, seed=0, cache_dir=Path({str(tmp_path / 'cache')!r}), "
               f"dataset_dir=Path({str(tmp_path / 'datasets')!r}), progress=True); "

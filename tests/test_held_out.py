@@ -14,7 +14,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from convscope.search.budget import RETRY_ATTR, STOPPED_ATTR, stopped_ahead
-from convscope.train.config import DataConfig
+from convscope.train.config_sections import DataConfig
 from convscope.train.splits import split_indices
 from e2e_helpers import convscope
 

@@ -25,7 +25,8 @@ from convscope.search.space import (
     space_from_settings,
     suggest,
 )
-from convscope.train.config import RunConfig, build_config
+from convscope.train.config import build_config
+from convscope.train.config_sections import RunConfig
 from convscope.train.errors import ConfigError
 from convscope.train.model import max_depth, validate
 

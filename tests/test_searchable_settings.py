@@ -23,7 +23,8 @@ from convscope.search.space import (
     spec_values,
     suggest,
 )
-from convscope.train.config import build_config, setting_section
+from convscope.train.config import build_config
+from convscope.train.setting_values import setting_section
 from convscope.train.errors import ConfigError
 
 BASE = build_config("seed")

@@ -19,7 +19,8 @@ from convscope.pictures.activations import load_activations, sample_ids_sha256, 
 from convscope.analysis.compare import RunActivations, compare_runs, load_run_activations
 from convscope.train.checkpoint import load_checkpoint, save_checkpoint
 from convscope.cli.setting_flags import resolve_config
-from convscope.train.config import DataConfig, RunConfig, build_config, from_dict, to_dict
+from convscope.train.config import build_config, from_dict, to_dict
+from convscope.train.config_sections import DataConfig, RunConfig
 from convscope.train.data import load_data
 from convscope.train.errors import ConfigError
 from convscope.train.model import build_model

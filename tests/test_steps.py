@@ -15,7 +15,8 @@ from convscope.tracking.background import BackgroundTracker
 from convscope.pictures.epoch_visuals import EpochVisuals, Probes
 from convscope.train.batches import DeviceBatches, Normalizer
 from convscope.train.checkpoint import load_checkpoint, save_checkpoint, snapshot
-from convscope.train.config import OptimConfig, build_config
+from convscope.train.config import build_config
+from convscope.train.config_sections import OptimConfig
 from convscope.train.loop import evaluate, make_scheduler, train_one_epoch
 from convscope.train.model import build_model
 from convscope.train.step import Captured, DeviceHyperparameters, Scorer, Stepper, graphs_wanted, make_optimizer, plain_optimizer_state

@@ -20,7 +20,7 @@ import convscope.train.data
 from convscope import train
 from convscope.train.batches import LabelTap, Normalizer, StreamingBatches
 from convscope.train.cache import cache_key
-from convscope.train.config import DataConfig
+from convscope.train.config_sections import DataConfig
 from convscope.train.data import load_data
 from convscope.train.image_sets import CHANGED, Splits, VanishedFilesError, printable_path
 from convscope.train.folders import BAD_NAME, BROKEN_LINK, LINK_LOOP, NOT_A_FILE, find_layout

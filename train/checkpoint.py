@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from convscope.train.config import RunConfig, from_dict, to_dict
+from convscope.train.config import from_dict, to_dict
+from convscope.train.config_sections import RunConfig
 from convscope.train.errors import ConfigError
 
 MODEL_FILE = "model.safetensors"

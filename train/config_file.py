@@ -2,7 +2,7 @@
 
 A file names settings exactly as ``config.yaml`` (logged with every run) does:
 sections written out (``model: {depth: 3}``) or fields given flat (``depth: 3``).
-Every value is typed and range-checked by ``train.config.check_value`` and a wrong
+Every value is typed and range-checked by ``train.setting_values.check_value`` and a wrong
 one is named as written there (``--config run.yaml: optim.lr``).
 """
 
@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-from convscope.train.config import PRESETS, SECTIONS, check_value
+from convscope.train.config import PRESETS
+from convscope.train.config_sections import SECTIONS
+from convscope.train.setting_values import check_value
 from convscope.train.errors import ConfigError
 
 EXTRA_SECTIONS = ("search",)  # config-file sections that are not RunConfig sections

@@ -43,7 +43,7 @@ from convscope.train.cache import (
     load_entry,
     store_entry,
 )
-from convscope.train.config import SYNTHETIC_DEPTH, DataConfig
+from convscope.train.config_sections import SYNTHETIC_DEPTH, DataConfig
 from convscope.train.errors import ConfigError
 from convscope.train.folders import Layout, find_layout
 from convscope.train.image_sets import FileLog, ImageSet, Splits

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from convscope.train.config import ModelConfig
+from convscope.train.config_sections import ModelConfig
 from convscope.train.errors import ConfigError
 
 POOLS = ("none", "max")

@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from convscope.train.config import ModelConfig
+from convscope.train.config_sections import ModelConfig
 from convscope.train.geometry import HEADS, POOLS, max_depth, min_image_size, spatial_sizes, validate
 
 __all__ = ["HEADS", "POOLS", "Bypass", "ConvBlock", "ConvNet", "build_head", "build_model", "count_parameters",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from convscope.tracking.faults import check_writable
 from convscope.tracking.stores import resolve_stores
-from convscope.train.config import NAMED_DATA, SYNTHETIC_DEPTH, RunConfig
+from convscope.train.config_sections import NAMED_DATA, SYNTHETIC_DEPTH, RunConfig
 from convscope.train.errors import ConfigError
 from convscope.train.folders import check_folder
 

@@ -18,7 +18,7 @@ from convscope.tracking.faults import check_writable
 from convscope.tracking.stores import Stores, resolve_stores
 from convscope.train.batches import Normalizer
 from convscope.train.checkpoint import Checkpoint
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 from convscope.train.data import load_data
 from convscope.train.errors import ConfigError
 from convscope.train.image_sets import Splits

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 
 
 def git_commit(path: Path | None = None) -> str | None:

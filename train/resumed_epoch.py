@@ -19,7 +19,7 @@ import torch
 from convscope.tracking.background import in_order
 from convscope.tracking.base import Tracker
 from convscope.train.checkpoint import save_checkpoint, snapshot
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 from convscope.train.step import plain_optimizer_state
 
 #: The metric whose steps tell which epochs MLflow holds (every epoch logs it).

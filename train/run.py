@@ -26,7 +26,7 @@ from convscope.tracking.stores import open_tracker
 from convscope.train import provenance
 from convscope.train.batches import Batches, LabelTap, make_batches
 from convscope.train.checkpoint import STATE_FILE, Checkpoint, save_model
-from convscope.train.config import RunConfig
+from convscope.train.config_sections import RunConfig
 from convscope.train.loop import evaluate, make_scheduler, train_one_epoch
 from convscope.train.step import Scorer, Stepper, graphs_wanted, load_optimizer_state, make_optimizer
 from convscope.train.mlflow_model import log_mlflow_model

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from convscope.tracking.secrets import without_password
-from convscope.train.config import RunConfig, build_config, flatten, to_dict
+from convscope.train.config import build_config, flatten, to_dict
+from convscope.train.config_sections import RunConfig
 from convscope.train.model import count_parameters
 from convscope.train.prepared import Prepared
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from convscope.train.config import DataConfig
+from convscope.train.config_sections import DataConfig
 from convscope.train.errors import ConfigError
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convscope.train.config import OptimConfig
+from convscope.train.config_sections import OptimConfig
 
 WARMUP_CALLS = 3  # eager calls before capture (the CUDA graph documentation's warm-up)
 
