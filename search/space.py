@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from convscope.search.spec import Choice, FloatRange, IntRange, Spec, format_spec, number, parse_spec, spec_values
+from convscope.search.spec import Choice, FloatRange, IntRange, Spec, format_spec, parse_spec, spec_values
 from convscope.train.config_sections import SECTIONS, RunConfig
 from convscope.train.setting_values import CHOICES, LIMIT_NOTES, setting_section
 from convscope.train.setting_values import LIMITS as CONFIG_LIMITS

@@ -11,7 +11,8 @@ from PIL import Image
 
 from convscope.train.batches import DeviceBatches, Normalizer
 from convscope.train.config_sections import DataConfig
-from convscope.train.data import load_data, stratified_split
+from convscope.train.data import load_data
+from convscope.train.splits import stratified_split
 from convscope.train.errors import ConfigError
 from convscope.train.synthetic import make_synthetic
 

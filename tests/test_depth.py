@@ -6,7 +6,6 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,8 @@ from convscope.tracking.mlflow_sink import MlflowTracker
 from convscope.tracking.stores import resolve_stores
 from convscope.train.config import build_config, to_dict
 from convscope.train.config_sections import DataConfig
-from convscope.train.data import load_data, stratified_folds
+from convscope.train.data import load_data
+from convscope.train.splits import stratified_folds
 from convscope.train.errors import ConfigError
 from convscope.train.synthetic import make_scale_task, pair_layout
 

@@ -48,7 +48,7 @@ from convscope.train.errors import ConfigError
 from convscope.train.folders import Layout, find_layout
 from convscope.train.image_sets import FileLog, ImageSet, Splits
 from convscope.train.images import VANISHED, decode_many
-from convscope.train.splits import split_indices, stratified_folds, stratified_split  # noqa: F401 (re-exported)
+from convscope.train.splits import split_indices
 from convscope.train.synthetic import (
     CLASS_NAMES,
     GENERATOR_VERSION,

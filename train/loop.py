@@ -20,7 +20,6 @@ from tqdm import tqdm
 from convscope.train.config_sections import OptimConfig
 from convscope.train.errors import ConfigError, NonFiniteLossError
 from convscope.train.step import Scorer, Stepper
-from convscope.train.threads import apply_cpu_threads  # noqa: F401  (CPU runs: intra-op threads, see train/threads.py)
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 

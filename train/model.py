@@ -11,7 +11,6 @@ block, and the head, exactly as they were.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import replace
 
 import torch
 from torch import nn

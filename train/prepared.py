@@ -23,8 +23,9 @@ from convscope.train.data import load_data
 from convscope.train.errors import ConfigError
 from convscope.train.image_sets import Splits
 from convscope.train.images import decode_file
-from convscope.train.loop import apply_cpu_threads, resolve_precision, select_device
+from convscope.train.loop import resolve_precision, select_device
 from convscope.train.model import ConvNet, build_model, validate
+from convscope.train.threads import apply_cpu_threads
 
 
 @dataclass
