@@ -24,12 +24,11 @@ from common import device_description  # noqa: E402
 
 RUN = """
 import gc, sys
-import convscope.search.objective
-from convscope import search
+import convscope.search.study
 if sys.argv[1] == "full-walk":
     def release_memory():
         gc.collect()
-    convscope.search.objective.release_memory = release_memory
+    convscope.search.study.release_memory = release_memory
 from convscope.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """

@@ -48,7 +48,6 @@ from convscope.tracking.secrets import without_password
 from convscope.train.config import to_dict
 from convscope.train.config_sections import MACHINE_SETTINGS, RunConfig
 from convscope.train.errors import NonFiniteLossError
-from convscope.train.memory import release_memory
 from convscope.train.prepared import prepare
 from convscope.train.run import RunTracking, train_tracked
 
@@ -200,5 +199,4 @@ class Objective:
         finally:
             if finished_or_pruned and config.tracking.mlflow and not settings.keep_all:
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
-            del prepared
-            release_memory()
+            del prepared  # the worker releases the memory once the trial is over (search.study.worker)

@@ -34,6 +34,7 @@ from convscope.search.space import make_sampler
 from convscope.search.storage import open_storage
 from convscope.tracking.base import RunStatus
 from convscope.train.interrupts import Terminated
+from convscope.train.memory import release_memory
 
 STOP_GRACE_SECONDS = 60  # how long interrupted workers get to close their runs (compose allows 2 min)
 FAILURE_STREAK = 3  # this many consecutive failures with the same error stop the study
@@ -128,9 +129,13 @@ def worker(
         if failure_streak(study) is not None:
             return
         try:
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            study.optimize(objective, n_trials=1, catch=(Exception,))
         except TimeBudgetSpent:  # the trial is FAIL with its reason; this worker is done
             return
+        # Here, not in the objective: while a pruned or failed trial's exception is in flight its
+        # traceback holds the trial's network, optimizer, CUDA graphs and device batches, and
+        # release_memory would freeze them for the rest of the worker's life.
+        release_memory()
 
 
 def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: FrozenTrial) -> None:
