@@ -25,7 +25,6 @@ itself can be checked in a minute. Budget on an H100: about five minutes with th
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
@@ -117,15 +116,12 @@ def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train
                      "visual_epochs": "auto" if visual_epochs == "off" else visual_epochs},
     })
     clock = EpochClock()
-    said: list[str] = []
-    stderr, sys.stderr = sys.stderr, io.StringIO()  # the line that says which epochs have pictures
-    try:
-        run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
-    finally:
-        said, sys.stderr = sys.stderr.getvalue().splitlines(), stderr
+    result = run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
     steady = clock.epoch_seconds[2:] or clock.epoch_seconds[-1:]
-    drawn = next((line.split("pictures drawn for ", 1)[1].split(":", 1)[0] for line in said
-                  if "pictures drawn for" in line), "every epoch")
+    from mlflow import MlflowClient  # the run's own record of which epochs have pictures
+
+    tags = MlflowClient(result.links["mlflow_tracking_uri"]).get_run(result.links["mlflow_run_id"]).data.tags
+    drawn = tags.get("convscope.picture_epochs", "every epoch")
     return train_images / statistics.median(steady), "-" if visual_epochs == "off" else drawn
 
 

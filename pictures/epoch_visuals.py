@@ -125,7 +125,6 @@ class EpochVisuals:
         self.rows = select_rows(probes.labels.tolist())
         self.saliency_rows = select_rows(probes.labels.tolist(), SALIENCY_PROBES)
         self.pictures = pictures
-        self.every_epoch = pictures != "ends"  # probe activations of every epoch, not one rewritten pair
         self.logged_steps: list[int] = []
         self.drawn_steps: list[int] = []  # appended by the jobs that draw, on the tracker's threads
         self._reported = False  # ``finish`` has said which epochs have pictures
@@ -239,7 +238,7 @@ class EpochVisuals:
             probe_ids=self.probes.ids,
             labels=self.probes.labels.tolist(),
             class_names=self.class_names,
-            stem=None if self.every_epoch else LATEST_PROBES,
+            stem=LATEST_PROBES if self.pictures == "ends" else None,  # ends: one pair, rewritten
         )
         self._ship(sink, files)
 

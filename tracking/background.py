@@ -65,15 +65,14 @@ def in_order(tracker: Tracker, job: Callable[[], None], name: str) -> None:
         submit(job, name)
 
 
-def latest_only(tracker: Tracker, job: Callable[[], None], name: str, *, keep: bool = False) -> bool:
+def latest_only(tracker: Tracker, job: Callable[[], None], name: str, *, keep: bool = False) -> None:
     """``job()`` on ``tracker``'s side thread when it has one (a ``BackgroundTracker``: dropped if a newer
-    job comes before it begins, unless ``keep``), else now. True when it went to a side thread."""
+    job comes before it begins, unless ``keep``), else now."""
     offer = getattr(tracker, "offer", None)
     if offer is None:
         job()
-        return False
-    offer(job, name, keep=keep)
-    return True
+    else:
+        offer(job, name, keep=keep)
 
 
 class BackgroundTracker:
