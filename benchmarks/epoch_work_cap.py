@@ -40,13 +40,55 @@ from convscope.train.config import build_config  # noqa: E402
 from convscope.train.loop import EpochStats  # noqa: E402
 
 
-def device_stand_ins(epoch_seconds: float, images: int) -> tuple[object, object]:
-    """A training pass and a validation pass that take ``epoch_seconds`` (training) without holding
-    the GIL and report made-up figures; the final pass with predictions returns a prediction per image."""
+STEP_CALLS = 5
+"""Torch calls of a graphed training step besides its batch: the two copies into the graph's static
+inputs, the replay, and the two device hyper-parameters the schedule writes (``train.step``)."""
+
+
+def batch_calls(batch_size: int) -> int:
+    """The torch calls (each lets the GIL go and takes it back) that ``train.batches.DeviceBatches``
+    makes per batch of the seed preset, counted on a real batch, plus ``STEP_CALLS``."""
+    from torch.overrides import TorchFunctionMode
+
+    from convscope.train.batches import DeviceBatches, Normalizer
+
+    class Count(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if getattr(func, "__name__", "") != "__get__":  # attribute reads (.shape, .device) stay in Python
+                self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    optim = build_config("seed").optim
+    images = torch.zeros(4 * batch_size, 3, 8, 8, dtype=torch.uint8)
+    batches = DeviceBatches(images, torch.zeros(len(images), dtype=torch.long), Normalizer.fit(images), batch_size,
+                            shuffle=True, flip=optim.flip, crop_padding=optim.crop_padding, drop_last=True)
+    iterator = iter(batches)
+    next(iterator)
+    with Count() as count:
+        for _ in range(len(batches) - 1):
+            next(iterator)
+    return round(count.calls / (len(batches) - 1)) + STEP_CALLS
+
+
+def device_stand_ins(epoch_seconds: float, images: int, launch_batches: int,
+                     calls_per_batch: int) -> tuple[object, object]:
+    """A training pass that makes ``calls_per_batch`` tiny torch calls for each of ``launch_batches``
+    batches (what launching a graphed epoch on a GPU asks of the training thread) and then waits,
+    holding no lock, until ``epoch_seconds`` have passed since it began (the device working through
+    its queue meanwhile); and a validation pass that reports made-up figures (the final pass with
+    predictions returns a prediction per image)."""
+
+    tiny = torch.zeros(8)
 
     def train_one_epoch(stepper: object, batches: object, **_: object) -> EpochStats:
-        time.sleep(epoch_seconds)
-        return EpochStats(0.5, 0.5, images, max(epoch_seconds, 1e-9))
+        start = time.perf_counter()
+        for _ in range(launch_batches):
+            for _ in range(calls_per_batch):
+                tiny.add_(1)  # a torch call: the GIL is let go and taken back, as each launch on a GPU does
+        time.sleep(max(0.0, start + epoch_seconds - time.perf_counter()))  # the device finishes the queue
+        return EpochStats(0.5, 0.5, images, max(time.perf_counter() - start, 1e-9))
 
     def evaluate(model: torch.nn.Module, batches: object, device: torch.device, *,
                  return_predictions: bool = False, **_: object) -> tuple[EpochStats, torch.Tensor | None]:
@@ -59,7 +101,7 @@ def device_stand_ins(epoch_seconds: float, images: int) -> tuple[object, object]
 
 
 def steady_epoch_seconds(runs_dir: Path, epochs: int, warmup: int, visual_epochs: str, device_epoch: float,
-                         images: int) -> tuple[float, int]:
+                         images: int, batch_size: int, calls_per_batch: int) -> tuple[float, int]:
     """The median epoch wall time after ``warmup`` epochs, and how many epochs got pictures."""
     config = build_config("seed", {
         "data": {"synthetic_size": 1000},
@@ -67,7 +109,7 @@ def steady_epoch_seconds(runs_dir: Path, epochs: int, warmup: int, visual_epochs
         "tracking": {"runs_dir": str(runs_dir), "visuals": visual_epochs != "off",
                      "visual_epochs": "all" if visual_epochs == "off" else visual_epochs},
     })
-    train, evaluate = device_stand_ins(device_epoch, images)
+    train, evaluate = device_stand_ins(device_epoch, images, images // batch_size, calls_per_batch)
     run_module.train_one_epoch, run_module.evaluate = train, evaluate  # type: ignore[assignment]
     clock = EpochClock()
     run_module.run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
@@ -94,15 +136,20 @@ def main() -> None:
     parser.add_argument("--device-epoch", type=float, nargs="+", default=[0.0, 0.067],
                         help="seconds the device takes per epoch (0.067: 300,000 img/s at 20,000 images)")
     parser.add_argument("--images", type=int, default=20000, help="training images per epoch, for the img/s cap")
+    parser.add_argument("--batch-size", type=int, default=512, help="images per step: how many batches to launch")
+    parser.add_argument("--calls-per-batch", type=int, default=None,
+                        help="torch calls the training thread makes per batch (default: counted on a real batch)")
     args = parser.parse_args()
-    print(f"machine: {device_description()}; per-epoch work of the seed preset at 64x64, {args.epochs} epochs")
+    calls = args.calls_per_batch if args.calls_per_batch is not None else batch_calls(args.batch_size)
+    print(f"machine: {device_description()}; per-epoch work of the seed preset at 64x64, {args.epochs} epochs; "
+          f"{args.images // args.batch_size} batches of {calls} torch calls launched per epoch")
     print(f"{'device epoch':>12} {'visuals':>8} {'epoch wall':>11} {'epochs/s':>9} {'img/s cap':>11} "
           f"{'epochs with pictures':>21}")
     for device_epoch in args.device_epoch:
         for visual_epochs in ("off", "all", "latest"):
             with tempfile.TemporaryDirectory() as tmp:
                 wall, drawn = steady_epoch_seconds(Path(tmp), args.epochs, args.warmup, visual_epochs, device_epoch,
-                                                   args.images)
+                                                   args.images, args.batch_size, calls)
             shown = "-" if visual_epochs == "off" else f"{drawn} of {args.epochs}"
             print(f"{device_epoch:>11.3f}s {visual_epochs:>8} {wall:>10.3f}s {1 / wall:>9.1f} "
                   f"{args.images / wall:>11,.0f} {shown:>21}", flush=True)

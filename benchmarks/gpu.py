@@ -7,7 +7,8 @@ Prints the device's name, then training images per second for
   fastest of them is the ceiling;
 - ``convscope train`` with visuals off, on (``--visual-epochs auto``: ``latest`` on CUDA) and on for
   every epoch (``all``): steady-state epochs, all per-epoch work included (validation, visuals,
-  MLflow, TensorBoard, checkpoints), as a share of the ceiling, with the epochs that got pictures;
+  MLflow, TensorBoard, checkpoints), as a share of the ceiling, with the epochs that got pictures
+  and where a steady epoch's time went (training pass, validation pass, the rest);
 - a small study (``convscope search``) with ``--trials-per-gpu 1`` and ``K``: wall time, trials per
   minute and aggregate training images per second;
 - on CUDA, a verdict on each target: visuals-on training at ≥ 50% of the ceiling and ≥ 300,000
@@ -33,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # as the convscope command sets it
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # as the convscope command sets them
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -103,10 +105,35 @@ def convscope_step(device: torch.device, images: torch.Tensor, labels: torch.Ten
     return statistics.median(rates), stepper.mode, stepper.captured.first_call_seconds
 
 
+class EpochParts(EpochClock):
+    """An ``EpochClock`` that also keeps each epoch's training and validation seconds (the run's own
+    ``train_seconds`` and ``epoch_seconds`` metrics): the rest of an epoch's wall time is the per-epoch
+    work on the training thread (visuals capture, checkpoint snapshot, handing records to the writer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_seconds: list[float] = []
+        self.val_seconds: list[float] = []
+
+    def __call__(self, epoch: int, metrics: object) -> None:
+        super().__call__(epoch, metrics)
+        assert isinstance(metrics, dict)
+        self.train_seconds.append(metrics["train_seconds"])
+        self.val_seconds.append(metrics["epoch_seconds"] - metrics["train_seconds"])
+
+    def steady(self, skip: int = 2) -> str:
+        """Median seconds of the epochs after the first ``skip``: wall = training + validation + the rest."""
+        def median(values: list[float]) -> float:
+            return statistics.median(values[skip:] or values[-1:])
+        wall, fit, val = median(self.epoch_seconds), median(self.train_seconds), median(self.val_seconds)
+        return f"epoch {wall * 1000:.0f} ms = train {fit * 1000:.0f} + val {val * 1000:.0f} + rest {(wall - fit - val) * 1000:.0f}"
+
+
 def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train_images: int, epochs: int,
-                    visual_epochs: str) -> tuple[float, str]:
-    """Steady-state img/s of ``convscope train``'s whole epoch (the first two epochs dropped), and which
-    epochs got pictures. ``visual_epochs``: off, or a ``--visual-epochs`` value."""
+                    visual_epochs: str) -> tuple[float, str, str]:
+    """Steady-state img/s of ``convscope train``'s whole epoch (the first two epochs dropped), which
+    epochs got pictures, and where a steady epoch's time went (``EpochParts.steady``).
+    ``visual_epochs``: off, or a ``--visual-epochs`` value."""
     from convscope.train.run import run
 
     config = build_config("seed", {
@@ -115,14 +142,14 @@ def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train
         "tracking": {"runs_dir": str(runs_dir), "visuals": visual_epochs != "off",
                      "visual_epochs": "auto" if visual_epochs == "off" else visual_epochs},
     })
-    clock = EpochClock()
+    clock = EpochParts()
     result = run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
     steady = clock.epoch_seconds[2:] or clock.epoch_seconds[-1:]
     from mlflow import MlflowClient  # the run's own record of which epochs have pictures
 
     tags = MlflowClient(result.links["mlflow_tracking_uri"]).get_run(result.links["mlflow_run_id"]).data.tags
     drawn = tags.get("convscope.picture_epochs", "every epoch")
-    return train_images / statistics.median(steady), "-" if visual_epochs == "off" else drawn
+    return train_images / statistics.median(steady), "-" if visual_epochs == "off" else drawn, clock.steady()
 
 
 def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epochs: int, train_images: int,
@@ -214,11 +241,12 @@ def main() -> None:
     walls: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for visual_epochs, shown in (("off", "visuals off"), ("auto", "visuals on (auto)"), ("all", "visuals on, all")):
-            rate, drawn = convscope_train(device, Path(tmp) / f"train-{visual_epochs}", args.batch_size,
-                                          args.train_images, args.epochs, visual_epochs)
+            rate, drawn, parts = convscope_train(device, Path(tmp) / f"train-{visual_epochs}", args.batch_size,
+                                                 args.train_images, args.epochs, visual_epochs)
             rates[visual_epochs] = rate
             label = f"convscope train, {shown} (whole epochs)"
             print(f"{label:<66} {rate:>11,.0f} img/s  {100 * rate / ceiling:5.1f}% of the ceiling  pictures: {drawn}")
+            print(f"{'':<66} {parts}")
         for per_gpu in (1, args.trials_per_gpu):
             wall, trials = study(Path(tmp) / f"study-{per_gpu}", device, args.trials, per_gpu, args.study_epochs,
                                  args.train_images, args.batch_size)
