@@ -35,6 +35,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, 
     assert untrained.returncode == 0, untrained.stderr
     assert "note: untrained did not learn (" in untrained.stdout and "note:" not in learned.stdout
     assert f"what it learned: convscope explain {_run_id(learned.stdout)}" in learned.stdout
+    opening = next(line for line in learned.stdout.splitlines() if line.startswith("run learned on "))
+    assert re.fullmatch(r"run learned on \w+(:\d+)?; MLflow http://127\.0\.0\.1:5000/#/experiments/\d+/runs/[0-9a-f]{32}"
+                        r"\?workflowType=machine_learning", opening), opening  # where to watch it, no TensorBoard
     yield folder, _run_id(learned.stdout), _run_id(untrained.stdout)
 
 

@@ -295,8 +295,7 @@ def run(
         ready = prepared
 
         def announce(tracker: Tracker) -> None:
-            links = tracker.links()
-            echo(f"run {ready.run_name} on {ready.device}: " + ", ".join(f"{k} {v}" for k, v in sorted(links.items())))
+            echo(f"run {ready.run_name} on {ready.device}" + "".join(f"; {where}" for where in _where_to_watch(tracker.links())))
 
         result, _ = train_tracked(prepared, RunTracking(
             resume_run_id=resume_run_id, tags={"convscope.kind": "train"}, note="completed epochs stay browsable",
@@ -310,6 +309,18 @@ def run(
         if converted is None:
             raise
         raise converted from error
+
+
+def _where_to_watch(links: dict[str, str]) -> list[str]:
+    """Where a run can be followed while it trains, one phrase per store (from ``Tracker.links``)."""
+    places = []
+    if "mlflow_run_url" in links:
+        places.append(f"MLflow {links['mlflow_run_url']}")
+    elif "mlflow_run_id" in links:
+        places.append(f"MLflow run {links['mlflow_run_id']} in {links['mlflow_tracking_uri']}")
+    if "tensorboard_dir" in links:
+        places.append(f"TensorBoard {links['tensorboard_dir']}")
+    return places
 
 
 def _checkpoint_note(prepared: Prepared | None) -> str:
