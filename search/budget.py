@@ -89,7 +89,7 @@ def run_line(trials: list[FrozenTrial], seconds: float, timeout: float | None) -
     budget = f" of a {format_duration(timeout)} budget" if timeout is not None else ""
     stopped = f", {tally['stopped']} stopped by the time budget" if timeout is not None or tally["stopped"] else ""
     interrupted = f", {tally['interrupted']} interrupted" if tally["interrupted"] else ""
-    return (f"this run: wall time {format_duration(seconds)}{budget}; {len(trials)} trials ended: "
+    return (f"this run: wall time {format_duration(seconds)}{budget}; {len(trials)} trial{'s' * (len(trials) != 1)} ended: "
             f"{tally['done']} done, {tally['pruned']} pruned, {tally['failed']} failed{stopped}{interrupted}")
 
 

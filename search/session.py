@@ -30,7 +30,7 @@ from convscope.search.budget import budget_line, format_duration, is_stopped, re
 from convscope.search.objective import StudySettings
 from convscope.search.pruning import pruning_start
 from convscope.search.report import best_over_time_figure, best_trials_table, close_figures, study_figures
-from convscope.search.space import describe, suggest
+from convscope.search.space import describe, params_text, suggest
 from convscope.search.study import (
     ProgressMonitor,
     StudyStopped,
@@ -103,11 +103,13 @@ def run_study(
                 _run(study, settings, echo, say, quiet, pruner, parent, before)
     finally:
         _close_orphaned_parents(settings, stores, echo)
-        echo(run_line(_ended_since(study, before), time.time() - started, settings.timeout))
-        echo(summary_line(study))
+        ended = _ended_since(study, before)
+        echo(run_line(ended, time.time() - started, settings.timeout))
+        if len(study.get_trials(deepcopy=False)) > len(ended):  # earlier runs' or other workers' trials too
+            echo(f"the whole study: {summary_line(study)}")
         best = best_trial(study)
         if best is not None:
-            echo(f"best trial #{best.number}: {settings.metric} {best.value:.4f}  params {best.params}")
+            echo(f"best trial #{best.number}: {settings.metric} {best.value:.4f}  {params_text(best.params)}")
         for line in stopped_ahead(study, best, settings.study_name):
             echo(line)
         echo(f"study {settings.study_name!r} in {settings.storage.display}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from convscope.search.space import params_text
 from convscope.train.config import from_dict, to_dict
 from convscope.train.config_sections import SECTIONS, RunConfig
 from convscope.train.config_file import merge
@@ -84,9 +85,7 @@ def study_config(base: RunConfig, name: str, storage_url: str,
         config = from_dict({**sections, "preset": trained.get("preset", base.preset)})
     else:
         config = _from_params(best, base)
-    params = best.params
-    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-    return config, tuple(config.model.widths), f"study {name!r}, best trial #{best.number} ({shown})"
+    return config, tuple(config.model.widths), f"study {name!r}, best trial #{best.number} ({params_text(best.params)})"
 
 
 def _from_params(trial: Any, base: RunConfig) -> RunConfig:

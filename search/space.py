@@ -234,6 +234,13 @@ def space_from_settings(settings: dict[str, Any] | None, base: RunConfig | None 
     return resolve(space, base) if base is not None else space
 
 
+def params_text(params: dict[str, Any]) -> str:
+    """A trial's parameters as people read them: ``depth=4, base_width=43, growth=1.58`` (floats to three
+    significant digits)."""
+    return ", ".join(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+                     for name, value in params.items())
+
+
 def describe(space: SearchSpace) -> str:
     """A few lines showing what is searched, for ``--help`` and the start of a study."""
 

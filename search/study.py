@@ -30,7 +30,7 @@ from tqdm import tqdm
 from convscope.search.budget import STOPPED_ATTR, TimeBudgetSpent, counts, hide_budget_tracebacks, is_stopped, spent
 from convscope.search.objective import Objective, StudySettings
 from convscope.search.pruning import make_pruner
-from convscope.search.space import make_sampler
+from convscope.search.space import make_sampler, params_text
 from convscope.search.storage import open_storage
 from convscope.tracking.base import RunStatus
 from convscope.train.interrupts import Terminated
@@ -368,7 +368,7 @@ class ProgressMonitor:
 def trial_line(trial: FrozenTrial) -> str:
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     value = f"{trial.value:.4f}" if trial.value is not None else "-"
-    params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    params = params_text(trial.params)
     reason = (trial.user_attrs.get("error") or trial.user_attrs.get("pruned_reason")
               or trial.user_attrs.get(STOPPED_ATTR) or "")
     state = "STOPPED" if is_stopped(trial) else trial.state.name
@@ -391,7 +391,3 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return study.best_trial
     except ValueError:
         return None
-
-
-def _short(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

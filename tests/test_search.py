@@ -51,6 +51,9 @@ def test_six_trials_two_jobs_nested_runs_and_hparams(tmp_path: Path) -> None:
     study = load(runs)
     assert sorted(t.number for t in study.trials) == list(range(6))
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    best = study.best_trial  # its line reads like the trial lines: name=value, floats to three digits
+    assert (f"best trial #{best.number}: val/accuracy {best.value:.4f}  depth={best.params['depth']}, "
+            f"base_width={best.params['base_width']}, growth={best.params['growth']:.3g}, ") in done.stdout
     client = mlflow_client(runs)
     parents = set()
     for trial in study.trials:
@@ -151,9 +154,14 @@ def test_three_identical_failures_stop_the_study(tmp_path: Path, monkeypatch: py
 
 def test_rerunning_continues_numbering_and_honours_the_total(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    run_study(settings_for(runs, "--trials", "2", "--pruner", "none", "--keep-all"), echo=lambda line: None)
-    study = run_study(settings_for(runs, "--trials", "3", "--pruner", "none"), echo=lambda line: None)
+    first: list[str] = []
+    run_study(settings_for(runs, "--trials", "2", "--pruner", "none", "--keep-all"), echo=first.append)
+    later: list[str] = []
+    study = run_study(settings_for(runs, "--trials", "3", "--pruner", "none"), echo=later.append)
     assert [t.number for t in study.trials] == [0, 1, 2]
+    assert not any(line.startswith("the whole study:") for line in first)  # this run's tally says it all
+    assert any(line.startswith("this run: ") and "1 trial ended: 1 done" in line for line in later)
+    assert any(line.startswith("the whole study: [done 3 | pruned 0 | failed 0 | best #") for line in later)
     kept = sorted(p.parent.name for p in (runs / "checkpoints").rglob("state.pt"))
     assert kept == ["convscope-study-trial-0000", "convscope-study-trial-0001"]  # --keep-all; trial 2 without
     lines: list[str] = []
