@@ -19,7 +19,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Load MODEL (an MLflow run id, a models:/ or runs:/ URI, or a study's name: its registered "
             "champion) and score every photo of --data, a folder with one sub-folder per class. Prints the "
-            "accuracy with its 95%% interval, per-class accuracy and the confusion matrix, and logs them with "
+            "accuracy with its 95% interval, per-class accuracy and the confusion matrix, and logs them with "
             "the most confidently wrong photos as an MLflow evaluation run (metric test/accuracy)."
         ),
     )
