@@ -62,7 +62,7 @@ def report_html(e: Explanation, run_id: str, images: Mapping[str, bytes]) -> str
                   "replaced by average pooling and a 1x1 convolution and the network retrained, mean ± SE over "
                   "folds (from an ablation study of this run).", "muted")]
     for key, png in images.items():
-        parts += [html_report.heading(3, key), html_report.figure(png, key)]
+        parts += [html_report.heading(3, key), html_report.figure(png, key, pixels=True)]
     parts += [html_report.heading(2, "Metric glossary"),
               html_report.table(["metric", "meaning"], [[f"{prefix}/convK", text]
                                                         for prefix, text in METRIC_DESCRIPTIONS.items()])]

@@ -54,8 +54,12 @@ td code { font-size: 0.8em; }
 .num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 0.6em 0 1.2em; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid #eaeef2; }
+figure img.pixels { image-rendering: pixelated; }
 figcaption { color: #59636e; font-size: 0.9em; margin-top: 0.3em; }
 """
+PICTURE_WIDTH_PX = 960
+"""The page's width for pictures (the body's 1000 px less its padding)."""
+MAX_PIXEL_ZOOM = 3
 
 
 class Html(str):
@@ -163,10 +167,17 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure(png: bytes, alt: str, caption: str = "") -> Html:
-    """A ``<figure>`` embedding ``png`` as a data URI at its natural size (at most the page width)."""
+def figure(png: bytes, alt: str, caption: str = "", *, pixels: bool = False) -> Html:
+    """A ``<figure>`` embedding ``png`` as a data URI at its natural size (at most the page width).
+
+    ``pixels``: a picture drawn as tiles of map cells (the training pictures, a few hundred pixels
+    wide for MLflow's thumbnails) is shown at the largest whole-number zoom, up to
+    :data:`MAX_PIXEL_ZOOM`, that fits :data:`PICTURE_WIDTH_PX`, each pixel kept square and sharp."""
     width, height = png_size(png)
-    img = f'<img src="{data_uri(png)}" alt="{html.escape(alt)}" width="{width}" height="{height}">'
+    zoom = max(1, min(MAX_PIXEL_ZOOM, PICTURE_WIDTH_PX // width)) if pixels else 1
+    css = ' class="pixels"' if zoom > 1 else ""
+    img = (f'<img src="{data_uri(png)}" alt="{html.escape(alt)}" width="{width * zoom}" height="{height * zoom}"'
+           f"{css}>")
     cap = f"<figcaption>{text(caption)}</figcaption>" if caption else ""
     return Html(f"<figure>{img}{cap}</figure>")
 

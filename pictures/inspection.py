@@ -84,5 +84,5 @@ def inspection_page(model: str, inspections: Sequence[PhotoInspection]) -> str:
                  h.paragraph(f"predicted: {seen.predicted} ({shown})", "lead")]
         order = sorted(seen.pictures, key=lambda key: (not key.startswith("feature_maps"), key))
         for key in order:
-            body.append(h.figure(seen.pictures[key].read_bytes(), key, key))
+            body.append(h.figure(seen.pictures[key].read_bytes(), key, key, pixels=True))
     return h.page(f"convscope inspect: {model}", body)

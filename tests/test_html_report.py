@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 from matplotlib.figure import Figure
 
 from html_check import embedded_pngs, parse
@@ -53,6 +56,17 @@ def test_figure_embeds_the_png_at_its_natural_size() -> None:
     assert "caption &lt;b&gt;" in markup
     with pytest.raises(ValueError, match="not a PNG"):
         html_report.png_size(b"GIF89a" + bytes(30))
+
+
+@pytest.mark.parametrize("width, zoom", [(300, 3), (400, 2), (700, 1), (1200, 1)])
+def test_a_picture_of_map_cells_is_zoomed_to_fill_the_page_and_kept_sharp(width: int, zoom: int) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, 50)).save(buffer, format="PNG")
+    markup = html_report.figure(buffer.getvalue(), "feature_maps/conv1", pixels=True)
+    (img,) = [attrs for name, attrs in parse(markup).tags if name == "img"]
+    assert (img["width"], img["height"]) == (str(width * zoom), str(50 * zoom))
+    assert (img.get("class") == "pixels") == (zoom > 1)  # image-rendering: pixelated, no blur between cells
+    assert "image-rendering: pixelated" in html_report.page("t", [markup])
 
 
 def test_page_is_self_contained_and_holds_every_part() -> None:
