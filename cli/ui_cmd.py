@@ -64,8 +64,6 @@ def _serve_uis(args: argparse.Namespace) -> int:
     for flag in ("--mlflow-port", "--tensorboard-port", "--dashboard-port"):
         check_port(getattr(args, flag[2:].replace("-", "_")), flag)
     check_host(args.host)
-    for flag in ("--mlflow-port", "--tensorboard-port", "--dashboard-port"):
-        check_port_free(args.host, getattr(args, flag[2:].replace("-", "_")), flag)
     stores = resolve_stores(args.runs_dir)
     if not stores.embedded:
         raise ConfigError("MLFLOW_TRACKING_URI points at a server: open that server's own UI instead of `convscope ui`")
@@ -73,6 +71,9 @@ def _serve_uis(args: argparse.Namespace) -> int:
     if not runs.is_dir():
         raise ConfigError(f"--runs-dir {args.runs_dir}: no such folder; train a run first (convscope train)")
     check_writable(runs, "--runs-dir")  # the servers' logs and MLflow's store are written there
+    journal = stores.layout.study_journal
+    for flag in ("--mlflow-port", "--tensorboard-port", *(("--dashboard-port",) if journal.is_file() else ())):
+        check_port_free(args.host, getattr(args, flag[2:].replace("-", "_")), flag)  # the dashboard serves studies
     from convscope.cli.orphan_runs import end_orphaned_runs
 
     end_orphaned_runs(stores)
@@ -88,7 +89,6 @@ def _serve_uis(args: argparse.Namespace) -> int:
         processes.append(start_process_group(tensorboard_cmd, logs / "tensorboard.log"))
         mlflow_url = f"http://{args.host}:{args.mlflow_port}"
         tensorboard_url = f"http://{args.host}:{args.tensorboard_port}"
-        journal = stores.layout.study_journal
         if journal.is_file():
             processes.append(start_process_group(
                 optuna_dashboard_command(journal, args.host, args.dashboard_port), logs / "optuna-dashboard.log"
@@ -103,7 +103,7 @@ def _serve_uis(args: argparse.Namespace) -> int:
             dashboard_url = f"http://{args.host}:{args.dashboard_port}"
             wait_for_http(dashboard_url, timeout=60, proc=processes[2])
             print(f"Optuna:      {dashboard_url}")
-        print("Ctrl-C stops both.", flush=True)
+        print(f"Ctrl-C stops {'both' if len(processes) == 2 else 'all three'}.", flush=True)
         while all(p.poll() is None for p in processes):
             time.sleep(1)
         print("a UI process exited; see " + str(logs), file=sys.stderr)

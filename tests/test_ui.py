@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,13 +37,14 @@ def test_ui_serves_mlflow_and_tensorboard_and_stops_cleanly(tmp_path: Path) -> N
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 180
-    while not any(line.startswith("Optuna:") for line in lines):
+    while not any(line.startswith("Ctrl-C stops") for line in lines):
         line = proc.stdout.readline()
         assert line, "".join(lines)
         lines.append(line)
         assert time.monotonic() < deadline
     output = "".join(lines)
     assert f"http://127.0.0.1:{mlflow_port}/#/experiments?workflowType=machine_learning" in output
+    assert f"Optuna:      http://127.0.0.1:{dashboard_port}\nCtrl-C stops all three.\n" in output
     assert urllib.request.urlopen(f"http://127.0.0.1:{mlflow_port}/health").status == 200
     assert urllib.request.urlopen(f"http://127.0.0.1:{tensorboard_port}/data/plugin/images/tags").status == 200
     studies = json.load(urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/api/studies"))
@@ -73,6 +75,20 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def test_ui_with_a_study_needs_the_dashboards_port(tmp_path: Path) -> None:
+    (tmp_path / "runs" / "optuna").mkdir(parents=True)
+    (tmp_path / "runs" / "optuna" / "journal.log").touch()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "convscope", "ui", "--runs-dir", str(tmp_path / "runs"), "--mlflow-port",
+             str(free_port()), "--tensorboard-port", str(free_port()), "--dashboard-port", str(busy.getsockname()[1])],
+            capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        )
+    assert done.returncode == 2 and "--dashboard-port" in done.stderr and "already in use" in done.stderr, done.stderr
+
+
 def test_ui_without_runs_folder_is_a_usage_error(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "convscope", "ui", "--runs-dir", str(tmp_path / "none")],
@@ -89,13 +105,16 @@ def test_nohup_ui_outlives_the_shell_that_started_it(tmp_path: Path) -> None:
     (runs / "tensorboard").mkdir(parents=True)
     port = free_port()
     log = tmp_path / "ui.log"
+    busy = socket.socket()  # no study here: the dashboard's port is not needed, and being taken is no error
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
     command = (f"nohup {sys.executable} -u -m convscope ui --runs-dir {runs} --mlflow-port {port} "
-               f"--tensorboard-port {free_port()} > {log} 2>&1 & echo $!")
+               f"--tensorboard-port {free_port()} --dashboard-port {busy.getsockname()[1]} > {log} 2>&1 & echo $!")
     shell = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, start_new_session=True)
     pid = int(shell.stdout.strip())  # the shell has exited: the UI's parent is gone
     try:
         deadline = time.monotonic() + 180
-        while "Ctrl-C stops both" not in (log.read_text() if log.exists() else ""):
+        while "Ctrl-C stops both." not in (log.read_text() if log.exists() else ""):  # no study: two servers
             assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
             time.sleep(0.5)
         os.kill(pid, signal.SIGHUP)  # what an interactive shell sends its jobs when it exits
@@ -109,6 +128,7 @@ def test_nohup_ui_outlives_the_shell_that_started_it(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{port}/#/experiments/" in trained.stdout, trained.stdout  # the port actually served
     finally:
         os.kill(pid, signal.SIGTERM)
+        busy.close()
     deadline = time.monotonic() + 60
     while processes_mentioning(str(runs)) and time.monotonic() < deadline:
         time.sleep(0.5)
