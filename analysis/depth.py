@@ -230,6 +230,7 @@ def results_json(settings: DepthSettings, outcomes: Sequence[Outcome], verdict: 
         lost, error = drop(full, o) if full is not None and o is not full else (None, None)
         variants.append({
             "label": o.variant.label, "blocks": o.variant.blocks, "bypass": list(o.variant.config.model.bypass),
+            "folds": o.fold_numbers,
             "widths": list(o.variant.widths), "accuracies": o.accuracies, "curves": o.curves, "images": o.images,
             "chance": o.chance, "run_ids": o.run_ids, "pruned": o.pruned, "mean": o.mean,
             "standard_error": o.standard_error, "drop": lost, "drop_standard_error": error,

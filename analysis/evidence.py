@@ -30,7 +30,7 @@ from convscope.analysis.cka import linear_cka, pooled_activations
 from convscope.analysis.compare import RunActivations, counts
 from convscope.analysis.probes import ProbeCurve, probe_curve
 from convscope.pictures.stats import noise_not_available
-from convscope.analysis.verdicts import Training, problems
+from convscope.analysis.verdicts import Training, problems, standard_error
 
 #: Maps whose noise measure (1 = as rough as their own pixels shuffled) is at least this look noisy.
 NOISY = 0.8
@@ -52,16 +52,20 @@ class LayerRow:
     zero_fraction: float | None = None
     drop: float | None = None  # accuracy lost when the block is bypassed (ablation), mean over folds
     drop_se: float | None = None
+    drop_after: str = ""  # the blocks already bypassed when ``drop`` was measured (a last-blocks ablation)
 
 
 @dataclass
 class Ablation:
-    """What an ablation study of this run measured: layer → (drop, SE), and its own verdict."""
+    """What an ablation study of this run measured: layer → (drop, SE), and its own verdict.
+    ``further``: layer → (drop, SE, blocks already bypassed) for a block that was only bypassed
+    together with the blocks after it (``further_drops_from_results``)."""
 
     name: str
     drops: dict[str, tuple[float, float]]
     sentence: str
     problems: list[str] = field(default_factory=list)
+    further: dict[str, tuple[float, float, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +113,8 @@ def layer_rows(run: RunActivations, curve: ProbeCurve | None, ablation: Ablation
         row.zero_fraction = stats.get("act_zero_fraction", {}).get(layer)
         if ablation is not None and layer in ablation.drops:
             row.drop, row.drop_se = ablation.drops[layer]
+        elif ablation is not None and layer in ablation.further:
+            row.drop, row.drop_se, row.drop_after = ablation.further[layer]
         rows.append(row)
     return rows
 
@@ -173,7 +179,9 @@ def _useful(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequenc
         if not math.isnan(row.cka_previous):
             parts.append(f"CKA {row.cka_previous:.2f} with the layer before")
         if row.drop is not None and row.drop_se is not None:
-            parts.append(f"bypassing it costs {_signed(row.drop, row.drop_se)} accuracy" + (
+            cost = (f"bypassing it as well as {row.drop_after} costs {_signed(row.drop, row.drop_se)} more accuracy"
+                    if row.drop_after else f"bypassing it costs {_signed(row.drop, row.drop_se)} accuracy")
+            parts.append(cost + (
                 " in an ablation that gives no verdict" if ablation is not None and ablation.problems else
                 " — the network needs it" if counts(row.drop, row.drop_se) and row.drop > 0 else
                 " — nothing measurable (a tie)"))
@@ -244,3 +252,22 @@ def drops_from_results(results: Mapping[str, object]) -> dict[str, tuple[float, 
             key = f"conv{bypass[0]}" if len(bypass) == 1 else f"conv{bypass[0]}–conv{bypass[-1]}"
             drops[key] = (float(lost), float(error))
     return drops
+
+
+def further_drops_from_results(results: Mapping[str, object]) -> dict[str, tuple[float, float, str]]:
+    """Layer → (drop, SE, blocks already bypassed) from a last-blocks ablation's ``results.json``: where
+    one variant bypasses block k and the blocks after it and another only the blocks after it, what
+    bypassing block k as well costs, paired by fold (results written without fold numbers: none)."""
+    variants = [v for v in results.get("variants", []) if v.get("bypass") and v.get("folds")]  # type: ignore[union-attr]
+    by_blocks = {tuple(v["bypass"]): v for v in variants}
+    further: dict[str, tuple[float, float, str]] = {}
+    for blocks, wider in by_blocks.items():
+        narrower = by_blocks.get(blocks[1:])
+        if narrower is None:
+            continue
+        theirs = dict(zip(wider["folds"], wider["accuracies"]))
+        pairs = [a - theirs[fold] for fold, a in zip(narrower["folds"], narrower["accuracies"]) if fold in theirs]
+        if len(pairs) >= 2:
+            after = f"conv{blocks[1]}" if len(blocks) == 2 else f"conv{blocks[1]}–conv{blocks[-1]}"
+            further[f"conv{blocks[0]}"] = (float(np.mean(pairs)), standard_error(pairs), after)
+    return further

@@ -30,7 +30,8 @@ def evidence_table(rows: list[LayerRow]) -> tuple[list[str], list[list[str]]]:
               "silent units", "bypass costs ± SE"]
     body = [[row.layer, f"{row.channels}×{row.size[0]}×{row.size[1]}", _number(row.probe), _pm(row.gain, row.gain_se),
              _number(row.cka_previous, 2), _number(row.noise, 2) if row.noise is not None else row.noise_na,
-             "—" if row.zero_fraction is None else f"{row.zero_fraction:.0%}", _pm(row.drop, row.drop_se)]
+             "—" if row.zero_fraction is None else f"{row.zero_fraction:.0%}",
+             _pm(row.drop, row.drop_se) + (f" (with {row.drop_after} gone)" if row.drop_after else "")]
             for row in rows]
     return header, body
 

@@ -53,7 +53,7 @@ def handle_explain(args: argparse.Namespace) -> int:
     end_orphaned_runs(stores)
     from convscope.search.sources import run_config
     from convscope.analysis.compare import load_run_activations
-    from convscope.analysis.evidence import Ablation, DepthAnswer, drops_from_results, explain
+    from convscope.analysis.evidence import Ablation, DepthAnswer, drops_from_results, explain, further_drops_from_results
     from convscope.analysis.explain_report import report_html, short_text
     from convscope.analysis.fetch import fetch_run, latest_images, run_record, study_results
     from convscope.tracking.mlflow_sink import attach_to_run
@@ -93,7 +93,7 @@ def handle_explain(args: argparse.Namespace) -> int:
         if ablations:
             study_id, results = ablations[0]
             ablation = Ablation(results.get("name", study_id), drops_from_results(results), results["sentence"],
-                                list(results.get("problems", [])))
+                                list(results.get("problems", [])), further_drops_from_results(results))
         depth = None
         for study_id, results in study_results(uri, record.experiment_id, "depth-study"):
             if results.get("data") == config.data.data and results.get("image_size") == config.model.image_size:

@@ -372,3 +372,5 @@ def test_ablate_bypasses_one_block_at_a_time_and_a_one_epoch_ablation_recommends
     assert {c.data.params["widths"] for c in children} == {"16,32,64"}  # every other block keeps its width
     assert sorted(c.data.params.get("bypass", "") for c in children) == ["", "", "1", "1", "2", "2", "3", "3"]
     assert {c.data.params["data"] for c in children} == {"synthetic-depth2"}
+    results = json.loads((runs / "depth" / "ablation" / "results.json").read_text())
+    assert all(v["folds"] == [0, 1] for v in results["variants"])  # what pairs two variants' accuracies by fold

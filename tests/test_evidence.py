@@ -7,7 +7,9 @@ import re
 import torch
 
 from convscope.analysis.compare import RunActivations
-from convscope.analysis.evidence import Ablation, DepthAnswer, counts, drops_from_results, explain
+from convscope.analysis.evidence import (
+    Ablation, DepthAnswer, counts, drops_from_results, explain, further_drops_from_results,
+)
 from convscope.analysis.explain_report import report_html, short_text
 from convscope.pictures.stats import activation_statistics
 from convscope.analysis.verdicts import Training
@@ -108,3 +110,44 @@ def test_drops_from_an_ablations_results() -> None:
                             {"bypass": [5], "drop": 0.05, "drop_standard_error": 0.01},
                             {"bypass": [4, 5], "drop": 0.07, "drop_standard_error": 0.002}]}
     assert drops_from_results(results) == {"conv5": (0.05, 0.01), "conv4–conv5": (0.07, 0.002)}
+
+
+LAST_TWO_ABLATED = {"variants": [  # the photo sample's ablation of a 5-block run, bypassing its last 1 and 2 blocks
+    {"bypass": [], "folds": [0, 1, 2], "accuracies": [0.7269, 0.7592, 0.7397], "drop": None,
+     "drop_standard_error": None},
+    {"bypass": [5], "folds": [0, 1, 2], "accuracies": [0.7112, 0.7149, 0.7217], "drop": 0.0260,
+     "drop_standard_error": 0.0092},
+    {"bypass": [4, 5], "folds": [0, 1, 2], "accuracies": [0.6969, 0.6759, 0.7052], "drop": 0.0493,
+     "drop_standard_error": 0.0171}]}
+
+
+def test_a_block_bypassed_only_with_the_blocks_after_it_gets_what_it_adds() -> None:
+    (conv4,) = further_drops_from_results(LAST_TWO_ABLATED).items()
+    layer, (lost, error, after) = conv4
+    assert (layer, after) == ("conv4", "conv5")
+    assert abs(lost - (0.0143 + 0.0390 + 0.0165) / 3) < 1e-9 and abs(error - 0.00793) < 1e-4  # paired by fold
+    folds_unknown = {"variants": [{k: v for k, v in variant.items() if k != "folds"}
+                                  for variant in LAST_TWO_ABLATED["variants"]]}
+    assert further_drops_from_results(folds_unknown) == {}  # written before fold numbers were kept: no pairing
+    shuffled = {"variants": [*LAST_TWO_ABLATED["variants"][:2], {**LAST_TWO_ABLATED["variants"][2], "folds": [2, 1, 0],
+                                                                "accuracies": [0.7052, 0.6759, 0.6969]}]}
+    assert further_drops_from_results(shuffled) == further_drops_from_results(LAST_TWO_ABLATED)
+
+
+def test_explain_says_what_a_block_costs_on_top_of_the_blocks_after_it() -> None:
+    ablation = Ablation("abl", drops_from_results(LAST_TWO_ABLATED), "recommended: keep all 5 blocks …",
+                        further=further_drops_from_results(LAST_TWO_ABLATED))
+    run = _run()
+    names = {"conv1": "conv3", "conv2": "conv4", "conv3": "conv5"}  # the made-up run's layers as the last three
+    run = RunActivations("id", "run", {names[k]: v for k, v in run.probes.items()},
+                         {names[k]: v for k, v in run.analysis.items()}, run.labels,
+                         {stat: {names[k]: v for k, v in values.items()} for stat, values in run.stats.items()})
+    e = explain(run, LEARNED, ablation=ablation, folds=3)
+    rows = {row.layer: row for row in e.rows}
+    assert rows["conv5"].drop == 0.0260 and rows["conv5"].drop_after == ""
+    assert rows["conv4"].drop_after == "conv5" and abs(rows["conv4"].drop - 0.02327) < 1e-4
+    useful = "\n".join(e.useful)
+    assert "conv4: " in useful and "bypassing it as well as conv5 costs +0.023 ± 0.008 more accuracy — the network " \
+        "needs it" in useful, useful
+    assert "conv5: " in useful and "bypassing it costs +0.026 ± 0.009 accuracy — the network needs it" in useful
+    assert "+0.023 ± 0.008 (with conv5 gone)" in short_text(e)  # the evidence table's bypass column
