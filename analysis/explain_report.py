@@ -61,7 +61,8 @@ def report_html(e: Explanation, run_id: str, images: Mapping[str, bytes]) -> str
                   "of the per-fold differences. CKA: linear centred kernel alignment with the previous layer (1 = "
                   "the same representation up to rotation and scale). Bypass: accuracy lost when the block is "
                   "replaced by average pooling and a 1x1 convolution and the network retrained, mean ± SE over "
-                  "folds (from an ablation study of this run).", "muted")]
+                  "folds (from an ablation study of this run); \"(with convK gone)\": what bypassing the block as well costs, "
+                  "when the ablation bypassed it only together with the blocks after it.", "muted")]
     for key, png in images.items():
         parts += [html_report.heading(3, key), html_report.figure(png, key, pixels=True)]
     parts += [html_report.heading(2, "Metric glossary"),
