@@ -78,7 +78,7 @@ def evaluate_folder(network: Network, root: Path, *, progress: bool = False) -> 
     """Score every photo under ``root`` (class sub-folders named as the network's classes); the
     evaluation and the scored photos (uint8 N×3×S×S, for pictures). ConfigError naming ``--data``
     when the folder or its classes do not fit the network."""
-    layout = find_layout(root, "--data")
+    layout = find_layout(root, "--data", classes=network.class_names)
     if layout.kind != "class-folders":
         split = layout.splits.get("test")
         if split is None:
@@ -88,13 +88,6 @@ def evaluate_folder(network: Network, root: Path, *, progress: bool = False) -> 
     else:
         files, labels = list(layout.all_files), list(layout.splits["all"].labels)
     names = list(layout.class_names)
-    if sorted(names) != sorted(network.class_names):
-        missing = sorted(set(network.class_names) - set(names))
-        extra = sorted(set(names) - set(network.class_names))
-        said = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
-                                             f"unknown to the model {', '.join(extra)}" if extra else "") if part)
-        raise ConfigError(f"--data {root}: its class folders ({', '.join(names)}) are not the model's classes "
-                          f"({', '.join(network.class_names)}): {said}")
     to_model = [network.class_names.index(name) for name in names]
     decoded = decode_many(files, network.image_size, progress=progress)
     kept = [i for i, result in enumerate(decoded) if result.array is not None]

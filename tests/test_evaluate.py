@@ -82,12 +82,18 @@ def test_bad_input_is_one_line_and_exit_2(trained: tuple[Path, str, Path], tmp_p
     (one_class / "Cat" / "a.png").write_bytes((test / "Cat" / "cat000.png").read_bytes())
     other = _photo_folder(tmp_path / "other", 1, seed=2)
     (other / "Dog").rename(other / "Fox")
+    unrelated = tmp_path / "unrelated"  # e.g. --data /tmp: folders, some empty, none a class of the model's
+    for name in ("a", "b", "c", "d", "e", "f", "g"):
+        (unrelated / name).mkdir(parents=True)
     cases = {
         "no such run": ([f"{'0' * 32}", "--data", str(test)], "no MLflow model there"),
         "no such study": (["nosuchstudy", "--data", str(test)], "models:/nosuchstudy@champion"),
         "no folder": ([run_id, "--data", str(tmp_path / "missing")], "no such folder"),
         "one class": ([run_id, "--data", str(one_class)], "found 1 class folder"),
         "other classes": ([run_id, "--data", str(other)], "missing Dog; unknown to the model Fox"),
+        "unrelated folders": ([run_id, "--data", str(unrelated)],
+                              "not the model's classes (Cat, Dog): missing Cat, Dog; unknown to the model a, b, c, d, e "
+                              "and 2 more"),
     }
     for label, (argv, needle) in cases.items():
         done = convscope("evaluate", *argv, "--runs-dir", str(runs), "--no-log")

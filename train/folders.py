@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_module
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +77,15 @@ def check_folder(root: Path, flag: str = "--data") -> None:
         raise ConfigError(f"{flag} {root}: is a file, not a folder; give a folder with one sub-folder per class")
 
 
-def find_layout(root: Path, flag: str = "--data") -> Layout:
-    """Inspect ``root``; ConfigError (naming ``flag``) when it is not a usable image folder."""
+def find_layout(root: Path, flag: str = "--data", *, classes: Sequence[str] | None = None) -> Layout:
+    """Inspect ``root``; ConfigError (naming ``flag``) when it is not a usable image folder, or, given
+    ``classes`` (a trained network's), when its class folders are not those (checked before any is listed)."""
     check_folder(root, flag)
     children = {p.name.lower(): p for p in _subfolders(root)}
     val_dir = next((children[name] for name in VAL_NAMES if name in children), None)
     if "train" in children and val_dir is not None:
         class_names = _class_names(children["train"], flag)
+        _check_classes(root, class_names, classes, flag)
         splits = {"train": _list(children["train"], class_names, flag), "val": _list(val_dir, class_names, flag)}
         if "test" in children:
             splits["test"] = _list(children["test"], class_names, flag)
@@ -90,7 +93,24 @@ def find_layout(root: Path, flag: str = "--data") -> Layout:
     if "train" in children and val_dir is None and len(children) <= 2:
         raise ConfigError(f"{flag} {root}: found train/ but no val/ folder; add {root}/val/<class>/… or put the class folders directly in {root}")
     class_names = _class_names(root, flag)
+    _check_classes(root, class_names, classes, flag)
     return Layout("class-folders", class_names, {"all": _list(root, class_names, flag)})
+
+
+def _check_classes(root: Path, names: Sequence[str], expected: Sequence[str] | None, flag: str) -> None:
+    if expected is None or sorted(names) == sorted(expected):
+        return
+    missing = sorted(set(expected) - set(names))
+    extra = sorted(set(names) - set(expected))
+    said = "; ".join(part for part in (f"missing {_few(missing)}" if missing else "",
+                                       f"unknown to the model {_few(extra)}" if extra else "") if part)
+    raise ConfigError(f"{flag} {root}: its class folders are not the model's classes ({_few(expected)}): {said}")
+
+
+def _few(names: Sequence[str], shown: int = 5) -> str:
+    """``names`` for one line of text: the first ``shown``, then how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _subfolders(folder: Path) -> list[Path]:
