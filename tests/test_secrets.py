@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from postgres_db import databases, needs_postgres
+from convscope.servers.servers import free_port
 from convscope.tracking.secrets import SECRET_MASK, has_masked_secret, mask_secrets, without_password
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def _serve_env(tmp_path: Path, secret: str) -> dict[str, str]:
     # A URL that passes serve's storage check without a server (sqlite: its folder must exist) and
     # carries a credential (a query parameter named like a password) to look for.
     storage = f"sqlite:///{tmp_path / 'optuna.db'}?password={secret}"
-    env.update(TMPDIR=str(private), CONVSCOPE_STORAGE=storage)
+    env.update(TMPDIR=str(private), CONVSCOPE_STORAGE=storage, CONVSCOPE_PORT=str(free_port()))  # not one in use
     return env
 
 
@@ -164,7 +165,7 @@ def test_serve_removes_its_config_file_when_the_server_cannot_start(
     from convscope import cli
     secret = f"S3cr3tPw-{uuid.uuid4().hex[:8]}"
     for name, value in _serve_env(tmp_path, secret).items():
-        if name in ("CONVSCOPE_STORAGE",):
+        if name in ("CONVSCOPE_STORAGE", "CONVSCOPE_PORT"):
             monkeypatch.setenv(name, value)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     monkeypatch.setattr("convscope.cli.serve_cmd.remove_after_exit", lambda pid, paths: None)

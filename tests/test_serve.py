@@ -55,6 +55,13 @@ def exec_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[ExecCall
     return calls
 
 
+@pytest.fixture(autouse=True)
+def free_default_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve``'s port, unless a test sets its own: a free one, not the default a developer's own
+    ``convscope ui`` or server may hold (serve refuses a port in use)."""
+    monkeypatch.setenv("CONVSCOPE_PORT", str(free_port()))
+
+
 @pytest.fixture
 def mlflow_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """What docker-compose gives the mlflow service (sqlite instead of PostgreSQL)."""
