@@ -4,17 +4,21 @@ On a GPU an epoch of the seed network at graphed speed takes hundredths of a sec
 does besides training (validation, the visuals' capture, the checkpoint snapshot, and on the
 background writer the pictures, statistics, MLflow, TensorBoard and checkpoint files) then decides
 its speed. This benchmark runs ``convscope train``'s real epoch loop (``train.run.run``, real
-embedded MLflow and TensorBoard stores, the seed preset at 64×64) with the training pass and the
-validation pass replaced by a wait that holds no lock, as waiting for a device does. The wait is
-``--device-epoch`` seconds: 0 asks how many epochs per second the per-epoch work sustains at all.
+embedded MLflow and TensorBoard stores, the seed preset at 64×64) with the training pass replaced
+by what a GPU asks of the training thread: per batch, the torch calls a CUDA run makes (counted on
+real batches, ``batch_calls``; each lets the GIL go and takes it back, so the threads beside
+training slow it), then a wait that holds no lock until ``--device-epoch`` seconds have passed (0
+asks how many epochs per second the per-epoch work sustains at all); validation takes no time.
 
 It prints, per device epoch, the steady-state epoch wall time (the median after the first
-``--warmup`` epochs, once the writer's queue is full) and what that caps training at in images per
-second for epochs of ``--images`` images: visuals off, ``--visual-epochs all`` (every epoch's
-pictures, training waits for them) and ``--visual-epochs latest`` (what ``auto`` picks on CUDA:
-training never waits for pictures), with how many epochs got pictures.
+``--warmup`` epochs, once the writer's queue is full), how long the epoch's launches took the
+training thread (they must fit in the device epoch, or the device waits for them), and what the
+wall time caps training at in images per second for epochs of ``--images`` images: visuals off,
+``--visual-epochs all`` (every epoch's pictures, training waits for them) and ``--visual-epochs
+latest`` (what ``auto`` picks on CUDA: training never waits for pictures), with how many epochs got
+pictures.
 
-    python benchmarks/epoch_work_cap.py [--epochs 24] [--device-epoch 0 0.067] [--images 20000]
+    python benchmarks/epoch_work_cap.py [--epochs 24] [--device-epoch 0 0.067] [--calls-per-batch N]
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ inputs, the replay, and the two device hyper-parameters the schedule writes (``t
 
 def batch_calls(batch_size: int) -> int:
     """The torch calls (each lets the GIL go and takes it back) that ``train.batches.DeviceBatches``
-    makes per batch of the seed preset, counted on a real batch, plus ``STEP_CALLS``."""
+    makes per batch of the seed preset on CUDA (``prepared_per_pass``: many batches prepared in one
+    pass), counted over a real pass of small images, plus ``STEP_CALLS``."""
     from torch.overrides import TorchFunctionMode
 
-    from convscope.train.batches import DeviceBatches, Normalizer
+    from convscope.train.batches import DeviceBatches, Normalizer, prepared_per_pass
 
     class Count(TorchFunctionMode):
         calls = 0
@@ -61,24 +66,24 @@ def batch_calls(batch_size: int) -> int:
             return func(*args, **(kwargs or {}))
 
     optim = build_config("seed").optim
-    images = torch.zeros(4 * batch_size, 3, 8, 8, dtype=torch.uint8)
+    per_pass = prepared_per_pass(torch.device("cuda"), (3, 64, 64), batch_size)
+    images = torch.zeros(per_pass, 3, 8, 8, dtype=torch.uint8)  # a pass's worth; small: only calls are counted
     batches = DeviceBatches(images, torch.zeros(len(images), dtype=torch.long), Normalizer.fit(images), batch_size,
-                            shuffle=True, flip=optim.flip, crop_padding=optim.crop_padding, drop_last=True)
-    iterator = iter(batches)
-    next(iterator)
+                            shuffle=True, flip=optim.flip, crop_padding=optim.crop_padding, drop_last=True,
+                            per_pass=per_pass)
     with Count() as count:
-        for _ in range(len(batches) - 1):
-            next(iterator)
-    return round(count.calls / (len(batches) - 1)) + STEP_CALLS
+        for _ in batches:
+            pass
+    return round(count.calls / len(batches)) + STEP_CALLS
 
 
-def device_stand_ins(epoch_seconds: float, images: int, launch_batches: int,
-                     calls_per_batch: int) -> tuple[object, object]:
+def device_stand_ins(epoch_seconds: float, images: int, launch_batches: int, calls_per_batch: int,
+                     launches: list[float]) -> tuple[object, object]:
     """A training pass that makes ``calls_per_batch`` tiny torch calls for each of ``launch_batches``
     batches (what launching a graphed epoch on a GPU asks of the training thread) and then waits,
     holding no lock, until ``epoch_seconds`` have passed since it began (the device working through
-    its queue meanwhile); and a validation pass that reports made-up figures (the final pass with
-    predictions returns a prediction per image)."""
+    its queue meanwhile), appending the seconds its calls took to ``launches``; and a validation pass
+    that reports made-up figures (the final pass with predictions returns a prediction per image)."""
 
     tiny = torch.zeros(8)
 
@@ -87,6 +92,7 @@ def device_stand_ins(epoch_seconds: float, images: int, launch_batches: int,
         for _ in range(launch_batches):
             for _ in range(calls_per_batch):
                 tiny.add_(1)  # a torch call: the GIL is let go and taken back, as each launch on a GPU does
+        launches.append(time.perf_counter() - start)
         time.sleep(max(0.0, start + epoch_seconds - time.perf_counter()))  # the device finishes the queue
         return EpochStats(0.5, 0.5, images, max(time.perf_counter() - start, 1e-9))
 
@@ -101,20 +107,23 @@ def device_stand_ins(epoch_seconds: float, images: int, launch_batches: int,
 
 
 def steady_epoch_seconds(runs_dir: Path, epochs: int, warmup: int, visual_epochs: str, device_epoch: float,
-                         images: int, batch_size: int, calls_per_batch: int) -> tuple[float, int]:
-    """The median epoch wall time after ``warmup`` epochs, and how many epochs got pictures."""
+                         images: int, batch_size: int, calls_per_batch: int) -> tuple[float, float, int]:
+    """The median epoch wall time after ``warmup`` epochs, the median time its launches took, and how
+    many epochs got pictures."""
     config = build_config("seed", {
         "data": {"synthetic_size": 1000},
         "optim": {"epochs": epochs, "device": "cpu"},
         "tracking": {"runs_dir": str(runs_dir), "visuals": visual_epochs != "off",
                      "visual_epochs": "all" if visual_epochs == "off" else visual_epochs},
     })
-    train, evaluate = device_stand_ins(device_epoch, images, images // batch_size, calls_per_batch)
+    launches: list[float] = []
+    train, evaluate = device_stand_ins(device_epoch, images, images // batch_size, calls_per_batch, launches)
     run_module.train_one_epoch, run_module.evaluate = train, evaluate  # type: ignore[assignment]
     clock = EpochClock()
     run_module.run(config, on_epoch_end=clock, progress=False, echo=lambda line: None)
     pictures = list((runs_dir / "tensorboard").rglob("events.out.tfevents.*"))
-    return statistics.median(clock.epoch_seconds[warmup:]), _epochs_with_pictures(pictures)
+    return (statistics.median(clock.epoch_seconds[warmup:]), statistics.median(launches[warmup:]),
+            _epochs_with_pictures(pictures))
 
 
 def _epochs_with_pictures(event_files: list[Path]) -> int:
@@ -143,15 +152,15 @@ def main() -> None:
     calls = args.calls_per_batch if args.calls_per_batch is not None else batch_calls(args.batch_size)
     print(f"machine: {device_description()}; per-epoch work of the seed preset at 64x64, {args.epochs} epochs; "
           f"{args.images // args.batch_size} batches of {calls} torch calls launched per epoch")
-    print(f"{'device epoch':>12} {'visuals':>8} {'epoch wall':>11} {'epochs/s':>9} {'img/s cap':>11} "
+    print(f"{'device epoch':>12} {'visuals':>8} {'epoch wall':>11} {'launches':>9} {'epochs/s':>9} {'img/s cap':>11} "
           f"{'epochs with pictures':>21}")
     for device_epoch in args.device_epoch:
         for visual_epochs in ("off", "all", "latest"):
             with tempfile.TemporaryDirectory() as tmp:
-                wall, drawn = steady_epoch_seconds(Path(tmp), args.epochs, args.warmup, visual_epochs, device_epoch,
+                wall, launched, drawn = steady_epoch_seconds(Path(tmp), args.epochs, args.warmup, visual_epochs, device_epoch,
                                                    args.images, args.batch_size, calls)
             shown = "-" if visual_epochs == "off" else f"{drawn} of {args.epochs}"
-            print(f"{device_epoch:>11.3f}s {visual_epochs:>8} {wall:>10.3f}s {1 / wall:>9.1f} "
+            print(f"{device_epoch:>11.3f}s {visual_epochs:>8} {wall:>10.3f}s {launched * 1000:>7.1f}ms {1 / wall:>9.1f} "
                   f"{args.images / wall:>11,.0f} {shown:>21}", flush=True)
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EpochClock, device_description  # noqa: E402
 
-from convscope.train.batches import DeviceBatches, Normalizer  # noqa: E402
+from convscope.train.batches import DeviceBatches, Normalizer, prepared_per_pass  # noqa: E402
 from convscope.train.config import build_config  # noqa: E402
 from convscope.train.loop import make_scheduler, resolve_precision, select_device, train_one_epoch  # noqa: E402
 from convscope.train.model import build_model  # noqa: E402
@@ -89,7 +89,8 @@ def convscope_step(device: torch.device, images: torch.Tensor, labels: torch.Ten
     torch.manual_seed(0)
     model = build_model(config.model).to(device, memory_format=torch.channels_last)
     batches = DeviceBatches(images.to(device), labels.to(device), Normalizer.fit(images), batch_size,
-                            shuffle=True, flip=True, crop_padding=4, drop_last=graphed)
+                            shuffle=True, flip=True, crop_padding=4, drop_last=graphed,
+                            per_pass=prepared_per_pass(device, images.shape[1:], batch_size))  # as convscope train
     optimizer = make_optimizer(model, config.optim, capturable=graphed)
     scheduler = make_scheduler(optimizer, config.optim, len(batches))
     precision = resolve_precision("auto", device)  # as convscope train chooses

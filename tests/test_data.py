@@ -101,6 +101,70 @@ def test_device_batches_cover_every_image_once_and_flip() -> None:
     assert x.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.float32
 
 
+def _numbered(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose every pixel is their own number, labelled with it."""
+    images = torch.arange(count, dtype=torch.uint8).reshape(count, 1, 1, 1).expand(count, 3, 4, 4).clone()
+    return images, torch.arange(count)
+
+
+@pytest.mark.parametrize("per_pass", [4, 12, 100])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_batches_prepared_several_at_a_time_are_the_same_batches(per_pass: int, drop_last: bool) -> None:
+    images, labels = _numbered(23)  # 5 batches of 4 and 3 over; shuffled, flipped and cropped
+    norm = Normalizer(torch.zeros(3), torch.ones(3))
+    batches = DeviceBatches(images, labels, norm, 4, shuffle=True, flip=True, crop_padding=1, seed=3,
+                            drop_last=drop_last, per_pass=per_pass)
+    got = list(batches)
+    assert [len(y) for _, y in got] == [4] * 5 + ([] if drop_last else [3]) and len(got) == len(batches)
+    for x, y in got:
+        assert x.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.float32
+        assert torch.allclose(x * 255, y.float().reshape(-1, 1, 1, 1).expand_as(x))  # each image stays with its label
+    seen = torch.cat([y for _, y in got]).tolist()
+    assert len(set(seen)) == len(seen) == (20 if drop_last else 23)
+    assert [y.tolist() for _, y in DeviceBatches(images, labels, norm, 4, shuffle=True, seed=3, per_pass=per_pass,
+                                                 drop_last=drop_last)] == [y.tolist() for _, y in got]  # one order
+
+
+def test_a_single_image_left_over_is_not_a_batch_when_shuffling() -> None:
+    images, labels = _numbered(9)
+    norm = Normalizer(torch.zeros(3), torch.ones(3))
+    for per_pass in (4, 8, 100):
+        sizes = [len(y) for _, y in DeviceBatches(images, labels, norm, 4, shuffle=True, per_pass=per_pass)]
+        assert sizes == [4, 4], (per_pass, sizes)  # BatchNorm cannot train on one image
+        assert [len(y) for _, y in DeviceBatches(images, labels, norm, 4, per_pass=per_pass)] == [4, 4, 1]
+
+
+def test_preparing_many_batches_at_once_leaves_few_torch_calls_per_batch() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    class Calls(TorchFunctionMode):
+        count = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if getattr(func, "__name__", "") != "__get__":  # attribute reads (.shape) do not call torch
+                self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    images, labels = _numbered(64)
+    norm = Normalizer(torch.zeros(3), torch.ones(3))
+    per_batch: dict[int, float] = {}
+    for per_pass in (4, 64):
+        batches = DeviceBatches(images, labels, norm, 4, shuffle=True, flip=True, crop_padding=1, per_pass=per_pass)
+        with Calls() as calls:
+            assert len(list(batches)) == 16
+        per_batch[per_pass] = calls.count / 16
+    assert per_batch[4] > 25 and per_batch[64] < 5, per_batch  # what each batch asks of the training thread
+
+
+def test_cuda_prepares_whole_batches_up_to_the_byte_budget_and_a_cpu_one_batch() -> None:
+    from convscope.train.batches import PREPARED_BYTES_ON_CUDA, prepared_per_pass
+
+    assert prepared_per_pass(torch.device("cpu"), (3, 64, 64), 128) == 128
+    per_pass = prepared_per_pass(torch.device("cuda"), (3, 64, 64), 512)
+    assert per_pass % 512 == 0 and 512 < per_pass and per_pass * 3 * 64 * 64 * 4 <= PREPARED_BYTES_ON_CUDA
+    assert prepared_per_pass(torch.device("cuda"), (3, 512, 512), 512) == 512  # a batch over the budget: one
+
+
 def test_normalizer_standardises_training_images() -> None:
     images, _ = make_synthetic(200, 16, seed=0)
     x = Normalizer.fit(images)(images)
