@@ -4,7 +4,8 @@ Prints the device's name, then training images per second for
 - the naive loop: a DataLoader over CPU tensors, fp32, ``loss.item()`` every step, batch 128;
 - convscope's eager step, its graphed step and (on CUDA, unless ``--no-compile``) its graphed step
   on ``torch.compile`` (``train.step``; data already on the device, no per-epoch work): the
-  fastest of them is the ceiling;
+  fastest of them is the ceiling; and the graphed step with its batches prepared one at a time
+  instead of many per pass (what ``train.batches.prepared_per_pass`` gains);
 - ``convscope train`` with visuals off, on (``--visual-epochs auto``: ``latest`` on CUDA) and on for
   every epoch (``all``): steady-state epochs, all per-epoch work included (validation, visuals,
   MLflow, TensorBoard, checkpoints), as a share of the ceiling, with the epochs that got pictures
@@ -83,14 +84,18 @@ def naive_loop(device: torch.device, images: torch.Tensor, labels: torch.Tensor,
 
 
 def convscope_step(device: torch.device, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                   seconds: float, *, graphed: bool, compiled: bool = False) -> tuple[float, str, float]:
-    """img/s of ``train.step.Stepper`` over device-resident batches; its mode; its first step's seconds."""
+                   seconds: float, *, graphed: bool, compiled: bool = False,
+                   one_batch_a_pass: bool = False) -> tuple[float, str, float]:
+    """img/s of ``train.step.Stepper`` over device-resident batches; its mode; its first step's seconds.
+    Batches are prepared as ``convscope train`` prepares them on ``device``, or (``one_batch_a_pass``)
+    one at a time, as CUDA runs did before ``prepared_per_pass``."""
     config = build_config("seed", {"optim": {"batch_size": batch_size, "epochs": 1000}})
     torch.manual_seed(0)
     model = build_model(config.model).to(device, memory_format=torch.channels_last)
     batches = DeviceBatches(images.to(device), labels.to(device), Normalizer.fit(images), batch_size,
                             shuffle=True, flip=True, crop_padding=4, drop_last=graphed,
-                            per_pass=prepared_per_pass(device, images.shape[1:], batch_size))  # as convscope train
+                            per_pass=batch_size if one_batch_a_pass else prepared_per_pass(device, images.shape[1:],
+                                                                                           batch_size))
     optimizer = make_optimizer(model, config.optim, capturable=graphed)
     scheduler = make_scheduler(optimizer, config.optim, len(batches))
     precision = resolve_precision("auto", device)  # as convscope train chooses
@@ -223,6 +228,10 @@ def main() -> None:
     if device.type == "cuda":
         graphed, mode, _ = convscope_step(device, images, labels, args.batch_size, args.seconds, graphed=True)
         print(f"{f'convscope graphed step ({mode})':<66} {graphed:>11,.0f} img/s  {graphed / naive:5.2f}x naive")
+        single, mode, _ = convscope_step(device, images, labels, args.batch_size, args.seconds, graphed=True,
+                                         one_batch_a_pass=True)
+        print(f"{f'  the same, batches prepared one at a time ({mode})':<66} {single:>11,.0f} img/s  "
+              f"many batches a pass: {graphed / single:.2f}x this")
         ceiling = max(ceiling, graphed)
         if not args.no_compile:
             try:  # a compiler failure must not cost the rows after it
