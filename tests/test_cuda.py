@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from e2e_helpers import FAST, convscope, only_run
-from convscope.train.batches import DeviceBatches, Normalizer
+from convscope.train.batches import DeviceBatches, Normalizer, prepared_per_pass
 from convscope.train.config import build_config
 from convscope.train.loop import make_scheduler, train_one_epoch
 from convscope.train.model import build_model
@@ -29,7 +29,8 @@ def _train(graphed: bool, epochs: int = 3) -> tuple[list[float], Stepper]:
     model = build_model(config.model).to(CUDA)
     data, labels = make_synthetic(320, 16, seed=0)
     batches = DeviceBatches(data.to(CUDA), labels.to(CUDA), Normalizer.fit(data), 32, shuffle=True, flip=True,
-                            crop_padding=2, seed=0, drop_last=True)
+                            crop_padding=2, seed=0, drop_last=True,
+                            per_pass=prepared_per_pass(CUDA, data.shape[1:], 32))  # as convscope train on CUDA
     optimizer = make_optimizer(model, config.optim, capturable=graphed)
     scheduler = make_scheduler(optimizer, config.optim, len(batches))
     said: list[str] = []
