@@ -82,6 +82,24 @@ def test_an_interrupt_kills_the_run_and_goes_on(capsys: pytest.CaptureFixture[st
     assert stderr_lines(capsys) == ["run r2 ended killed; completed epochs stay browsable"]
 
 
+def test_a_note_made_when_the_run_ends_says_what_is_true_then(capsys: pytest.CaptureFixture[str]) -> None:
+    saved: list[int] = []
+    asked: list[int] = []
+
+    def note() -> str:
+        asked.append(len(saved))
+        return f"the last checkpoint is epoch {saved[-1]}"
+
+    with pytest.raises(KeyboardInterrupt):
+        with tracked_run(FakeTracker(), "r3", note=note):
+            saved += [1, 2]
+            raise KeyboardInterrupt
+    assert stderr_lines(capsys) == ["run r3 ended killed; the last checkpoint is epoch 2"]
+    with tracked_run(FakeTracker(), "r4", note=note):
+        pass
+    assert asked == [2] and stderr_lines(capsys) == []  # a run that finished says nothing, and asks nothing
+
+
 @pytest.mark.parametrize("pruned_types", [(), (LookupError,)], ids=["by-name", "given-type"])
 def test_a_pruned_trial_is_pruned_with_its_reason(pruned_types: tuple[type[BaseException], ...],
                                                   capsys: pytest.CaptureFixture[str]) -> None:

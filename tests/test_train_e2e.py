@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_sigint_during_epoch_two_ends_killed_with_epoch_one_readable(tmp_path: P
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", "convscope", "train", "--epochs", "5", "--runs-dir", str(runs),
-         "--synthetic-size", "4000", "--preset", "seed"],
+         "--synthetic-size", "4000", "--preset", "seed", "--run-name", "stopped"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
@@ -116,7 +117,9 @@ def test_sigint_during_epoch_two_ends_killed_with_epoch_one_readable(tmp_path: P
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
-    assert "ended killed" in output
+    said = re.search(r"ended killed; completed epochs stay browsable; the last complete epoch's checkpoint is (\S+); "
+                     r"continue with: convscope train --resume (\S+)\n", output)
+    assert said is not None and said[1] == said[2] == str(runs / "checkpoints" / "convscope" / "stopped"), output
     run = only_run(f"sqlite:///{runs / 'mlflow.db'}")
     assert run.info.info.status == "KILLED"
     assert 1 in run.metric_steps("val/accuracy")

@@ -88,7 +88,7 @@ def tracked_run(
     *,
     pruned: tuple[type[BaseException], ...] = (),
     final_tags: Callable[[RunStatus], Mapping[str, str]] | None = None,
-    note: str = "",
+    note: str | Callable[[], str] = "",
     where: str | None = None,
     close_timeout: float = CLOSE_TIMEOUT_SECONDS,
 ) -> Iterator[T]:
@@ -99,7 +99,8 @@ def tracked_run(
         name: the run's name as the user knows it, for the stderr line.
         pruned: exception types that mean PRUNED (besides any class named ``TrialPruned``).
         final_tags: tags to set just before closing, given the status (e.g. ``optuna.state``).
-        note: appended to the line of a FAILED or KILLED run (e.g. "completed epochs stay browsable").
+        note: appended to the line of a FAILED or KILLED run (e.g. "completed epochs stay browsable"),
+            or a function that says it when the run ends (e.g. where its last checkpoint is).
         where: the folder or server the run is written to, for the advice when the store cannot
             be written; default: from ``tracker.links()`` (``tracking.faults.store_location``).
         close_timeout: the longest the close may take, in seconds.
@@ -122,7 +123,8 @@ def tracked_run(
         except Exception as broken:  # the run is closed all the same
             tags["convscope.final_tags_error"] = describe_error(broken)
         problem = close_run(tracker, status, tags, close_timeout)
-        line = end_line(name, status, error, problem, where or _where(tracker), note)
+        line = end_line(name, status, error, problem, where or _where(tracker), note if isinstance(note, str) else
+                        note() if status in (RunStatus.FAILED, RunStatus.KILLED) else "")
         if line:
             print(line, file=sys.stderr, flush=True)
         if error is None and problem is not None and store_fault(problem) is not None:

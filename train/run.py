@@ -246,7 +246,7 @@ class RunTracking:
     tags: Mapping[str, str] = field(default_factory=dict)
     pruned: tuple[type[BaseException], ...] = ()
     final_tags: Callable[[Any], Mapping[str, str]] | None = None
-    note: str = ""
+    note: str | Callable[[], str] = ""
     where: str | None = None
 
 
@@ -298,7 +298,8 @@ def run(
             echo(f"run {ready.run_name} on {ready.device}" + "".join(f"; {where}" for where in _where_to_watch(tracker.links())))
 
         result, _ = train_tracked(prepared, RunTracking(
-            resume_run_id=resume_run_id, tags={"convscope.kind": "train"}, note="completed epochs stay browsable",
+            resume_run_id=resume_run_id, tags={"convscope.kind": "train"},
+            note=lambda: f"completed epochs stay browsable; {_checkpoint_note(ready)}",
             where=str(prepared.stores.runs_dir) if prepared.stores.embedded else None,
         ), on_open=announce, on_epoch_end=on_epoch_end, progress=progress, echo=echo)
         return result
@@ -330,4 +331,4 @@ def _checkpoint_note(prepared: Prepared | None) -> str:
     folder = prepared.stores.checkpoint_dir(prepared.config.tracking.experiment, prepared.run_name)
     if not (folder / STATE_FILE).is_file():
         return "no epoch was checkpointed"
-    return f"the last complete epoch's checkpoint is {folder}; continue with --resume {folder}"
+    return f"the last complete epoch's checkpoint is {folder}; continue with: convscope train --resume {folder}"
