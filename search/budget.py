@@ -13,7 +13,7 @@ run ends KILLED as on Ctrl-C, its Optuna trial FAIL with the user attribute
 is listed as stopped, not failed) nor a pruner's verdict (a PRUNED trial would count
 towards ``--trials`` and the sampler would read its partial curve as a weak network).
 The next run of the study enqueues it again, with the same parameters, before anything
-else (``retry_stopped``).
+else (``retry_stopped``), as it does a trial that Ctrl-C or SIGTERM stopped (``is_interrupted``).
 """
 
 from __future__ import annotations
@@ -94,11 +94,11 @@ def run_line(trials: list[FrozenTrial], seconds: float, timeout: float | None) -
 
 
 def retry_stopped(study: optuna.Study) -> list[int]:
-    """Enqueue, once each, the trials an earlier run's budget stopped, with their parameters
-    (they run before any newly sampled trial); the numbers of the trials enqueued."""
+    """Enqueue, once each, the trials an earlier run's budget or an interrupt (Ctrl-C, SIGTERM) stopped,
+    with their parameters (they run before any newly sampled trial); the numbers of the trials enqueued."""
     trials = study.get_trials(deepcopy=False)
     redone = {t.user_attrs.get(RETRY_ATTR) for t in trials}
-    again = [t for t in trials if is_stopped(t) and t.number not in redone]
+    again = [t for t in trials if (is_stopped(t) or is_interrupted(t)) and t.number not in redone]
     for trial in again:
         study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
     return [t.number for t in again]

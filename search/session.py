@@ -26,7 +26,9 @@ from pathlib import Path
 
 import optuna
 
-from convscope.search.budget import budget_line, format_duration, is_stopped, retry_stopped, run_line, stopped_ahead
+from convscope.search.budget import (
+    budget_line, format_duration, is_interrupted, is_stopped, retry_stopped, run_line, stopped_ahead,
+)
 from convscope.search.objective import StudySettings
 from convscope.search.pruning import pruning_start
 from convscope.search.report import best_over_time_figure, best_trials_table, close_figures, study_figures
@@ -87,7 +89,8 @@ def run_study(
             "trained on or used to pick; the best network is scored on it once, at the end")
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     for number in retry_stopped(study):
-        say(f"trial {number} was stopped by an earlier run's time budget: it runs again first, same parameters")
+        how = "Ctrl-C or SIGTERM" if is_interrupted(study.trials[number]) else "an earlier run's time budget"
+        say(f"trial {number} was stopped by {how}: it runs again first, same parameters")
     stores = settings.stores()
     server = "" if stores.embedded else stores.mlflow_uri
     parent: MlflowTracker | None = None
@@ -112,6 +115,10 @@ def run_study(
             echo(f"best trial #{best.number}: {settings.metric} {best.value:.4f}  {params_text(best.params)}")
         for line in stopped_ahead(study, best, settings.study_name):
             echo(line)
+        interrupted = [t.number for t in ended if is_interrupted(t)]
+        if interrupted:
+            echo(f"interrupted: the same command goes on with the study (trial{'s' * (len(interrupted) > 1)} "
+                 f"{', '.join(map(str, interrupted))} first, same parameters)")
         echo(f"study {settings.study_name!r} in {settings.storage.display}")
         if parent is not None and parent.run_url:
             echo(f"parent run: {parent.run_url}")

@@ -27,7 +27,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from convscope.search.budget import STOPPED_ATTR, TimeBudgetSpent, counts, hide_budget_tracebacks, is_stopped, spent
+from convscope.search.budget import (
+    STOPPED_ATTR, TimeBudgetSpent, counts, hide_budget_tracebacks, is_interrupted, is_stopped, spent,
+)
 from convscope.search.objective import Objective, StudySettings
 from convscope.search.pruning import make_pruner
 from convscope.search.space import make_sampler, params_text
@@ -371,7 +373,7 @@ def trial_line(trial: FrozenTrial) -> str:
     params = params_text(trial.params)
     reason = (trial.user_attrs.get("error") or trial.user_attrs.get("pruned_reason")
               or trial.user_attrs.get(STOPPED_ATTR) or "")
-    state = "STOPPED" if is_stopped(trial) else trial.state.name
+    state = "STOPPED" if is_stopped(trial) else "INTERRUPTED" if is_interrupted(trial) else trial.state.name
     return f"trial {trial.number:>3} {state:<8} {value:>8}  {seconds:6.1f}s  {params}" + (
         f"  ({reason})" if reason and trial.state != TrialState.COMPLETE else ""
     )

@@ -220,6 +220,7 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == (143 if stop == "SIGTERM" else 130), output
     assert "Traceback" not in output and "interrupted" in output, output
+    assert "interrupted: the same command goes on with the study (trial" in output, output
     client = mlflow_client(runs)
     trials = load(runs).trials
     assert len(trials) == jobs, output
@@ -228,8 +229,11 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
         assert trial.state == TrialState.FAIL
     parents = client.search_runs(["1"], "tags.`convscope.kind` = 'study'")
     assert [p.info.status for p in parents] == ["KILLED"]
-    again = run_study(settings_for(runs, "--trials", "1", "--pruner", "none"), echo=lambda line: None)
-    assert len(again.trials) == jobs + 1 and again.trials[-1].state == TrialState.COMPLETE  # numbering goes on
+    said: list[str] = []
+    again = run_study(settings_for(runs, "--trials", "1", "--pruner", "none"), echo=said.append)
+    assert "trial 0 was stopped by Ctrl-C or SIGTERM: it runs again first, same parameters" in said, said
+    (done,) = [t for t in again.trials if t.state == TrialState.COMPLETE]
+    assert done.number == jobs and done.params == trials[0].params  # numbering goes on, with what was interrupted
 
 
 def _alive(pid: int) -> bool:

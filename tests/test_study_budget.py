@@ -29,7 +29,7 @@ from convscope.search.budget import (
 from convscope.train.durations import parse_timeout
 from convscope.search.pruning import make_pruner, pruning_start, warmup_epochs
 from convscope.search.report import best_over_time_figure, close_figures
-from convscope.search.study import summary_line
+from convscope.search.study import summary_line, trial_line
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -199,6 +199,8 @@ def test_a_trial_stopped_by_ctrl_c_is_interrupted_not_failed() -> None:
     assert run_line(study.trials, 10.0, None).endswith("5 trials ended: 1 done, 1 pruned, 1 failed, "
                                                        "1 stopped by the time budget, 1 interrupted")
     assert summary_line(study).startswith("[done 1 | pruned 1 | failed 1 | stopped 1 | interrupted 1 | best #0")
+    assert trial_line(study.trials[4]).startswith("trial   4 INTERRUPTED")
+    assert retry_stopped(study) == [3, 4]  # the budget's stop and the interrupt's: both run again first
 
 
 def test_a_stopped_trial_is_retried_once_with_its_parameters() -> None:
