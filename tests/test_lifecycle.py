@@ -99,6 +99,14 @@ def test_a_note_made_when_the_run_ends_says_what_is_true_then(capsys: pytest.Cap
         pass
     assert asked == [2] and stderr_lines(capsys) == []  # a run that finished says nothing, and asks nothing
 
+    def broken() -> str:
+        raise OSError("the checkpoint folder is gone")
+
+    with pytest.raises(KeyboardInterrupt):
+        with tracked_run(FakeTracker(), "r5", note=broken):
+            raise KeyboardInterrupt
+    assert stderr_lines(capsys) == ["run r5 ended killed"]  # the run's own line, whatever the note does
+
 
 @pytest.mark.parametrize("pruned_types", [(), (LookupError,)], ids=["by-name", "given-type"])
 def test_a_pruned_trial_is_pruned_with_its_reason(pruned_types: tuple[type[BaseException], ...],

@@ -123,8 +123,7 @@ def tracked_run(
         except Exception as broken:  # the run is closed all the same
             tags["convscope.final_tags_error"] = describe_error(broken)
         problem = close_run(tracker, status, tags, close_timeout)
-        line = end_line(name, status, error, problem, where or _where(tracker), note if isinstance(note, str) else
-                        note() if status in (RunStatus.FAILED, RunStatus.KILLED) else "")
+        line = end_line(name, status, error, problem, where or _where(tracker), _note_text(note, status))
         if line:
             print(line, file=sys.stderr, flush=True)
         if error is None and problem is not None and store_fault(problem) is not None:
@@ -164,6 +163,19 @@ def close_run(tracker: Tracker, status: RunStatus, tags: Mapping[str, str] | Non
         for record in held:
             logging.getLogger(record.name).handle(record)
     return outcome[0]
+
+
+def _note_text(note: str | Callable[[], str], status: RunStatus) -> str:
+    """``note`` as text for a run that ended ``status``: a function is asked only for a FAILED or KILLED
+    run, and one that fails says nothing (the run's own line must still be printed)."""
+    if isinstance(note, str):
+        return note
+    if status not in (RunStatus.FAILED, RunStatus.KILLED):
+        return ""
+    try:
+        return note()
+    except Exception:  # noqa: BLE001 - the note is a courtesy; the run's end is what matters
+        return ""
 
 
 def end_line(name: str, status: RunStatus, error: BaseException | None, problem: BaseException | None,
