@@ -88,9 +88,9 @@ def run_study(
         say(f"test split: {settings.base.data.test_fraction:.0%} of every class set aside (--test-fraction), never "
             "trained on or used to pick; the best network is scored on it once, at the end")
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    interrupted = {t.number for t in study.get_trials(deepcopy=False) if is_interrupted(t)}
+    interrupted_before = {t.number for t in study.get_trials(deepcopy=False) if is_interrupted(t)}
     for number in retry_stopped(study):
-        how = "Ctrl-C or SIGTERM" if number in interrupted else "an earlier run's time budget"
+        how = "Ctrl-C or SIGTERM" if number in interrupted_before else "an earlier run's time budget"
         say(f"trial {number} was stopped by {how}: it runs again first, same parameters")
     stores = settings.stores()
     server = "" if stores.embedded else stores.mlflow_uri
