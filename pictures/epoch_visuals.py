@@ -34,6 +34,7 @@ activations too.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,9 +144,10 @@ class EpochVisuals:
 
         self.logged_steps.append(step)
         if self.pictures == "latest":
-            self._run(lambda sink: self._record(sink, on_device.cpu(), step))
+            on_cpu = functools.cache(on_device.cpu)  # one copy for both threads' jobs
+            self._run(lambda sink: self._record(sink, on_cpu(), step))
             sink = getattr(self.tracker, "inner", self.tracker)
-            latest_only(self.tracker, lambda: self._draw(sink, on_device.cpu(), _cpu(filters), step),
+            latest_only(self.tracker, lambda: self._draw(sink, on_cpu(), _cpu(filters), step),
                         f"epoch {step} pictures", keep=step <= 1)
             return
         draw = self.pictures == "all" or step == 1
