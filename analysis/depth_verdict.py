@@ -132,8 +132,14 @@ class Verdict:
 
 def drop(full: Outcome, variant: Outcome) -> tuple[float, float]:
     """(mean, standard error) of ``full − variant`` accuracy, paired by fold; NaN without common folds."""
-    theirs = dict(zip(variant.fold_numbers, variant.accuracies))
-    pairs = [a - theirs[fold] for fold, a in zip(full.fold_numbers, full.accuracies) if fold in theirs]
+    return paired_difference(full.fold_numbers, full.accuracies, variant.fold_numbers, variant.accuracies)
+
+
+def paired_difference(folds: Sequence[int], accuracies: Sequence[float], other_folds: Sequence[int],
+                      other_accuracies: Sequence[float]) -> tuple[float, float]:
+    """(mean, standard error) of ``accuracies − other_accuracies`` over the folds both have; NaN without any."""
+    theirs = dict(zip(other_folds, other_accuracies))
+    pairs = [a - theirs[fold] for fold, a in zip(folds, accuracies) if fold in theirs]
     return (statistics.fmean(pairs), standard_error(pairs)) if pairs else (math.nan, math.nan)
 
 

@@ -30,7 +30,8 @@ from convscope.analysis.cka import linear_cka, pooled_activations
 from convscope.analysis.compare import RunActivations, counts
 from convscope.analysis.probes import ProbeCurve, probe_curve
 from convscope.pictures.stats import noise_not_available
-from convscope.analysis.verdicts import Training, problems, standard_error
+from convscope.analysis.depth_verdict import paired_difference
+from convscope.analysis.verdicts import Training, problems
 
 #: Maps whose noise measure (1 = as rough as their own pixels shuffled) is at least this look noisy.
 NOISY = 0.8
@@ -265,9 +266,9 @@ def further_drops_from_results(results: Mapping[str, object]) -> dict[str, tuple
         narrower = by_blocks.get(blocks[1:])
         if narrower is None:
             continue
-        theirs = dict(zip(wider["folds"], wider["accuracies"]))
-        pairs = [a - theirs[fold] for fold, a in zip(narrower["folds"], narrower["accuracies"]) if fold in theirs]
-        if len(pairs) >= 2:
+        if len(set(narrower["folds"]) & set(wider["folds"])) >= 2:  # one pair has no standard error
+            lost, error = paired_difference(narrower["folds"], narrower["accuracies"], wider["folds"],
+                                            wider["accuracies"])
             after = f"conv{blocks[1]}" if len(blocks) == 2 else f"conv{blocks[1]}–conv{blocks[-1]}"
-            further[f"conv{blocks[0]}"] = (float(np.mean(pairs)), standard_error(pairs), after)
+            further[f"conv{blocks[0]}"] = (lost, error, after)
     return further
