@@ -87,8 +87,8 @@ def prepared_per_pass(device: torch.device, image_shape: Sequence[int], batch_si
     """How many images ``DeviceBatches`` prepares in one pass on ``device``: one batch on a CPU (larger
     passes measured 2.4–2.8× slower there, ``benchmarks/batch_preparation.py``: the batch no longer
     fits the caches), and on CUDA whole batches up to ``PREPARED_BYTES_ON_CUDA`` of floats, so that a
-    batch costs the training thread a few torch calls instead of some thirty (each one a kernel launch and a trip through the GIL,
-    which the threads drawing pictures beside training make slow)."""
+    batch costs the training thread a few torch calls instead of some thirty (each one a kernel launch
+    and a trip through the GIL, which the threads drawing pictures beside training make slow)."""
     if device.type != "cuda":
         return batch_size
     image_bytes = 4 * max(1, int(torch.Size(image_shape).numel()))
