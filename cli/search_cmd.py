@@ -89,6 +89,11 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--trials-per-gpu", type=int, default=0, metavar="K",
                        help="on GPUs: K workers share each visible GPU (sets --jobs to K × GPUs; "
                        "workers go round-robin over the GPUs); default: --jobs")
+    study.add_argument("--workers-in", choices=("processes", "threads"), default="processes",
+                       help="where several workers run: processes (each its own process; on a GPU their "
+                       "kernels take turns) or threads (the workers of each device are threads of one "
+                       "process, each on its own CUDA stream, so their kernels run at once; for GPUs: on a "
+                       "CPU threads contend for one interpreter). Default: processes")
     study.add_argument("--metric", choices=("val/accuracy", "val/loss", "val/accuracy_tta", "val/loss_tta"),
                        default="val/accuracy",
                        help="what trials report every epoch and the study optimises; the _tta ones (flip "
@@ -197,7 +202,7 @@ def build_settings(args: argparse.Namespace) -> Any:
 
     storage = resolve_storage(Path(base.tracking.runs_dir), args.storage, args.heartbeat)
     from convscope.search.objective import StudySettings
-    from convscope.search.study import visible_gpus
+    from convscope.search.workers import visible_gpus
 
     gpus = visible_gpus()
     jobs = args.trials_per_gpu * max(1, gpus) if args.trials_per_gpu else args.jobs or default_jobs(base, gpus)
@@ -207,6 +212,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         study_name=args.study_name,
         storage=storage,
         base=base, space=space, metric=args.metric, pruner=args.pruner, trials=trials, jobs=jobs,
+        workers_in=args.workers_in,
         seed=base.optim.seed, device=base.optim.device,
         timeout=timeout, deadline=trials_end, started=started, final_share=final_share,
         budget_end=started + timeout if timeout is not None else None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import time
 
 import optuna
@@ -164,12 +165,28 @@ def watch_stop(event: object) -> None:
     _stop_event[:] = [event, os.getppid()]
 
 
+_threads_stop = threading.Event()  # set when the workers running as threads of this process must stop
+
+
+def stop_threads() -> None:
+    """Stop the workers that run as threads of this process (``search.workers``): Ctrl-C reaches
+    only the main thread, so they see it here."""
+    _threads_stop.set()
+
+
+def clear_thread_stop() -> None:
+    _threads_stop.clear()
+
+
 def stop_requested() -> bool:
-    """Whether the ``convscope search`` process that started this worker stopped the study (Ctrl-C,
-    SIGTERM) or is gone: checked at every epoch's end, so a worker whose interrupt was lost (Python
-    drops one that lands in a finaliser) still stops."""
+    """Whether the study was stopped (Ctrl-C, SIGTERM) for this worker: in its process when it is a
+    thread (``stop_threads``), or by the ``convscope search`` process that started this worker
+    process, or that process is gone. Checked at every epoch's end, so a worker whose interrupt was
+    lost (Python drops one that lands in a finaliser) still stops."""
     import os
 
+    if _threads_stop.is_set():
+        return True
     if not _stop_event:
         return False
     event, parent = _stop_event

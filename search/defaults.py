@@ -97,7 +97,7 @@ def on_cpu(device: str) -> bool:
 
 def default_jobs(base: RunConfig, gpus: int) -> int:
     """``--jobs`` when the user gave none: one worker per visible GPU (``gpus``) when ``--device`` is
-    auto or cuda and there are GPUs (the workers go round-robin over them: ``study.worker_devices``),
+    auto or cuda and there are GPUs (the workers go round-robin over them: ``search.workers.worker_devices``),
     so no GPU of the machine sits idle; a photo folder's study on a CPU runs one worker per core
     (each on one thread: the cores are used, and no thread team waits on a busy core); else 1."""
     import os

@@ -70,6 +70,7 @@ class StudySettings:
     pruner: str = "median"  # median | hyperband | none
     trials: int | None = 20  # total finished (complete + pruned) trials the study should reach; None: no limit
     jobs: int = 1
+    workers_in: str = "processes"  # processes | threads: where the workers beyond the first run (search.workers)
     seed: int = 0
     device: str = "auto"
     parent_run_id: str | None = None

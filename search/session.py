@@ -40,9 +40,9 @@ from convscope.search.study import (
     create,
     failure_streak,
     finished_count,
-    run_workers,
     summary_line,
 )
+from convscope.search.workers import run_workers
 from convscope.tracking.faults import check_writable, describe_error, store_errors
 from convscope.tracking.hparams import write_experiment_config
 from convscope.tracking.lifecycle import open_parent_run, tracked_run

@@ -1,4 +1,4 @@
-"""Running a study: create or load it, fan trials out to worker processes, report at the end.
+"""Running a study: create or load it, run trials in workers (``search.workers``), report at the end.
 
 ``run_study`` is one invocation: it creates the study once (or loads it — trial
 numbers continue), opens one MLflow parent run, runs ``--jobs`` workers until
@@ -12,15 +12,11 @@ one PostgreSQL storage.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from functools import partial
-import signal
-import sys
 import threading
 import warnings
 import zlib
-from typing import Any
 from collections.abc import Callable
 
 import optuna
@@ -28,14 +24,13 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from convscope.search.budget import (
-    STOPPED_ATTR, TimeBudgetSpent, counts, hide_budget_tracebacks, is_interrupted, is_stopped, spent,
+    STOPPED_ATTR, TimeBudgetSpent, counts, hide_budget_tracebacks, is_interrupted, is_stopped, spent, stop_requested,
 )
 from convscope.search.objective import Objective, StudySettings
 from convscope.search.pruning import make_pruner
 from convscope.search.space import make_sampler, params_text
 from convscope.search.storage import open_storage
 from convscope.tracking.base import RunStatus
-from convscope.train.interrupts import Terminated
 from convscope.train.memory import release_memory
 
 STOP_GRACE_SECONDS = 60  # how long interrupted workers get to close their runs (compose allows 2 min)
@@ -68,7 +63,7 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def load(settings: StudySettings, pruner: optuna.pruners.BasePruner | None = None, worker: int = 0) -> optuna.Study:
-    storage = open_storage(settings.storage, on_dead_trial=partial(_mark_run_killed, settings))
+    storage = open_storage(settings.storage, on_dead_trial=partial(mark_run_killed, settings))
     study = optuna.load_study(study_name=settings.study_name, storage=storage,
                               pruner=pruner or study_pruner(settings))
     study.sampler = make_sampler(sampler_seed(settings, worker, len(study.get_trials(deepcopy=False))))
@@ -87,7 +82,7 @@ def sampler_seed(settings: StudySettings, worker: int, existing_trials: int) -> 
 
 def create(settings: StudySettings) -> optuna.Study:
     """Create the study once; a second call (another worker, a rerun) loads the same one."""
-    storage = open_storage(settings.storage, on_dead_trial=partial(_mark_run_killed, settings))
+    storage = open_storage(settings.storage, on_dead_trial=partial(mark_run_killed, settings))
     return optuna.create_study(
         study_name=settings.study_name,
         storage=storage,
@@ -100,7 +95,7 @@ def create(settings: StudySettings) -> optuna.Study:
 
 def worker(
     settings: StudySettings, worker_index: int = 0, threads: int | None = None,
-    device: str | None = None, pruner: optuna.pruners.BasePruner | None = None,
+    device: str | None = None, pruner: optuna.pruners.BasePruner | None = None, *, shares_process: bool = False,
 ) -> None:
     """Run trials, one at a time, until the study holds ``settings.trials`` finished trials
     (None: no limit) or ``settings.deadline`` has passed.
@@ -110,7 +105,8 @@ def worker(
     and overshoot only if two start a last trial in the same instant. A trial
     that fails does not count; FAILURE_STREAK identical failures stop the worker.
     After the deadline no trial starts, and a running one stops at the end of its
-    epoch (``TimeBudgetSpent``, see ``search.budget``).
+    epoch (``TimeBudgetSpent``, see ``search.budget``). ``threads``: torch's intra-op threads for
+    this process; ``shares_process``: other workers run in this process as threads.
     """
     if threads:
         import torch
@@ -120,7 +116,7 @@ def worker(
     hide_budget_tracebacks()
     study = load(settings, pruner, worker_index)
     objective = Objective(settings, device)
-    while not spent(settings.deadline):
+    while not spent(settings.deadline) and not stop_requested():
         with warnings.catch_warnings():  # fail_stale_trials is marked experimental; it is what optimize() calls
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then retried (RDB heartbeat)
@@ -136,11 +132,12 @@ def worker(
             return
         # Here, not in the objective: while a pruned or failed trial's exception is in flight its
         # traceback holds the trial's network, optimizer, CUDA graphs and device batches, and
-        # release_memory would freeze them for the rest of the worker's life.
-        release_memory()
+        # release_memory would freeze them for the rest of the worker's life. Threads beside it still
+        # hold their trials' objects: nothing is frozen then.
+        release_memory(freeze=not shares_process)
 
 
-def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: FrozenTrial) -> None:
+def mark_run_killed(settings: StudySettings, study: optuna.Study, trial: FrozenTrial) -> None:
     """A worker died mid-trial (its heartbeat stopped): mark the trial's MLflow run KILLED. The trial
     keeps its tracking URI without the password, so a masked one is replaced by this study's own."""
     from convscope.tracking.secrets import has_masked_secret
@@ -158,169 +155,6 @@ def _mark_run_killed(settings: StudySettings, study: optuna.Study, trial: Frozen
 
     end_run(MlflowClient(uri), run_id, RunStatus.KILLED,
             {KILLED_TAG: f"the worker of trial {trial.number} stopped sending heartbeats"})
-
-
-def run_workers(
-    settings: StudySettings, remaining: int | None, *, pruner: optuna.pruners.BasePruner | None = None
-) -> None:
-    """``settings.jobs`` workers share ``remaining`` trials (None: until the deadline): in this process
-    for one job, else processes. Each worker process gets the same absolute deadline in ``settings``.
-
-    On a CPU, workers split the cores instead of oversubscribing them; on a GPU
-    (``--trials-per-gpu K`` sets the jobs) they share the device.
-    """
-    jobs = max(1, settings.jobs if remaining is None else min(settings.jobs, remaining))
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // jobs)
-    devices = worker_devices(settings.device, jobs, visible_gpus())
-    if jobs == 1:
-        worker(settings, 0, None, devices[0], pruner)
-        return
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    processes = [
-        context.Process(target=_worker_process, args=(stop, settings, index, threads, devices[index]),
-                        name=f"convscope-worker-{index}")
-        for index in range(jobs)
-    ]
-    # the workers start with Ctrl-C ignored (inherited), so one that is still importing when it comes
-    # prints no traceback; each takes Ctrl-C again once it runs, and leaves at once if it was stopped
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        for process in processes:
-            process.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    try:
-        _supervise(processes, context, stop, settings, threads, devices)
-    except Terminated:
-        # SIGTERM reached this process only (a terminal's Ctrl-C reaches the whole group):
-        # pass it on as Ctrl-C so each worker ends its trial KILLED and flushes its run.
-        stop.set()
-        for process in processes:
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGINT)
-        for process in processes:
-            process.join(timeout=STOP_GRACE_SECONDS)
-        raise
-    except KeyboardInterrupt:
-        stop.set()
-        for process in processes:
-            process.join(timeout=STOP_GRACE_SECONDS)
-        raise
-    finally:
-        stop.set()
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-
-
-def _supervise(processes: list[Any], context: Any, stop: Any, settings: StudySettings, threads: int,
-               devices: list[str | None]) -> None:
-    """Wait for the workers; one that dies mid-trial (``search.dead_workers``) has its trial failed and
-    queued again, and another worker takes its place."""
-    from multiprocessing.connection import wait
-
-    from convscope.search.dead_workers import death, requeue_dead_worker_trials
-
-    running = list(enumerate(processes))
-    while running:
-        wait([process.sentinel for _, process in running])
-        for index, process in [item for item in running if not item[1].is_alive()]:
-            running.remove((index, process))
-            why = death(process.exitcode)
-            if why is None or stop.is_set():
-                continue
-            study = load(settings, None, index)
-            numbers = requeue_dead_worker_trials(study, process.pid, why, partial(_mark_run_killed, settings))
-            print(f"worker {index} (process {process.pid}) died, {why}"
-                  + (f": trial {', '.join(map(str, numbers))} failed and queued again" if numbers else "")
-                  + "; another worker takes its place", flush=True)
-            replacement = context.Process(target=_worker_process, args=(stop, settings, index, threads, devices[index]),
-                                          name=f"convscope-worker-{index}")
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                replacement.start()
-            finally:
-                signal.signal(signal.SIGINT, previous)
-            processes.append(replacement)
-            running.append((index, replacement))
-
-
-def _worker_process(stop: Any, settings: StudySettings, *args: Any) -> None:
-    """A worker process's entry: Ctrl-C handled from here on; nothing to do once the study was stopped.
-
-    The worker dies with the ``convscope search`` process that started it: Linux sends it SIGTERM
-    when that process dies (even by SIGKILL), its trial's run ends KILLED as on Ctrl-C, and it
-    closes the study's parent run that no process holds any more."""
-    from convscope.train.interrupts import end_with_parent, sigterm_as_interrupt
-
-    from convscope.search.budget import watch_stop
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    watch_stop(stop)
-    sys.unraisablehook = _quiet_lost_interrupts
-    parent = os.getppid()
-    try:
-        with sigterm_as_interrupt():
-            end_with_parent()
-            if stop.is_set():
-                return
-            worker(settings, *args)
-    except KeyboardInterrupt:  # its trial's run is closed KILLED already; the parent says "interrupted"
-        if os.getppid() != parent:
-            _close_orphaned_parent(settings)
-        raise SystemExit(130) from None
-
-
-def _quiet_lost_interrupts(unraisable: Any) -> None:
-    """An interrupt that landed in a finaliser is dropped by Python with a traceback; the worker sees
-    the stop at the next epoch's end (``stop_requested``), so only other such errors are shown."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        sys.__unraisablehook__(unraisable)
-
-
-def _close_orphaned_parent(settings: StudySettings) -> None:
-    """The study's parent run and every trial run under it still RUNNING, KILLED with the reason, once
-    the parent's process is gone: no process holds them any more (a trial whose worker was stopped
-    between opening its run and training closes nothing itself). Best effort: the next convscope
-    search of the study closes the parent otherwise."""
-    from mlflow import MlflowClient
-
-    from convscope.tracking.base import RunStatus
-    from convscope.tracking.mlflow_sink import end_run
-    from convscope.tracking.orphans import KILLED_TAG, close_orphaned_runs
-
-    try:
-        uri = settings.stores().mlflow_uri
-        close_orphaned_runs(uri, settings.base.tracking.experiment,
-                            {"convscope.kind": "study", "optuna.study": settings.study_name})
-        if settings.parent_run_id:
-            client = MlflowClient(uri)
-            parent = client.get_run(settings.parent_run_id)
-            for run in client.search_runs([parent.info.experiment_id],
-                                          f"tags.`mlflow.parentRunId` = '{settings.parent_run_id}' "
-                                          "and attributes.status = 'RUNNING'"):
-                end_run(client, run.info.run_id, RunStatus.KILLED,
-                        {KILLED_TAG: "its convscope search process died"})
-    except Exception:  # noqa: BLE001 - another worker or the next command does it
-        pass
-
-
-def visible_gpus() -> int:
-    """CUDA devices this process may use (CUDA_VISIBLE_DEVICES / a container's reservation)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def worker_devices(device: str, jobs: int, gpus: int) -> list[str | None]:
-    """The device of each worker: with several GPUs and ``--device auto`` or ``cuda``, workers
-    go round-robin over them (``cuda:0``, ``cuda:1``, …); otherwise every worker uses ``device``
-    (None: the run's own setting)."""
-    if gpus > 1 and device in ("auto", "cuda"):
-        return [f"cuda:{index % gpus}" for index in range(jobs)]
-    return [None] * jobs
 
 
 class ProgressMonitor:

@@ -84,3 +84,51 @@ def test_a_two_trial_study_runs_on_cuda_with_default_settings(tmp_path: Path) ->
                      str(tmp_path / "runs"), *FAST)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "capture" not in done.stderr, done.stderr
+
+
+def test_trials_on_streams_of_one_process_capture_and_train_at_once() -> None:
+    """Two threads, each on a stream of its own (as ``--workers-in threads`` runs trials), warm up,
+    capture and replay their training steps at the same time: both capture, neither falls back
+    (``_train`` checks that nothing was said), both learn."""
+    import threading
+
+    from convscope.search.workers import own_stream
+
+    results: dict[int, tuple[list[float], Stepper]] = {}
+    errors: list[BaseException] = []
+    together = threading.Barrier(2, timeout=60)
+
+    def trial(index: int) -> None:
+        try:
+            with own_stream("cuda"):
+                together.wait()
+                results[index] = _train(graphed=True, epochs=4)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=trial, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for losses, stepper in results.values():
+        assert stepper.mode == "graphed" and stepper.captured.graph is not None
+        assert losses[-1] < losses[0]
+
+
+def test_the_trackers_threads_queue_their_device_work_behind_the_training_stream() -> None:
+    """A job on the tracker's thread runs its device work on the stream that was current where the
+    tracker was made, so copying a capture waits for the training work queued before it."""
+    from convscope.tracking.background import BackgroundTracker
+    from convscope.tracking.base import RunStatus
+    from test_background import Recorder
+
+    training = torch.cuda.Stream()
+    seen: list[torch.cuda.Stream] = []
+    with torch.cuda.stream(training):
+        tracker = BackgroundTracker(Recorder())
+        tracker.submit(lambda: seen.append(torch.cuda.current_stream()))
+        tracker.offer(lambda: seen.append(torch.cuda.current_stream()), "latest")
+    tracker.close(RunStatus.FINISHED)
+    assert seen == [training, training]

@@ -86,6 +86,26 @@ def test_six_trials_two_jobs_nested_runs_and_hparams(tmp_path: Path) -> None:
     assert not list((runs / "checkpoints").rglob("*trial-*"))  # finished: MLflow holds the network, no checkpoint
 
 
+def test_workers_as_threads_share_the_commands_process_and_finish_every_trial(tmp_path: Path) -> None:
+    """``--workers-in threads``: the workers are threads of the ``convscope search`` process (every
+    trial records that process's id), the trials run to the end, each in its own finished MLflow run
+    under one parent, and the study ends as with worker processes."""
+    runs = tmp_path / "runs"
+    done = convscope("search", "--runs-dir", str(runs), "--trials", "4", "--jobs", "2", "--workers-in", "threads",
+                     "--pruner", "none", *FAST)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "4 trials ended: 4 done" in done.stdout, done.stdout
+    study = load(runs)
+    assert sorted(t.number for t in study.trials) == list(range(4))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len({t.user_attrs[WORKER_PID_ATTR] for t in study.trials}) == 1  # one process ran them all
+    client = mlflow_client(runs)
+    runs_of_trials = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials]
+    assert all(run.info.status == "FINISHED" for run in runs_of_trials)
+    assert len({run.data.tags["mlflow.parentRunId"] for run in runs_of_trials}) == 1
+    assert len({run.info.run_id for run in runs_of_trials}) == 4
+
+
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         return True
@@ -176,18 +196,20 @@ def test_search_usage_errors(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--fix" in done.stderr
 
 
-@pytest.mark.parametrize("stop, jobs", [
-    pytest.param("SIGINT", 1, id="ctrl-c"), pytest.param("SIGTERM", 1, id="sigterm"),
-    pytest.param("SIGTERM", 2, id="sigterm-2-workers"),
-    pytest.param("SIGINT-group", 2, id="ctrl-c-2-workers", marks=pytest.mark.slow),
+@pytest.mark.parametrize("stop, jobs, workers_in", [
+    pytest.param("SIGINT", 1, "processes", id="ctrl-c"), pytest.param("SIGTERM", 1, "processes", id="sigterm"),
+    pytest.param("SIGTERM", 2, "processes", id="sigterm-2-workers"),
+    pytest.param("SIGINT-group", 2, "processes", id="ctrl-c-2-workers", marks=pytest.mark.slow),
+    pytest.param("SIGTERM", 2, "threads", id="sigterm-2-worker-threads"),
+    pytest.param("SIGINT-group", 2, "threads", id="ctrl-c-2-worker-threads"),
 ])
 def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
-    tmp_path: Path, stop: str, jobs: int
+    tmp_path: Path, stop: str, jobs: int, workers_in: str
 ) -> None:
     """Ctrl-C (to the whole process group, as a terminal sends it), or SIGTERM to the main process
     only (``docker stop``, ``kill``): every running trial's run and the parent end KILLED, SIGTERM is
-    passed on to worker processes, no traceback is printed, and the exit code is 130 for Ctrl-C and
-    143 for SIGTERM."""
+    passed on to worker processes (worker threads see the stop at their epoch's end), no traceback
+    is printed, and the exit code is 130 for Ctrl-C and 143 for SIGTERM."""
     import os
     import signal
     import subprocess
@@ -196,7 +218,7 @@ def test_interrupt_ends_trials_and_parent_killed_and_the_study_continues(
 
     runs = tmp_path / "runs"
     slow = ["--preset", "tiny", "--image-size", "32", "--fix", "epochs=40", "--fix", "synthetic_size=2000",
-            "--pruner", "none", "--trials", "2", "--jobs", str(jobs)]
+            "--pruner", "none", "--trials", "2", "--jobs", str(jobs), "--workers-in", workers_in]
     proc = subprocess.Popen([sys.executable, "-m", "convscope", "search", "--runs-dir", str(runs), *slow],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 120

@@ -24,7 +24,7 @@ from convscope.cli.env_flags import PREFIX
 from convscope.search.storage import display_url, resolve_storage
 from convscope.search.defaults import default_jobs
 from convscope.train.config import build_config
-from convscope.search.study import worker_devices
+from convscope.search.workers import worker_devices
 from convscope.servers.servers import TENSORBOARD_IMAGE_SAMPLES, free_port
 
 ExecCall = tuple[str, list[str], dict[str, str]]

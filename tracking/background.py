@@ -26,6 +26,10 @@ Contract:
   (``tracking.latest_lane``: a job not yet begun is dropped when a newer one is offered, unless
   kept); errors are handled as above. ``flush`` and ``close`` wait for that thread too, first.
 - ``links`` is answered directly by the inner tracker.
+- Device work done on the worker threads (copying a capture or a checkpoint's weights to the
+  CPU) goes on the CUDA stream that was current where the tracker (or its ``offer`` lane) was
+  made, so it queues behind the training work submitted before it, as on the device's default
+  stream; a run on a stream of its own (``--workers-in threads``) gets the same order.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class BackgroundTracker:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self._closed = False
         self._close_lock = threading.Lock()
+        self._thread_setup = _beside_this_thread()
         self._thread = threading.Thread(
             target=self._work, name=f"BackgroundTracker({type(inner).__name__})", daemon=True
         )
@@ -106,7 +111,7 @@ class BackgroundTracker:
     # -- worker -------------------------------------------------------------------------
 
     def _work(self) -> None:
-        _yield_to_training()
+        self._thread_setup()
         while True:
             item = self._queue.get()
             try:
@@ -167,7 +172,7 @@ class BackgroundTracker:
             raise self.store_error
         if self._lane is None:
             self._lane = LatestLane(self._run, name=f"BackgroundTracker({type(self.inner).__name__}).latest",
-                                    on_start=_yield_to_training)
+                                    on_start=self._thread_setup)
         self._lane.offer(job, name, keep=keep)
 
     @property
@@ -247,17 +252,26 @@ class BackgroundTracker:
                             "last calls; the run may still show as running")
 
 
-def _yield_to_training() -> None:
-    """Make this worker thread cheap for the training threads beside it.
+def _beside_this_thread() -> Callable[[], None]:
+    """What a worker thread made here runs first, to be cheap for the training thread beside it and
+    to queue its device work behind that thread's.
 
-    - one intra-op thread for torch work done here (rendering, statistics):
+    - one intra-op thread for torch work done there (rendering, statistics):
       a second OpenMP thread team competes with the training team, and on
       a 2-core CPU that made every later epoch ~30% slower (measured:
       benchmarks/visual_overhead.py); the training thread keeps its own setting.
+    - the CUDA stream current here (when CUDA is in use), made current there.
 
-    (A lower OS priority for this thread was tried and made it worse: the
+    (A lower OS priority for the worker thread was tried and made it worse: the
     thread then gets descheduled while holding the GIL the training needs.)
     """
     torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
+    stream = torch.cuda.current_stream() if torch is not None and torch.cuda.is_initialized() else None
+
+    def setup() -> None:
+        if torch is not None:
+            torch.set_num_threads(1)
+        if stream is not None:
+            torch.cuda.set_stream(stream)
+
+    return setup

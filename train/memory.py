@@ -7,15 +7,17 @@ import gc
 import torch
 
 
-def release_memory() -> None:
+def release_memory(*, freeze: bool = True) -> None:
     """Give memory back between trials (CUDA caches especially, after an OOM). What survives the
     collection is frozen (``gc.freeze``: left out of later collections): the imports, stores and
     caches a worker keeps for all its trials, so the next trial's collection walks only what that
     trial made (a full walk took 0.3 s a trial on a 2-core CPU, most of a short trial's fixed cost).
 
     Call it when nothing of the finished run is referenced any more, and never while an exception
-    from it is in flight: its traceback holds the run's objects, which would be frozen for good."""
+    from it is in flight: its traceback holds the run's objects, which would be frozen for good.
+    ``freeze=False`` where other runs are still going on in this process (their objects would be)."""
     gc.collect()
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

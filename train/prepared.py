@@ -25,6 +25,7 @@ from convscope.train.image_sets import Splits
 from convscope.train.images import decode_file
 from convscope.train.loop import resolve_precision, select_device
 from convscope.train.model import ConvNet, build_model, validate
+from convscope.train.random_state import DEFAULT_GENERATORS
 from convscope.train.threads import apply_cpu_threads
 
 
@@ -71,7 +72,9 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
         print(data.skipped_summary(skipped_csv), file=sys.stderr)
     model_config = dataclasses.replace(config.model, num_classes=len(data.class_names), in_channels=3)
     config = dataclasses.replace(config, model=model_config)
-    model = build_model(model_config)
+    with DEFAULT_GENERATORS:  # the same weights for --seed whatever other threads draw
+        torch.manual_seed(config.optim.seed)
+        model = build_model(model_config)
     normalizer = Normalizer.fit(data.train.take_available(_sample(len(data.train), 2048, data_seed))[0])
     if resume is not None:
         model.load_state_dict(resume.model_state)

@@ -29,6 +29,9 @@ A failed capture leaves nothing behind: the current stream and the CUDA
 generator (which a capture puts in a capturing state that survives a failure)
 are restored, and no captured kernel ever ran, so the weights, the optimizer
 state and the totals are those of the step before.
+
+Everything but a replay holds ``train.random_state.DEFAULT_GENERATORS``, so trials
+that share a process in threads never run an eager step while another captures.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import torch
 from torch import nn
 
 from convscope.train.config_sections import OptimConfig
+from convscope.train.random_state import DEFAULT_GENERATORS
 
 WARMUP_CALLS = 3  # eager calls before capture (the CUDA graph documentation's warm-up)
 
@@ -192,6 +196,17 @@ class Captured:
         self.first_call_seconds = 0.0
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.graph is not None and self.inputs is not None and inputs.shape == self.inputs.shape:
+            assert self.labels is not None
+            self.inputs.copy_(inputs)
+            self.labels.copy_(labels)
+            self.graph.replay()
+            return
+        with DEFAULT_GENERATORS, _on_device(inputs.device):
+            self._unreplayed(inputs, labels)
+
+    def _unreplayed(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        """Every call that is not a replay: eager, warm-up or capture (``DEFAULT_GENERATORS`` held)."""
         if not self.enabled or self.fallback is not None:
             self._timed(inputs, labels)
             return
@@ -204,9 +219,7 @@ class Captured:
         assert self.labels is not None
         self.inputs.copy_(inputs)
         self.labels.copy_(labels)
-        if self.graph is not None:
-            self.graph.replay()
-        elif self.calls < WARMUP_CALLS:
+        if self.calls < WARMUP_CALLS:
             self._warm_up()
         else:
             self._capture()
@@ -253,6 +266,12 @@ class Captured:
             return
         self.graph = graph
         graph.replay()  # capturing runs nothing: this batch's step is the first replay
+
+
+def _on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """``device`` current while warming up and capturing: side streams, the capture stream and the
+    generator a capture registers are the current device's, which for ``cuda:1`` is not the default."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _capture_restorer(device: torch.device) -> Callable[[torch.cuda.CUDAGraph | None], None]:
