@@ -10,7 +10,8 @@ Prints the device's name, then training images per second for
   every epoch (``all``): steady-state epochs, all per-epoch work included (validation, visuals,
   MLflow, TensorBoard, checkpoints), as a share of the ceiling, with the epochs that got pictures
   and where a steady epoch's time went (training pass, validation pass, the rest);
-- a small study (``convscope search``) with ``--trials-per-gpu 1`` and ``K``: wall time, trials per
+- a small study (``convscope search``) with ``--trials-per-gpu 1`` and ``K``, the K workers as
+  processes and as threads on streams of one process (``--workers-in``): wall time, trials per
   minute and aggregate training images per second;
 - on CUDA, a verdict on each target: visuals-on training at ≥ 50% of the ceiling and ≥ 300,000
   img/s, and K trials per device faster than one.
@@ -159,17 +160,18 @@ def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train
 
 
 def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epochs: int, train_images: int,
-          batch_size: int) -> tuple[float, int]:
+          batch_size: int, workers_in: str = "processes") -> tuple[float, int]:
     """Wall seconds of a ``convscope search`` (depth, width, dropout) and its trials completed or pruned."""
     command = [sys.executable, "-m", "convscope", "search", "--trials", str(trials), "--epochs", str(epochs),
                "--synthetic-size", str(int(train_images / 0.8)), "--batch-size", str(batch_size),
                "--runs-dir", str(runs_dir), "--device", str(device), "--depth", "1..5"]
     command += ["--trials-per-gpu", str(per_gpu)] if device.type == "cuda" else ["--jobs", str(per_gpu)]
+    command += ["--workers-in", workers_in]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"the study with {per_gpu} per device failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"the study with {per_gpu} per device ({workers_in}) failed:\n{done.stderr[-2000:]}")
     return wall, trials
 
 
@@ -248,7 +250,7 @@ def main() -> None:
         print(f"{'convscope graphed step':<66} {'n/a':>11}  (CUDA graphs need a CUDA device)")
 
     rates: dict[str, float] = {}
-    walls: dict[int, float] = {}
+    walls: dict[tuple[int, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for visual_epochs, shown in (("off", "visuals off"), ("auto", "visuals on (auto)"), ("all", "visuals on, all")):
             rate, drawn, parts = convscope_train(device, Path(tmp) / f"train-{visual_epochs}", args.batch_size,
@@ -257,25 +259,29 @@ def main() -> None:
             label = f"convscope train, {shown} (whole epochs)"
             print(f"{label:<66} {rate:>11,.0f} img/s  {100 * rate / ceiling:5.1f}% of the ceiling  pictures: {drawn}")
             print(f"{'':<66} {parts}")
-        for per_gpu in (1, args.trials_per_gpu):
-            wall, trials = study(Path(tmp) / f"study-{per_gpu}", device, args.trials, per_gpu, args.study_epochs,
-                                 args.train_images, args.batch_size)
-            walls[per_gpu] = wall
+        k = args.trials_per_gpu
+        for per_gpu, workers_in in ((1, "processes"), (k, "processes"), (k, "threads")):
+            wall, trials = study(Path(tmp) / f"study-{per_gpu}-{workers_in}", device, args.trials, per_gpu,
+                                 args.study_epochs, args.train_images, args.batch_size, workers_in)
+            walls[per_gpu, workers_in] = wall
             images_per_s = trials * args.study_epochs * args.train_images / wall
             label = f"study, {trials} trials x {args.study_epochs} epochs, {per_gpu} per device"
+            label += f" ({workers_in})" if per_gpu > 1 else ""
             print(f"{label:<66} {wall:>9.1f} s  {60 * trials / wall:5.1f} trials/min  "
                   f"{images_per_s:,.0f} training img/s in all")
     if device.type == "cuda":
-        verdicts(rates["auto"], ceiling, walls[1], walls[args.trials_per_gpu], args.trials_per_gpu)
+        verdicts(rates["auto"], ceiling, walls[1, "processes"],
+                 {workers_in: walls[k, workers_in] for workers_in in ("processes", "threads")}, k)
 
 
-def verdicts(visuals_on: float, ceiling: float, one_per_device: float, k_per_device: float, k: int) -> None:
-    """One line per GPU target, met or missed."""
-    targets = (
+def verdicts(visuals_on: float, ceiling: float, one_per_device: float, k_per_device: dict[str, float], k: int) -> None:
+    """One line per GPU target, met or missed; K per device once for each way of running the K workers."""
+    targets = [
         (f"visuals-on training >= 50% of the ceiling ({100 * visuals_on / ceiling:.0f}%)", visuals_on >= 0.5 * ceiling),
         (f"visuals-on training >= 300,000 img/s ({visuals_on:,.0f})", visuals_on >= 300_000),
-        (f"{k} trials per device faster than 1 ({one_per_device / k_per_device:.2f}x)", k_per_device < one_per_device),
-    )
+    ]
+    targets += [(f"{k} trials per device ({workers_in}) faster than 1 ({one_per_device / wall:.2f}x)",
+                 wall < one_per_device) for workers_in, wall in k_per_device.items()]
     for text, met in targets:
         print(f"{'met' if met else 'MISSED':>6}  {text}")
 
