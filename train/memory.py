@@ -6,6 +6,8 @@ import gc
 
 import torch
 
+from convscope.train.random_state import DEFAULT_GENERATORS
+
 
 def release_memory(*, freeze: bool = True) -> None:
     """Give memory back between trials (CUDA caches especially, after an OOM). What survives the
@@ -20,4 +22,5 @@ def release_memory(*, freeze: bool = True) -> None:
     if freeze:
         gc.freeze()
     if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        with DEFAULT_GENERATORS:  # never in the middle of another thread's CUDA graph capture
+            torch.cuda.empty_cache()

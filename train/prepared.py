@@ -51,7 +51,6 @@ def prepare(config: RunConfig, *, resume: Checkpoint | None = None, echo: Callab
 
     The data, split, normaliser sample and probes follow the data seed; the weights ``--seed``."""
     data_seed = config.data.effective_seed(config.optim.seed)
-    torch.manual_seed(config.optim.seed)
     device = select_device(config.optim.device)
     apply_cpu_threads(device, echo)  # CPU only: one core spare unless OMP_NUM_THREADS says otherwise
     resolve_precision(config.optim.precision, device)  # a bad --precision fails before any decoding

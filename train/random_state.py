@@ -9,8 +9,10 @@ default generators: the CPU's and each CUDA device's. Two uses of them must not 
   is in its capturing state, and an eager dropout on another thread fails with "Attempt to
   increase offset for a CUDA generator not in capture mode".
 
-Whoever seeds, initialises weights, captures or runs an eager training or evaluation step holds
-``DEFAULT_GENERATORS``. Replaying a captured graph needs no lock. In a process with one trial
+- a capture and freeing the device's cached memory (``train.memory.release_memory``).
+
+Whoever seeds, initialises weights, captures, runs an eager training or evaluation step or empties
+the CUDA cache holds ``DEFAULT_GENERATORS``. Replaying a captured graph needs no lock. In a process with one trial
 the lock is never contended (its cost is an uncontended acquire per eager batch).
 
 What the lock does not give: dropout masks of trials that share a process come from one
