@@ -86,6 +86,15 @@ def test_a_two_trial_study_runs_on_cuda_with_default_settings(tmp_path: Path) ->
     assert "capture" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("workers_in", ["processes", "threads"])
+def test_a_study_with_two_trials_per_gpu_runs_to_the_end(tmp_path: Path, workers_in: str) -> None:
+    done = convscope("search", "--device", "cuda", "--trials", "4", "--epochs", "2", "--trials-per-gpu", "2",
+                     "--workers-in", workers_in, "--runs-dir", str(tmp_path / "runs"), *FAST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "capture" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "4 trials ended: 4 done" in done.stdout, done.stdout
+
+
 def test_trials_on_streams_of_one_process_capture_and_train_at_once() -> None:
     """Two threads, each on a stream of its own (as ``--workers-in threads`` runs trials), warm up,
     capture and replay their training steps at the same time: both capture, neither falls back
