@@ -34,7 +34,8 @@ from convscope.search.objective import StudySettings
 from convscope.search.study import STOP_GRACE_SECONDS, load, mark_run_killed, worker
 from convscope.train.interrupts import Terminated
 
-WORKERS_IN = ("processes", "threads")
+Unit = tuple[tuple[int, ...], int | None, str | None]
+"""What one worker process runs: its workers' indices, torch's threads (None: as they are), its device."""
 
 
 def run_workers(
@@ -57,8 +58,7 @@ def run_workers(
         if len(teams) == 1:
             workers_in_threads(settings, teams[0][0], teams[0][1], pruner)
             return
-        units: list[tuple[tuple[int, ...], int | None, str | None]] = [
-            (indices, None, device) for indices, device in teams]
+        units: list[Unit] = [(indices, None, device) for indices, device in teams]
     else:
         threads = max(1, cores // jobs)
         units = [((index,), threads, devices[index]) for index in range(jobs)]
@@ -100,8 +100,7 @@ def run_workers(
                 process.terminate()
 
 
-def _supervise(processes: list[Any], context: Any, stop: Any, settings: StudySettings,
-               units: list[tuple[tuple[int, ...], int | None, str | None]]) -> None:
+def _supervise(processes: list[Any], context: Any, stop: Any, settings: StudySettings, units: list[Unit]) -> None:
     """Wait for the workers; one that dies mid-trial (``search.dead_workers``) has its trial failed and
     queued again, and another worker takes its place."""
     from multiprocessing.connection import wait
