@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -226,8 +227,8 @@ def workers_in_threads(settings: StudySettings, indices: tuple[int, ...], device
                        pruner: optuna.pruners.BasePruner | None = None) -> None:
     """The workers ``indices`` on ``device`` (None: the run's own), each a thread of this process on a
     stream of its own, until all are done. Ctrl-C or SIGTERM here stops each thread's trial at the
-    end of its epoch; the threads get ``STOP_GRACE_SECONDS`` to close their runs, then the interrupt
-    goes on. A worker that raised anything else has its error raised here once all are done."""
+    end of its epoch; the threads get ``STOP_GRACE_SECONDS`` in all to close their runs, then the
+    interrupt goes on. A worker that raised anything else has its error raised here once all are done."""
     clear_thread_stop()
     failures: list[BaseException] = []
     team = [threading.Thread(target=_worker_thread, args=(settings, index, device, pruner, failures),
@@ -240,9 +241,10 @@ def workers_in_threads(settings: StudySettings, indices: tuple[int, ...], device
                 thread.join(1.0)
     except KeyboardInterrupt:
         stop_threads()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS  # for all of them together
         for thread in team:
             if thread.ident is not None:  # started
-                thread.join(STOP_GRACE_SECONDS)
+                thread.join(max(0.0, deadline - time.monotonic()))
         raise
     if failures:
         raise failures[0]
