@@ -231,27 +231,30 @@ def workers_in_threads(settings: StudySettings, indices: tuple[int, ...], device
     interrupt goes on. A worker that raised anything else has its error raised here once all are done."""
     clear_thread_stop()
     failures: list[BaseException] = []
-    team = [threading.Thread(target=_worker_thread, args=(settings, index, device, pruner, failures),
-                             name=f"convscope-worker-{index}", daemon=True) for index in indices]
+    # each thread says it is done through an event: a Thread.join that an interrupt broke off can
+    # return at once from then on while the thread still runs
+    done = [threading.Event() for _ in indices]
+    team = [threading.Thread(target=_worker_thread, args=(settings, index, device, pruner, failures, finished),
+                             name=f"convscope-worker-{index}", daemon=True) for index, finished in zip(indices, done)]
     try:
         for thread in team:
             thread.start()
-        for thread in team:
-            while thread.is_alive():  # a bounded wait, so an interrupt is handled within a second
-                thread.join(1.0)
+        for finished in done:
+            while not finished.wait(1.0):  # a bounded wait, so an interrupt is handled within a second
+                pass
     except KeyboardInterrupt:
         stop_threads()
         deadline = time.monotonic() + STOP_GRACE_SECONDS  # for all of them together
-        for thread in team:
+        for thread, finished in zip(team, done):
             if thread.ident is not None:  # started
-                thread.join(max(0.0, deadline - time.monotonic()))
+                finished.wait(max(0.0, deadline - time.monotonic()))
         raise
     if failures:
         raise failures[0]
 
 
-def _worker_thread(settings: StudySettings, index: int, device: str | None,
-                   pruner: optuna.pruners.BasePruner | None, failures: list[BaseException]) -> None:
+def _worker_thread(settings: StudySettings, index: int, device: str | None, pruner: optuna.pruners.BasePruner | None,
+                   failures: list[BaseException], finished: threading.Event) -> None:
     try:
         with own_stream(device or settings.device):
             worker(settings, index, None, device, pruner, shares_process=True)
@@ -259,6 +262,8 @@ def _worker_thread(settings: StudySettings, index: int, device: str | None,
         pass
     except BaseException as error:  # noqa: BLE001 - raised again by the team once all are done
         failures.append(error)
+    finally:
+        finished.set()
 
 
 @contextlib.contextmanager
