@@ -26,6 +26,7 @@ import functools
 import hashlib
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,10 +121,19 @@ def _synthetic(config: DataConfig, image_size: int, seed: int) -> Splits:
     )
 
 
-@functools.lru_cache(maxsize=1)
+_GENERATING = threading.Lock()
+
+
 def _generated(kind: str, count: int, image_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic images and labels, generated once per process: every fold of a depth study
-    and every trial of a study reuses them (callers only ever index them, which copies)."""
+    and every trial of a study reuses them (callers only ever index them, which copies). Trials
+    that start together as threads of one process wait for the one that generates them."""
+    with _GENERATING:
+        return _generate(kind, count, image_size, seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _generate(kind: str, count: int, image_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if kind == "gabor":
         return make_synthetic(count, image_size, seed)
     return make_scale_task(count, image_size, seed, int(kind.removeprefix("scale")))
