@@ -33,6 +33,7 @@ whether it took at most five minutes.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -165,8 +166,9 @@ def convscope_train(device: torch.device, runs_dir: Path, batch_size: int, train
 
 
 def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epochs: int, train_images: int,
-          batch_size: int, workers_in: str = "processes") -> tuple[float, int]:
-    """Wall seconds of a ``convscope search`` (depth, width, dropout) and its trials completed or pruned."""
+          batch_size: int, workers_in: str = "processes") -> float:
+    """Wall seconds of a ``convscope search`` (depth, width, dropout) of ``trials`` trials; infinity when it
+    failed, with its last lines on stderr, so the rows after it still run."""
     command = [sys.executable, "-m", "convscope", "search", "--trials", str(trials), "--epochs", str(epochs),
                "--synthetic-size", str(int(train_images / 0.8)), "--batch-size", str(batch_size),
                "--runs-dir", str(runs_dir), "--device", str(device), "--depth", "1..5"]
@@ -176,8 +178,10 @@ def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epoch
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"the study with {per_gpu} per device ({workers_in}) failed:\n{done.stderr[-2000:]}")
-    return wall, trials
+        print(f"the study with {per_gpu} per device ({workers_in}) failed (exit {done.returncode}):\n"
+              f"{done.stderr[-2000:]}", file=sys.stderr)
+        return math.inf
+    return wall
 
 
 def smoke(device: torch.device, runs_dir: Path, quick: bool) -> None:
@@ -269,21 +273,22 @@ def main() -> None:
             print(f"{'':<66} {parts}")
         k = args.trials_per_gpu
         for per_gpu, workers_in in ((1, "processes"), (k, "processes"), (k, "threads")):
-            wall, trials = study(Path(tmp) / f"study-{per_gpu}-{workers_in}", device, args.trials, per_gpu,
-                                 args.study_epochs, args.train_images, args.batch_size, workers_in)
+            wall = study(Path(tmp) / f"study-{per_gpu}-{workers_in}", device, args.trials, per_gpu,
+                         args.study_epochs, args.train_images, args.batch_size, workers_in)
             walls[per_gpu, workers_in] = wall
-            images_per_s = trials * args.study_epochs * args.train_images / wall
-            label = f"study, {trials} trials x {args.study_epochs} epochs, {per_gpu} per device"
+            label = f"study, {args.trials} trials x {args.study_epochs} epochs, {per_gpu} per device"
             label += f" ({workers_in})" if per_gpu > 1 else ""
-            print(f"{label:<66} {wall:>9.1f} s  {60 * trials / wall:5.1f} trials/min  "
-                  f"{images_per_s:,.0f} training img/s in all")
+            images_per_s = args.trials * args.study_epochs * args.train_images / wall
+            print(f"{label:<66} {wall:>9.1f} s  {60 * args.trials / wall:5.1f} trials/min  "
+                  f"{images_per_s:,.0f} training img/s in all" if math.isfinite(wall) else f"{label:<66} {'failed':>11}")
         if args.target_study:
             (per_gpu, workers_in), _ = min(walls.items(), key=lambda item: item[1])
             trials, epochs = (4, 2) if args.quick else (100, 20)
-            wall, _ = study(Path(tmp) / "target-study", device, trials, per_gpu, epochs, args.train_images,
-                            args.batch_size, workers_in)
+            wall = study(Path(tmp) / "target-study", device, trials, per_gpu, epochs, args.train_images,
+                         args.batch_size, workers_in)
             label = f"target study, {trials} trials x {epochs} epochs, {per_gpu} per device ({workers_in})"
-            print(f"{label:<66} {wall:>9.1f} s  {60 * trials / wall:5.1f} trials/min")
+            print(f"{label:<66} {wall:>9.1f} s  {60 * trials / wall:5.1f} trials/min" if math.isfinite(wall)
+                  else f"{label:<66} {'failed':>11}")
     if device.type == "cuda":
         verdicts(rates["auto"], ceiling, walls[1, "processes"],
                  {workers_in: walls[k, workers_in] for workers_in in ("processes", "threads")}, k)
