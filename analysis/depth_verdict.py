@@ -200,11 +200,11 @@ def recommend(outcomes: Sequence[Outcome], mode: str, rerun: Callable[[int], str
     rec, best, tied = _pick(done, [o.mean for o in done])
     verdict = _recommended(outcomes, done, mode, rec, best, tied)
     if harmless:
-        gains = ", ".join(f"{o.variant.label} {late_gain(o.training):+.3f}" for o in harmless)
-        verdict.sentence += (f" ({_and([o.variant.label for o in harmless])} "
-                             f"{'was' if len(harmless) == 1 else 'were'} still improving ({gains} over the last "
-                             f"quarter of the epochs), but continuing every variant's rise for another quarter "
-                             "would not change the answer)")
+        one = len(harmless) == 1
+        gains = _and([f"{late_gain(o.training):+.3f}" for o in harmless])
+        verdict.sentence += (f" ({_and([o.variant.label for o in harmless])} {'was' if one else 'were'} still "
+                             f"improving: {gains} over the last quarter of {'its' if one else 'their'} epochs; "
+                             "continuing every variant's rise for another quarter would not change the answer)")
         verdict.rising = harmless
     return verdict
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convscope.analysis.cka import linear_cka, pooled_activations
-from convscope.analysis.compare import RunActivations, counts
+from convscope.analysis.compare import FLAT_GAIN, SIGNIFICANT_SE, RunActivations, counts
 from convscope.analysis.probes import ProbeCurve, probe_curve
 from convscope.pictures.stats import noise_not_available
 from convscope.analysis.depth_verdict import paired_difference
@@ -185,6 +185,7 @@ def _useful(rows: Sequence[LayerRow], curve: ProbeCurve | None, trouble: Sequenc
             parts.append(cost + (
                 " in an ablation that gives no verdict" if ablation is not None and ablation.problems else
                 " — the network needs it" if counts(row.drop, row.drop_se) and row.drop > 0 else
+                f" — under the {FLAT_GAIN:.3f} that counts (a tie)" if row.drop > SIGNIFICANT_SE * row.drop_se else
                 " — nothing measurable (a tie)"))
         parts.append(f"its maps are {'noise-like' if row.noise >= NOISY else 'not noise-like'} (noise {row.noise:.2f})"
                      if row.noise is not None else f"noise {row.noise_na}: a {row.size[0]}×{row.size[1]} map is "
@@ -233,13 +234,18 @@ def _difference(depth: DepthAnswer | None, ablation: Ablation | None, head: str)
     if not costly:
         return None
     k = depth.blocks
+    kept = _first_block(costly[0]) - 1  # the last block the bypassed network keeps
     if head == "flatten":
-        why = (f"the bypassed blocks average-pool conv{k}'s maps down to the last block's map size, so the head sees "
-               f"less of where things are, while the {k}-block network's head reads conv{k}'s maps whole")
-    else:
+        why = (f"the bypassed blocks average-pool conv{kept}'s maps down to the last block's map size, so the head "
+               f"sees less of where things are, while the {k}-block network's head reads conv{k}'s maps whole")
+    elif kept == k:
         why = (f"both read conv{k}'s maps averaged, the bypassed network through extra linear layers, so they can "
                "compute the same: the difference comes from how the two train")
-    return (f"the two answers differ: bypassing {', '.join(costly)} in this network (retrained with it bypassed) "
+    else:
+        why = (f"the bypassed network reads conv{kept}'s maps averaged through extra linear layers, the {k}-block "
+               f"network conv{k}'s directly: two different networks, and the difference comes from how they train")
+    them = "it" if len(costly) == 1 and "–" not in costly[0] else "them"
+    return (f"the two answers differ: bypassing {', '.join(costly)} in this network (retrained with {them} bypassed) "
             f"loses accuracy beyond noise, while a {k}-block network is as good within noise, because {why}")
 
 

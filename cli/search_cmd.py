@@ -266,6 +266,9 @@ def handle_search(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     settings = build_settings(args)  # --runs-dir is checked writable there
+    if settings.workers_in == "threads" and settings.jobs > 1 and not _on_cuda(settings.device):
+        print(f"convscope search: --workers-in threads without a GPU: the {settings.jobs} workers share one "
+              "Python interpreter; worker processes (the default) use a CPU's cores better", file=sys.stderr)
     if not args.init_only and settings.base.tracking.mlflow:
         from convscope.cli.orphan_runs import end_orphaned_runs
 
@@ -289,3 +292,8 @@ def _search(args: argparse.Namespace) -> int:
         return 1
     return 0
 
+
+def _on_cuda(device: str) -> bool:
+    from convscope.train.loop import select_device
+
+    return select_device(device).type == "cuda"

@@ -222,7 +222,7 @@ def _open_parent(settings: StudySettings, stores: Stores, name: str) -> MlflowTr
 def _log_parent_params(settings: StudySettings, parent: MlflowTracker) -> None:
     parent.log_params({
         "study.name": settings.study_name, "study.metric": settings.metric, "study.direction": settings.direction,
-        "study.pruner": settings.pruner, "study.jobs": settings.jobs,
+        "study.pruner": settings.pruner, "study.jobs": settings.jobs, "study.workers_in": settings.workers_in,
         "study.trials": settings.trials if settings.trials is not None else "until the time budget",
         "study.timeout": format_duration(settings.timeout) if settings.timeout is not None else "none",
         "study.seed": settings.seed, "study.space": describe(settings.space).replace("\n", "; "),

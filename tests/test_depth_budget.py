@@ -110,7 +110,7 @@ def test_a_rise_that_cannot_change_the_answer_is_said_and_does_not_block_it() ->
     rising = recommend([_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.90, 0.91, 0.90]),
                         _outcome(3, [0.80, 0.79, 0.80], rise=0.05)], "depth")
     assert rising.recommended is not None and rising.recommended.variant.blocks == 2
-    assert "(depth 3 was still improving (depth 3 +0.050 over the last quarter of the epochs), but continuing " \
+    assert "(depth 3 was still improving: +0.050 over the last quarter of its epochs; continuing " \
            "every variant's rise for another quarter would not change the answer)" in rising.sentence
     flat = recommend([_outcome(1, [0.6, 0.61, 0.6]), _outcome(2, [0.90, 0.91, 0.90]), _outcome(3, [0.80, 0.79, 0.80])],
                      "depth")

@@ -67,6 +67,12 @@ def test_no_verdicts_on_a_run_that_did_not_learn() -> None:
     assert 'class="warning"' in report_html(e, "id", {})
 
 
+def test_a_cost_beyond_its_error_but_under_the_threshold_is_a_tie_said_as_such() -> None:
+    small = Ablation("abl", {"conv3": (0.015, 0.005)}, "recommended: without conv3 …")
+    e = explain(_run(), LEARNED, ablation=small, depth=None, folds=3)
+    assert "bypassing it costs +0.015 ± 0.005 accuracy — under the 0.020 that counts (a tie)" in "\n".join(e.useful)
+
+
 def test_the_differ_sentence_only_when_the_depth_study_and_the_ablation_differ() -> None:
     costly = Ablation("abl", {"conv3": (0.05, 0.01)}, "recommended: keep all 3 blocks …")
     e = explain(_run(), LEARNED, ablation=costly, depth=DepthAnswer("d", "recommended depth: 2 — a tie …", 2), folds=3)
@@ -76,6 +82,12 @@ def test_the_differ_sentence_only_when_the_depth_study_and_the_ablation_differ()
     assert "average-pool conv2's maps down" in e.depth[-1] and "head was built" not in e.depth[-1]
     gap = explain(_run(), LEARNED, ablation=costly, depth=DepthAnswer("d", "…", 2), folds=3, head="gap")
     assert "how the two train" in gap.depth[-1]
+    # bypassing the last two of three blocks pools conv1's maps, whatever depth the study recommends
+    last_two = Ablation("abl", {"conv2–conv3": (0.05, 0.01)}, "recommended: keep all 3 blocks …")
+    deeper = explain(_run(), LEARNED, ablation=last_two, depth=DepthAnswer("d", "recommended depth: 1", 1), folds=3)
+    assert "bypassing conv2–conv3 in this network (retrained with them bypassed)" in deeper.depth[-1]
+    assert "average-pool conv1's maps down" in deeper.depth[-1]
+    assert "1-block network's head reads conv1's maps whole" in deeper.depth[-1]
     agree = {  # depth 3 keeps conv3, which the ablation needs; a free conv3 agrees with depth 2
         "keeps": explain(_run(), LEARNED, ablation=costly, depth=DepthAnswer("d", "recommended depth: 3", 3), folds=3),
         "free": explain(_run(), LEARNED, ablation=Ablation("abl", {"conv3": (0.001, 0.004)}, "…"),

@@ -95,6 +95,7 @@ def test_workers_as_threads_share_the_commands_process_and_finish_every_trial(tm
                      "--pruner", "none", *FAST)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "4 trials ended: 4 done" in done.stdout, done.stdout
+    assert "--workers-in threads without a GPU: the 2 workers share one Python interpreter" in done.stderr
     study = load(runs)
     assert sorted(t.number for t in study.trials) == list(range(4))
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
@@ -102,8 +103,9 @@ def test_workers_as_threads_share_the_commands_process_and_finish_every_trial(tm
     client = mlflow_client(runs)
     runs_of_trials = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials]
     assert all(run.info.status == "FINISHED" for run in runs_of_trials)
-    assert len({run.data.tags["mlflow.parentRunId"] for run in runs_of_trials}) == 1
+    (parent,) = {run.data.tags["mlflow.parentRunId"] for run in runs_of_trials}
     assert len({run.info.run_id for run in runs_of_trials}) == 4
+    assert client.get_run(parent).data.params["study.workers_in"] == "threads"
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
