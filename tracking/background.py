@@ -27,9 +27,9 @@ Contract:
   kept); errors are handled as above. ``flush`` and ``close`` wait for that thread too, first.
 - ``links`` is answered directly by the inner tracker.
 - Device work done on the worker threads (copying a capture or a checkpoint's weights to the
-  CPU) goes on the CUDA stream that was current where the tracker (or its ``offer`` lane) was
-  made, so it queues behind the training work submitted before it, as on the device's default
-  stream; a run on a stream of its own (``--workers-in threads``) gets the same order.
+  CPU) goes on the CUDA stream that was current where the tracker was made, so it queues behind
+  the training work submitted before it, as on the device's default stream; a run on a stream
+  of its own (``--workers-in threads``) gets the same order.
 """
 
 from __future__ import annotations
