@@ -5,7 +5,8 @@ Contract:
   for a single-objective study; a figure is left out when it would be empty:
   ``optimization_history`` and ``parallel_coordinate`` need ≥ 1 completed trial,
   ``param_importances`` needs ≥ 2 completed trials and ≥ 1 parameter that takes ≥ 2
-  values among them (or Optuna refusing to compute importances), and
+  values among them (and is left out when Optuna refuses to compute importances or warns that
+  they would all be equal, as when every trial tied), and
   ``intermediate_values`` needs ≥ 1 trial that reported an intermediate value.
   Optuna draws with pyplot, so every returned figure sits in pyplot's registry until
   the caller logs it and calls ``close_figures``. Optuna's global ``ggplot`` style and
@@ -106,10 +107,17 @@ def study_figures(study: optuna.Study) -> dict[str, Figure]:
         for name, plot in wanted.items():
             before = set(plt.get_fignums())
             try:
-                axes = plot(study)
+                with warnings.catch_warnings(record=True) as said:
+                    warnings.simplefilter("always", UserWarning)
+                    axes = plot(study)
+                equal = _pass_on_all_but_equal_importances(said)
             except (ValueError, RuntimeError) as error:
                 # e.g. importance evaluators refusing a degenerate study: skip, never fail the report
                 logger.warning("study report: skipping %s: %s", name, error)
+                for number in set(plt.get_fignums()) - before:
+                    plt.close(number)
+                continue
+            if equal:  # e.g. every trial tied: Optuna draws equal, meaningless importances
                 for number in set(plt.get_fignums()) - before:
                     plt.close(number)
                 continue
@@ -118,6 +126,18 @@ def study_figures(study: optuna.Study) -> dict[str, Figure]:
                 legend.remove()  # one entry per trial: taller than the figure, and read by nobody
             figures[name] = axes.figure  # every plot above returns one Axes
     return figures
+
+
+def _pass_on_all_but_equal_importances(said: list[warnings.WarningMessage]) -> bool:
+    """Show the warnings a plot gave again, except Optuna's "Parameter importances will be equal"
+    (which says the importances plot is meaningless); True when that one was among them."""
+    equal = False
+    for warning in said:
+        if "importances will be equal" in str(warning.message):
+            equal = True
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return equal
 
 
 def best_over_time_figure(study: optuna.Study, metric: str = "value",

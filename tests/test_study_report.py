@@ -85,6 +85,21 @@ def test_importances_skipped_when_no_param_varies() -> None:
     close_figures(figures)
 
 
+def test_importances_skipped_when_every_trial_ties() -> None:
+    """Optuna's evaluator warns "Parameter importances will be equal" when its top quantiles hold the
+    same trials (all tied): no such figure, and no warning on the console."""
+    study = optuna.create_study(direction="maximize")
+    for x in (0.1, 0.5, 0.9, 0.3):
+        study.enqueue_trial({"x": x})
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0) * 0 + 0.5, n_trials=4)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        figures = study_figures(study)
+    assert "param_importances" not in figures and "optimization_history" in figures
+    assert not [w for w in said if "importances will be equal" in str(w.message)]
+    close_figures(figures)
+
+
 def test_empty_study_has_no_figures() -> None:
     assert study_figures(optuna.create_study()) == {}
 
