@@ -3,7 +3,8 @@
 Every trial trains the seed network (fixed depth, widths and dropout, so every
 trial costs the same) for 3 epochs on the synthetic set, with everything on
 (MLflow, TensorBoard, per-epoch visuals), on the embedded journal storage.
-On a GPU, pass ``--gpu`` to compare ``--trials-per-gpu 8`` with 1.
+On a GPU, pass ``--gpu`` to compare ``--trials-per-gpu 8`` (as processes and as threads,
+``--workers-in``) with 1.
 
     python benchmarks/study_throughput.py [--trials 6] [--gpu]
 """
@@ -29,10 +30,11 @@ FIXED = ["--depth", "5", "--base-width", "16", "--growth", "2", "--dropout", "0.
          "--fix", "epochs=3", "--fix", "synthetic_size=2500", "--quiet"]
 
 
-def trials_per_hour(jobs_flag: str, jobs: int, trials: int) -> float:
+def trials_per_hour(jobs_flag: str, jobs: int, trials: int, workers_in: str = "processes") -> float:
     with tempfile.TemporaryDirectory() as tmp:
         args = parse(build_parser(),
-            ["search", "--runs-dir", tmp, "--trials", str(trials), jobs_flag, str(jobs), *FIXED]
+            ["search", "--runs-dir", tmp, "--trials", str(trials), jobs_flag, str(jobs), "--workers-in", workers_in,
+             *FIXED]
         )
         settings = build_settings(args)
         start = time.perf_counter()
@@ -52,9 +54,10 @@ def main() -> None:
     if args.gpu:
         label = "--trials-per-gpu"
         one = trials_per_hour(label, 1, args.trials)
-        many = trials_per_hour(label, 8, max(args.trials, 16))
         print(f"{label} 1: {one:7.0f} trials/hour")
-        print(f"{label} 8: {many:7.0f} trials/hour  -> {many / one:.2f}x (target >= 4x)")
+        for workers_in in ("processes", "threads"):
+            many = trials_per_hour(label, 8, max(args.trials, 16), workers_in)
+            print(f"{label} 8 ({workers_in}): {many:7.0f} trials/hour  -> {many / one:.2f}x (target >= 4x)")
         return
     one = trials_per_hour("--jobs", 1, args.trials)
     two = trials_per_hour("--jobs", 2, args.trials)
