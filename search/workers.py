@@ -7,8 +7,9 @@
   replaced when it dies mid-trial (``search.dead_workers``);
 - with ``--workers-in threads`` the workers on one device are threads of one process (this one
   when there is one device), each on a CUDA stream of its own: the kernels of different trials
-  run on the device at once instead of taking turns as different processes' kernels do without
-  NVIDIA's MPS, and the trials share one copy of the libraries and one CUDA context. Their
+  can run on the device at once instead of taking turns as different processes' kernels do
+  without NVIDIA's MPS, and the trials share one copy of the libraries, one CUDA context and the
+  synthetic data. Which pays on a GPU is for ``benchmarks/gpu.py`` to measure. Their
   Python work shares one interpreter. Ctrl-C or SIGTERM stops each thread's trial at the end of
   its epoch (``search.budget.stop_requested``), its run KILLED and its trial retried first by the
   next run, as in a worker process. What sharing a process costs in reproducibility is said in
