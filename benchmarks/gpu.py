@@ -175,7 +175,7 @@ def study(runs_dir: Path, device: torch.device, trials: int, per_gpu: int, epoch
     command += ["--trials-per-gpu", str(per_gpu)] if device.type == "cuda" else ["--jobs", str(per_gpu)]
     command += ["--workers-in", workers_in]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         print(f"the study with {per_gpu} per device ({workers_in}) failed (exit {done.returncode}):\n"
@@ -196,8 +196,7 @@ def smoke(device: torch.device, runs_dir: Path, quick: bool) -> None:
     }
     for name, argv in commands.items():
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "convscope", *argv], cwd=REPO, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        done = subprocess.run([sys.executable, "-m", "convscope", *argv], cwd=REPO, capture_output=True, text=True)
         failed = done.returncode != 0 or "capture of the" in done.stderr
         verdict = f"FAILED (exit {done.returncode})" if failed else "ran to the end"
         print(f"{name + ' with default settings':<66} {verdict}  {time.perf_counter() - start:.0f} s")

@@ -42,7 +42,7 @@ def run_study(runs_dir: Path, data: str, timeout: str, epochs: int, jobs: int) -
                "--epochs", str(epochs), "--pruner", "none", "--study-name", STUDY, "--runs-dir", str(runs_dir),
                "--device", "cpu", "--quiet", *SPACE]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(command, cwd=REPO)
     if done.returncode != 0:
         raise SystemExit(f"the study failed (exit {done.returncode})")
     return time.perf_counter() - start

@@ -43,7 +43,7 @@ def convscope(*argv: str) -> list[str]:
 
 def clean_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVSCOPE_", "MLFLOW_"))}
-    return {**env, "PYTHONPATH": str(REPO), **values}
+    return {**env, **values}
 
 
 def timed_search(trials: int, env: dict[str, str], *argv: str) -> float:

@@ -46,7 +46,7 @@ def main() -> int:
                "--no-visuals", "--quiet", *args.extra]
     print("+", " ".join(command[2:]), flush=True)
     started = time.monotonic()
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(command, cwd=REPO)
     wall = time.monotonic() - started
     import optuna
 

@@ -18,7 +18,6 @@ The fixed cost matters where a study is short: the GPU study rows of ``benchmark
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -44,8 +43,7 @@ def one_way(workers_in: str, workers: int, synthetic_size: int, device: torch.de
                    "--trials", str(workers), *jobs, "--workers-in", workers_in, "--epochs", "1",
                    "--synthetic-size", str(synthetic_size), "--train-limit", "512", "--pruner", "none", "--quiet"]
         start = time.time()
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         wall = time.time() - start
         if done.returncode != 0:
             raise SystemExit(f"--workers-in {workers_in} failed:\n{done.stderr[-2000:]}")
