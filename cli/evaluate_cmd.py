@@ -97,3 +97,5 @@ def _log(args: argparse.Namespace, stores: Any, uri: str, root: Path, evaluation
                     tracker.log_file(skipped, "data")
     where = tracker.run_url or f"run {tracker.run_id} in {stores.mlflow_uri}"
     print(f"evaluation run: {where}")
+    print("  in it: figures/test_most_confidently_wrong.png (the photos it got most confidently wrong), "
+          "figures/test_confusion_matrix.png, evaluation/predictions.csv (every photo's class probabilities)")

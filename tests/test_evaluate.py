@@ -72,6 +72,9 @@ def test_evaluate_prints_what_the_loaded_model_predicts_and_logs_it(trained: tup
     logged = {a.path for a in client.list_artifacts(evaluation.info.run_id, "figures")}
     assert {"figures/test_confusion_matrix.png", "figures/test_most_confidently_wrong.png"} <= logged, logged
     assert "data/skipped_files.csv" in {a.path for a in client.list_artifacts(evaluation.info.run_id, "data")}
+    named = done.stdout.split("  in it: ")[1].splitlines()[0]
+    logged |= {a.path for a in client.list_artifacts(evaluation.info.run_id, "evaluation")}
+    assert [path for path in named.replace(",", " ").split() if "/" in path and path not in logged] == [], named
 
 
 @pytest.mark.slow
