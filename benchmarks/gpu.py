@@ -5,10 +5,11 @@ Prints the device's name, then training images per second for
 - convscope's eager step, its graphed step and (on CUDA, unless ``--no-compile``) its graphed step
   on ``torch.compile`` (``train.step``; data already on the device, no per-epoch work): the
   fastest of them is the ceiling; and the graphed step with its batches prepared one at a time
-  instead of many per pass (what ``train.batches.prepared_per_pass`` gains), and with torch's
-  multi-tensor AdamW and a fixed beta1 (what convscope's single-tensor AdamW, a dozen small kernels
-  per parameter tensor, costs a graphed step: one-cycle changes beta1 every step, which torch's
-  multi-tensor and fused AdamW cannot take from a device tensor);
+  instead of many per pass (what ``train.batches.prepared_per_pass`` gains), and with two other
+  optimizer steps in place of ``train.multi_tensor_adamw``: torch's capturable single-tensor AdamW
+  (the same one-cycle schedule, beta1 in a device tensor, some 22 kernels per parameter tensor:
+  what graphed runs used before) and torch's multi-tensor AdamW with beta1 held fixed (a constant
+  schedule; torch's multi-tensor and fused AdamW cannot take beta1 from a device tensor);
 - ``convscope train`` with visuals off, on (``--visual-epochs auto``: ``latest`` on CUDA) and on for
   every epoch (``all``): steady-state epochs, all per-epoch work included (validation, visuals,
   MLflow, TensorBoard, checkpoints), as a share of the ceiling, with the epochs that got pictures
@@ -95,12 +96,13 @@ def naive_loop(device: torch.device, images: torch.Tensor, labels: torch.Tensor,
 
 def convscope_step(device: torch.device, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                    seconds: float, *, graphed: bool, compiled: bool = False,
-                   one_batch_a_pass: bool = False, multi_tensor: bool = False) -> tuple[float, str, float]:
+                   one_batch_a_pass: bool = False, optimizer_step: str = "convscope") -> tuple[float, str, float]:
     """img/s of ``train.step.Stepper`` over device-resident batches; its mode; its first step's seconds.
     Batches are prepared as ``convscope train`` prepares them on ``device``, or (``one_batch_a_pass``)
-    one at a time, as CUDA runs did before ``prepared_per_pass``. ``multi_tensor``: torch's multi-tensor
-    capturable AdamW instead of convscope's single-tensor one, with a learning rate in a device tensor
-    and a fixed beta1 (a constant schedule): what the per-parameter optimizer kernels cost a graphed step."""
+    one at a time, as CUDA runs did before ``prepared_per_pass``. ``optimizer_step``: ``convscope``
+    (what a run uses), ``torch single-tensor`` (torch's capturable single-tensor AdamW, the run's
+    schedule) or ``torch multi-tensor`` (torch's capturable multi-tensor AdamW, its learning rate in a
+    device tensor, under a constant schedule that never changes beta1)."""
     config = build_config("seed", {"optim": {"batch_size": batch_size, "epochs": 1000}})
     torch.manual_seed(0)
     model = build_model(config.model).to(device, memory_format=torch.channels_last)
@@ -108,17 +110,20 @@ def convscope_step(device: torch.device, images: torch.Tensor, labels: torch.Ten
                             shuffle=True, flip=True, crop_padding=4, drop_last=graphed,
                             per_pass=batch_size if one_batch_a_pass else prepared_per_pass(device, images.shape[1:],
                                                                                            batch_size))
-    if multi_tensor:
+    if optimizer_step == "torch multi-tensor":
         config = build_config("seed", {"optim": {"batch_size": batch_size, "epochs": 1000, "schedule": "constant"}})
         optimizer = torch.optim.AdamW(model.parameters(), lr=torch.tensor(config.optim.lr, device=device),
                                       weight_decay=config.optim.weight_decay, capturable=graphed, foreach=True)
+    elif optimizer_step == "torch single-tensor":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+                                      capturable=graphed, foreach=False)
     else:
         optimizer = make_optimizer(model, config.optim, capturable=graphed)
     scheduler = make_scheduler(optimizer, config.optim, len(batches))
     precision = resolve_precision("auto", device)  # as convscope train chooses
     stepper = Stepper(model, optimizer, scheduler, device, precision=precision, graphed=graphed,
                       compiled=torch.compile(model) if compiled else None, say=print,
-                      tensor_hyperparameters=None if not multi_tensor else False)
+                      tensor_hyperparameters=False if optimizer_step == "torch multi-tensor" else None)
     train_one_epoch(stepper, batches, progress=False)  # warm-up, capture (and compile)
     rates = []
     deadline = time.perf_counter() + seconds
@@ -256,15 +261,17 @@ def main() -> None:
                                          one_batch_a_pass=True)
         print(f"{f'  the same, batches prepared one at a time ({mode})':<66} {single:>11,.0f} img/s  "
               f"many batches a pass: {graphed / single:.2f}x this")
-        try:  # a diagnostic row: a failure must not cost the rows after it
-            multi, mode, _ = convscope_step(device, images, labels, args.batch_size, args.seconds, graphed=True,
-                                            multi_tensor=True)
-        except Exception as error:  # noqa: BLE001 - reported as the row's figure
-            print(f"{'  the same, multi-tensor AdamW, beta1 fixed':<66} {'failed':>11}  {type(error).__name__}: "
-                  f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}")
-        else:
-            print(f"{f'  the same, multi-tensor AdamW, beta1 fixed ({mode})':<66} {multi:>11,.0f} img/s  "
-                  f"{multi / graphed:.2f}x convscope's single-tensor AdamW")
+        for optimizer_step, shown in (("torch single-tensor", "torch's single-tensor AdamW, one-cycle"),
+                                      ("torch multi-tensor", "torch's multi-tensor AdamW, beta1 fixed")):
+            try:  # a diagnostic row: a failure must not cost the rows after it
+                other, mode, _ = convscope_step(device, images, labels, args.batch_size, args.seconds, graphed=True,
+                                                optimizer_step=optimizer_step)
+            except Exception as error:  # noqa: BLE001 - reported as the row's figure
+                print(f"{f'  the same on {shown}':<66} {'failed':>11}  {type(error).__name__}: "
+                      f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}")
+            else:
+                print(f"{f'  the same on {shown} ({mode})':<66} {other:>11,.0f} img/s  "
+                      f"{other / graphed:.2f}x convscope's")
         ceiling = max(ceiling, graphed)
         if not args.no_compile:
             try:  # a compiler failure must not cost the rows after it

@@ -67,3 +67,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(PREFIX) and name != "CONVSCOPE_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def capturable_on_cpu() -> Iterator[None]:
+    """torch's ``capturable`` optimizers allowed on the CPU for the test (``host_syncs``)."""
+    from host_syncs import capturable_on_cpu as allow
+
+    with allow():
+        yield

@@ -1,24 +1,15 @@
-"""What a CUDA graph capture refuses, checked on the CPU: a step that converts a device tensor to a
-Python number (``Tensor.item`` and every implicit tensor-to-scalar conversion end in
-``aten._local_scalar_dense``) is a host sync, and a capture fails on it; so does a tensor made from
-Python data inside the step (``torch.tensor(...)``: ``aten.lift_fresh``), which on CUDA is a copy
-from pageable host memory. The training and evaluation steps of a graphed run, optimizer included,
-must make neither.
-
-Torch refuses ``capturable`` optimizers on a CPU, so the tests let it through for the CPU; the
-update code that runs is the one a CUDA capture records."""
+"""The training and evaluation steps of a graphed run, optimizer included, must neither convert a
+device tensor to a Python number nor make a tensor from Python data: a CUDA graph capture fails on
+both (``host_syncs``). Checked on the CPU."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import importlib
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from host_syncs import HostSyncs
 from convscope.train.config import build_config
 from convscope.train.loop import make_scheduler
 from convscope.train.model import build_model
@@ -26,29 +17,6 @@ from convscope.train.step import Scorer, Stepper, load_optimizer_state, make_opt
 from convscope.train.synthetic import make_synthetic
 
 CPU = torch.device("cpu")
-HOST_SYNCS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default, torch.ops.aten.lift_fresh.default)
-
-
-class HostSyncs(TorchDispatchMode):
-    """Records every operation that would copy a value between the host and the device."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[str] = []
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func in HOST_SYNCS:
-            self.seen.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
-@pytest.fixture
-def capturable_on_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    adam = importlib.import_module("torch.optim.adam")  # torch.optim hides the module's name
-    supported = adam._get_capturable_supported_devices
-    monkeypatch.setattr(adam, "_get_capturable_supported_devices",
-                        lambda supports_xla=True: [*supported(supports_xla), "cpu"])
-    yield
 
 
 def _graph_ready_stepper(**options: Any) -> tuple[Stepper, torch.Tensor, torch.Tensor]:

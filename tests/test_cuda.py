@@ -14,6 +14,7 @@ from convscope.train.batches import DeviceBatches, Normalizer, prepared_per_pass
 from convscope.train.config import build_config
 from convscope.train.loop import make_scheduler, train_one_epoch
 from convscope.train.model import build_model
+from convscope.train.multi_tensor_adamw import MultiTensorAdamW
 from convscope.train.step import Captured, Stepper, make_optimizer
 from convscope.train.synthetic import make_synthetic
 
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.cuda,
 CUDA = torch.device("cuda")
 
 
-def _train(graphed: bool, epochs: int = 3) -> tuple[list[float], Stepper]:
+def _train(graphed: bool, epochs: int = 3, torch_single_tensor: bool = False) -> tuple[list[float], Stepper]:
     config = build_config("tiny", {"model": {"image_size": 16}, "optim": {"batch_size": 32}})
     torch.manual_seed(0)
     model = build_model(config.model).to(CUDA)
@@ -31,7 +32,9 @@ def _train(graphed: bool, epochs: int = 3) -> tuple[list[float], Stepper]:
     batches = DeviceBatches(data.to(CUDA), labels.to(CUDA), Normalizer.fit(data), 32, shuffle=True, flip=True,
                             crop_padding=2, seed=0, drop_last=True,
                             per_pass=prepared_per_pass(CUDA, data.shape[1:], 32))  # as convscope train on CUDA
-    optimizer = make_optimizer(model, config.optim, capturable=graphed)
+    optimizer = (torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+                                   capturable=True, foreach=False)
+                 if torch_single_tensor else make_optimizer(model, config.optim, capturable=graphed))
     scheduler = make_scheduler(optimizer, config.optim, len(batches))
     said: list[str] = []
     stepper = Stepper(model, optimizer, scheduler, CUDA, graphed=graphed, tensor_hyperparameters=True,
@@ -48,6 +51,15 @@ def test_the_training_step_captures_and_trains_as_the_eager_step() -> None:
     assert graphed[-1] < graphed[0]
     # dropout draws differ between a graph and eager kernels: the same course, not the same numbers
     assert graphed == pytest.approx(eager, rel=0.25)
+
+
+def test_the_graphed_step_trains_as_on_torchs_single_tensor_adamw() -> None:
+    """``train.multi_tensor_adamw`` captured in the graph against torch's own capturable AdamW."""
+    ours, stepper = _train(graphed=True)
+    assert isinstance(stepper.optimizer, MultiTensorAdamW)
+    torchs, reference = _train(graphed=True, torch_single_tensor=True)
+    assert reference.mode == "graphed" and reference.captured.graph is not None
+    assert ours == pytest.approx(torchs, rel=0.25)
 
 
 def test_a_failed_capture_leaves_the_generator_and_the_stream_usable() -> None:

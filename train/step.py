@@ -14,18 +14,17 @@ are static, so the training batches of a graphed run are all full
 images is left out each epoch); a partial evaluation batch runs eagerly. A
 capture that fails falls back to eager steps with one line saying why.
 
-What a graph needs from the optimizer: ``capturable`` AdamW whose learning
-rate and beta1 are device tensors (``DeviceHyperparameters``), so a schedule
-that changes them between replays (one-cycle changes both) is honoured. Its
-single-tensor implementation (``foreach=False``): torch's multi-tensor and
-fused AdamW turn a tensor beta1 into a Python number (``_foreach_lerp_`` takes
-a scalar weight; the fused kernel a double), a host sync that a capture
-refuses. beta2 never changes, so it stays a float (the single-tensor path
-would sync on a tensor beta2 too). Inside a graph the per-parameter kernels
-cost no host launch overhead, but each still runs as a kernel of its own (some
-200 for the seed network's 19 parameter tensors): ``benchmarks/gpu.py`` measures
-that against torch's multi-tensor AdamW with a fixed beta1. BatchNorm's running
-statistics are updated in place by the replayed kernels.
+What a graph needs from the optimizer: AdamW whose state lives on the device and
+whose learning rate and beta1 are device tensors (``DeviceHyperparameters``), so a
+schedule that changes them between replays (one-cycle changes both) is honoured,
+and whose step never reads a device value on the host. torch's multi-tensor and
+fused AdamW turn a tensor beta1 into a Python number (``_foreach_lerp_`` takes a
+scalar weight; the fused kernel a double), a host sync that a capture refuses; its
+single-tensor one takes the tensor but makes some 22 operations per parameter tensor,
+420 kernels a step in the graph for the seed network's 19. A graphed run therefore
+uses ``train.multi_tensor_adamw``: torch's update in 26 operations over all parameter
+tensors at once, whatever their number. beta2 never changes, so it stays a float.
+BatchNorm's running statistics are updated in place by the replayed kernels.
 
 A failed capture leaves nothing behind: the current stream and the CUDA
 generator (which a capture puts in a capturing state that survives a failure)
@@ -48,6 +47,7 @@ import torch
 from torch import nn
 
 from convscope.train.config_sections import OptimConfig
+from convscope.train.multi_tensor_adamw import MultiTensorAdamW
 from convscope.train.random_state import DEFAULT_GENERATORS
 
 WARMUP_CALLS = 3  # eager calls before capture (the CUDA graph documentation's warm-up)
@@ -107,16 +107,14 @@ def flip_tta_probabilities(model: nn.Module, inputs: torch.Tensor, logits: torch
     return (logits.float().softmax(dim=1) + mirrored.float().softmax(dim=1)) / 2
 
 
-def optimizer_flags(capturable: bool) -> dict[str, Any]:
-    """The implementation flags of the run's AdamW: for CUDA graphs, capturable and single-tensor
-    (why: module docstring); otherwise torch's own choice."""
-    return {"capturable": True, "foreach": False} if capturable else {"capturable": False, "foreach": None}
-
-
 def make_optimizer(model: nn.Module, config: OptimConfig, *, capturable: bool = False) -> torch.optim.Optimizer:
-    """AdamW; ``capturable`` (for CUDA graphs): its state stays on the device and its step never syncs."""
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                             **optimizer_flags(capturable))
+    """AdamW; ``capturable`` (for CUDA graphs): ``MultiTensorAdamW``, whose state stays on the device and
+    whose step never syncs (why: module docstring); otherwise torch's own, with its own choice of
+    implementation."""
+    if capturable:
+        return MultiTensorAdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, capturable=False,
+                             foreach=None)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
