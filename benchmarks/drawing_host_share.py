@@ -78,7 +78,8 @@ def pure_python(stop: threading.Event) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement")
-    parser.add_argument("--calls-per-batch", type=int, default=12, help="small torch calls the main thread makes a batch")
+    parser.add_argument("--calls-per-batch", type=int, default=12,
+                        help="small torch calls the main thread makes a batch")
     parser.add_argument("--batch-size", type=int, default=512, help="images a batch, for the img/s it could feed")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -109,7 +110,8 @@ def main() -> None:
         drawing_seconds = time.perf_counter() - started
         with_python = beside(pure_python, args.seconds, args.calls_per_batch)
         sinks.close()
-    print(f"main thread, {args.calls_per_batch} small torch calls a batch; img/s it could feed at batch {args.batch_size}:")
+    print(f"main thread, {args.calls_per_batch} small torch calls a batch; "
+          f"img/s it could feed at batch {args.batch_size}:")
     for name, rate in (("alone", alone), ("beside epoch pictures drawn back to back", with_drawing),
                        ("beside pure Python", with_python)):
         print(f"  {name:<42} {rate:>9,.0f} batches/s  {rate / alone:5.2f}x  {rate * args.batch_size:>13,.0f} img/s")

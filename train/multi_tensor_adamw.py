@@ -84,5 +84,6 @@ def multi_tensor_adamw(params: list[torch.Tensor], grads: list[torch.Tensor], ex
     step_size_neg = -(lr / bias_correction1)
     denominators = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denominators, bias_correction2_sqrt * step_size_neg)
-    torch.ops.aten._foreach_add_.Tensor(denominators, eps / step_size_neg)  # the plain call reads a 0-dim tensor as a number
+    # the overload named: torch._foreach_add_ would read the 0-dim tensor as a number, a host sync
+    torch.ops.aten._foreach_add_.Tensor(denominators, eps / step_size_neg)
     torch._foreach_addcdiv_(params, exp_avgs, denominators)
