@@ -5,7 +5,6 @@ checkpoint file), exit 2, no traceback and no MLflow run."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -44,7 +44,6 @@ def tensorboard_run_dir(runs: Path) -> Path:
 def test_embedded_run_in_tensorboard_events(embedded_run: Path) -> None:
     events = EventAccumulator(str(tensorboard_run_dir(embedded_run)), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
-    tags = events.Tags()
     for layer in CONV_LAYERS_SEED:
         assert [e.step for e in events.Images(f"feature_maps/{layer}")] == [0, 1, 2]
         assert [e.step for e in events.Scalars(f"act_mean/{layer}")] == [0, 1, 2]
