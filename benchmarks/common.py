@@ -6,6 +6,7 @@ import platform
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,3 +65,27 @@ def naive_training_epochs(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], e
             running += loss.item()
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def seed_visuals(root: Path, run_name: str) -> tuple[Any, Any, Any]:
+    """The seed network, its per-epoch visuals for 8 random probes written inline to real MLflow
+    (sqlite) and TensorBoard sinks under ``root``, and those sinks (the caller closes them); the
+    epoch before training is logged already. Returns (model, visuals, sinks)."""
+    from convscope.pictures.epoch_visuals import EpochVisuals, Probes
+    from convscope.tracking.base import FanOut
+    from convscope.tracking.mlflow_sink import MlflowTracker
+    from convscope.tracking.tensorboard_sink import TensorBoardTracker
+    from convscope.train.config import build_config
+    from convscope.train.model import build_model
+
+    model = build_model(build_config("seed").model).to(memory_format=torch.channels_last)
+    inputs = torch.randn(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    images = (torch.rand(8, 3, 64, 64) * 255).to(torch.uint8)
+    probes = Probes(inputs, images, torch.tensor([0] * 4 + [1] * 4), tuple(f"probe{i}" for i in range(8)))
+    mlflow = MlflowTracker(f"sqlite:///{root / 'mlflow.db'}", "bench", run_name,
+                           artifact_location=(root / "artifacts").as_uri())
+    sinks = FanOut([mlflow, TensorBoardTracker(root / "tensorboard")])
+    visuals = EpochVisuals(sinks, model.feature_layers(), probes, ["cat", "dog"], root / "activations",
+                           first_conv=model.first_conv(), keep_files=False)
+    visuals.log(model, step=0)
+    return model, visuals, sinks

@@ -35,14 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_description  # noqa: E402
-
-from convscope.pictures.epoch_visuals import EpochVisuals, Probes  # noqa: E402
-from convscope.tracking.base import FanOut  # noqa: E402
-from convscope.tracking.mlflow_sink import MlflowTracker  # noqa: E402
-from convscope.tracking.tensorboard_sink import TensorBoardTracker  # noqa: E402
-from convscope.train.config import build_config  # noqa: E402
-from convscope.train.model import build_model  # noqa: E402
+from common import device_description, seed_visuals  # noqa: E402
 
 
 def batches_per_second(seconds: float, calls_per_batch: int) -> float:
@@ -85,19 +78,9 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)  # as on the tracker's threads; the main thread's calls are too small to use more
     print(f"device: {device_description()}; Python switch interval {sys.getswitchinterval() * 1000:g} ms")
-    model = build_model(build_config("seed").model).to(memory_format=torch.channels_last)
-    inputs = torch.randn(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
-    images = (torch.rand(8, 3, 64, 64) * 255).to(torch.uint8)
-    probes = Probes(inputs, images, torch.tensor([0] * 4 + [1] * 4), tuple(f"probe{i}" for i in range(8)))
     drawn = [0]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        mlflow = MlflowTracker(f"sqlite:///{root / 'mlflow.db'}", "bench", "drawing-host-share",
-                               artifact_location=(root / "artifacts").as_uri())
-        sinks = FanOut([mlflow, TensorBoardTracker(root / "tensorboard")])
-        visuals = EpochVisuals(sinks, model.feature_layers(), probes, ["cat", "dog"], root / "activations",
-                               first_conv=model.first_conv(), keep_files=False)
-        visuals.log(model, step=0)
+        model, visuals, sinks = seed_visuals(Path(tmp), "drawing-host-share")
 
         def drawing(stop: threading.Event) -> None:
             while not stop.is_set():

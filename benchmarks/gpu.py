@@ -221,6 +221,12 @@ def smoke(device: torch.device, runs_dir: Path, quick: bool) -> None:
             raise SystemExit(1)
 
 
+def failed_row(label: str, error: Exception) -> str:
+    """A row whose measurement raised: its label, ``failed`` and the error's first line."""
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return f"{label:<66} {'failed':>11}  {type(error).__name__}: {first}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check the script itself (a CPU minute)")
@@ -267,8 +273,7 @@ def main() -> None:
                 other, mode, _ = convscope_step(device, images, labels, args.batch_size, args.seconds, graphed=True,
                                                 optimizer_step=optimizer_step)
             except Exception as error:  # noqa: BLE001 - reported as the row's figure
-                print(f"{f'  the same on {shown}':<66} {'failed':>11}  {type(error).__name__}: "
-                      f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}")
+                print(failed_row(f"  the same on {shown}", error))
             else:
                 print(f"{f'  the same on {shown} ({mode})':<66} {other:>11,.0f} img/s  "
                       f"{other / graphed:.2f}x convscope's")
@@ -278,8 +283,7 @@ def main() -> None:
                 compiled, mode, first = convscope_step(device, images, labels, args.batch_size, args.seconds,
                                                        graphed=True, compiled=True)
             except Exception as error:  # noqa: BLE001 - reported as the row's figure
-                print(f"{'convscope graphed step on torch.compile':<66} {'failed':>11}  "
-                      f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}")
+                print(failed_row("convscope graphed step on torch.compile", error))
             else:
                 print(f"{f'convscope graphed step on torch.compile ({mode})':<66} {compiled:>11,.0f} img/s  "
                       f"first step {first:.1f} s (compile included)")

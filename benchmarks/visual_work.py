@@ -18,14 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_description  # noqa: E402
+from common import device_description, seed_visuals  # noqa: E402
 
-from convscope.tracking.base import FanOut  # noqa: E402
-from convscope.pictures.epoch_visuals import EpochVisuals, Probes  # noqa: E402
-from convscope.tracking.mlflow_sink import MlflowTracker  # noqa: E402
-from convscope.tracking.tensorboard_sink import TensorBoardTracker  # noqa: E402
-from convscope.train.config import build_config  # noqa: E402
-from convscope.train.model import build_model  # noqa: E402
+from convscope.pictures.epoch_visuals import EpochVisuals  # noqa: E402
 
 
 def main() -> None:
@@ -36,18 +31,8 @@ def main() -> None:
     torch.set_num_threads(1)  # as on the background writer
     code = Path(sys.modules[EpochVisuals.__module__].__file__ or "").resolve().parent.parent
     print(f"device: {device_description()}; code from {code}")
-    model = build_model(build_config("seed").model).to(memory_format=torch.channels_last)
-    inputs = torch.randn(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
-    images = (torch.rand(8, 3, 64, 64) * 255).to(torch.uint8)
-    probes = Probes(inputs, images, torch.tensor([0] * 4 + [1] * 4), tuple(f"probe{i}" for i in range(8)))
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        mlflow = MlflowTracker(f"sqlite:///{root / 'mlflow.db'}", "bench", "visual-work",
-                               artifact_location=(root / "artifacts").as_uri())
-        sinks = FanOut([mlflow, TensorBoardTracker(root / "tensorboard")])
-        visuals = EpochVisuals(sinks, model.feature_layers(), probes, ["cat", "dog"], root / "activations",
-                               first_conv=model.features[0].conv, keep_files=False)
-        visuals.log(model, step=0)
+        model, visuals, sinks = seed_visuals(Path(tmp), "visual-work")
         cpu, wall = [], []
         for step in range(1, args.epochs + 1):
             started_cpu, started_wall = time.process_time(), time.perf_counter()
